@@ -1,0 +1,41 @@
+"""The shipped model release: fp16 weights plus a JSON metadata file, written by training and read
+by the handler and the archive builder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from handler.classes import CODES
+
+WEIGHTS_FILE = "skin_resnet34.pt"
+METADATA_FILE = "skin_resnet34.json"
+REQUIRED_KEYS = ("name", "version", "arch", "classes", "input_size", "mean", "std", "temperature")
+
+
+def save_release(state_dict: dict[str, torch.Tensor], metadata: dict, directory: Path) -> Path:
+    """Write ``skin_resnet34.pt`` (fp16) and ``skin_resnet34.json`` into ``directory``."""
+    missing = [key for key in REQUIRED_KEYS if key not in metadata]
+    if missing:
+        raise ValueError(f"release metadata lacks {missing}")
+    directory.mkdir(parents=True, exist_ok=True)
+    half = {key: value.half() if value.is_floating_point() else value
+            for key, value in state_dict.items()}
+    torch.save(half, directory / WEIGHTS_FILE)
+    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
+    return directory / WEIGHTS_FILE
+
+
+def load_metadata(path: Path) -> dict:
+    """Read release metadata and check that it was trained on today's class list."""
+    metadata = json.loads(Path(path).read_text(encoding="utf-8"))
+    missing = [key for key in REQUIRED_KEYS if key not in metadata]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}")
+    if tuple(metadata["classes"]) != CODES:
+        raise ValueError(f"{path} was trained on classes {metadata['classes']}, "
+                         f"but handler/classes.json lists {list(CODES)}")
+    return metadata
