@@ -1,0 +1,1 @@
+"""Training, calibration and evaluation of the SKIN ResNet34 (run as ``python -m training.train``)."""

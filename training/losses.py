@@ -1,0 +1,33 @@
+"""Losses: class-weighted cross-entropy, optionally mixed with knowledge distillation."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def class_weights(counts: list[int], power: float) -> torch.Tensor:
+    """Per-class weights proportional to ``count ** -power``, scaled to mean 1 over the classes."""
+    counts_t = torch.tensor(counts, dtype=torch.float).clamp(min=1)
+    weights = counts_t.pow(-power)
+    return weights * len(counts) / weights.sum()
+
+
+class DistillationLoss(torch.nn.Module):
+    """``(1 - alpha) * CE(student, labels) + alpha * T^2 * KL(teacher_T || student_T)`` (Hinton et al.);
+    with no teacher logits it is the plain (weighted) cross-entropy."""
+
+    def __init__(self, weight: torch.Tensor | None = None, alpha: float = 0.5,
+                 temperature: float = 2.0) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.alpha, self.temperature = alpha, temperature
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor,
+                teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+        hard = F.cross_entropy(logits, labels, weight=self.weight)
+        if teacher_logits is None:
+            return hard
+        t = self.temperature
+        soft = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                        reduction="batchmean", log_target=True)
+        return (1 - self.alpha) * hard + self.alpha * t * t * soft

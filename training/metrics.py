@@ -1,0 +1,59 @@
+"""Classification metrics for the report: scikit-learn where it has them, ECE here."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, recall_score, roc_auc_score
+
+from handler.classes import CODES
+
+ECE_BINS = 15
+
+
+def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Mean per-class recall (BMA) over the classes present in ``labels``."""
+    return float(balanced_accuracy_score(labels, predictions))
+
+
+def sensitivity_specificity(labels: np.ndarray, predictions: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per-class one-vs-rest sensitivity (recall) and specificity, keyed by class code."""
+    classes = list(range(len(CODES)))
+    sensitivity = recall_score(labels, predictions, labels=classes, average=None, zero_division=0)
+    matrix = confusion_matrix(labels, predictions, labels=classes)
+    negatives = matrix.sum() - matrix.sum(axis=1)
+    false_positives = matrix.sum(axis=0) - np.diag(matrix)
+    specificity = np.divide(negatives - false_positives, negatives,
+                            out=np.zeros(len(classes)), where=negatives > 0)
+    return {code: {"sensitivity": float(sensitivity[i]), "specificity": float(specificity[i])}
+            for i, code in enumerate(CODES)}
+
+
+def one_vs_rest_auc(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float | None]:
+    """ROC AUC of each class against the rest (None when a class is absent) and their macro mean."""
+    aucs: dict[str, float | None] = {}
+    for index, code in enumerate(CODES):
+        positives = labels == index
+        aucs[code] = (float(roc_auc_score(positives, probabilities[:, index]))
+                      if 0 < positives.sum() < len(labels) else None)
+    present = [auc for auc in aucs.values() if auc is not None]
+    aucs["macro"] = float(np.mean(present)) if present else None
+    return aucs
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray,
+                               bins: int = ECE_BINS) -> float:
+    """ECE of the top-1 confidence over ``bins`` equal-width bins, weighted by bin population."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    # A confidence on an edge belongs to the lower bin, (lo, hi], as in Guo et al. (2017).
+    bin_index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = bin_index == b
+        if members.any():
+            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)
+
+
+def confusion(labels: np.ndarray, predictions: np.ndarray) -> list[list[int]]:
+    """Confusion matrix (rows true class, columns predicted) in the model's class order."""
+    return confusion_matrix(labels, predictions, labels=list(range(len(CODES)))).tolist()

@@ -1,0 +1,49 @@
+"""The train/validation/test split: grouped by lesion, stratified by class, fixed by a seed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from handler.classes import CODES
+from training.datasets import Sample
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[int]
+    val: list[int]
+    test: list[int]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def split_samples(samples: list[Sample], val_fraction: float = 0.15, test_fraction: float = 0.15,
+                  seed: int = 0) -> Split:
+    """Indices into ``samples`` for each split.
+
+    All images of one lesion land in the same split (so near-duplicate photos cannot leak from train
+    into test), and each split keeps roughly the class proportions of the whole set. Raises
+    ValueError when some class is missing from a split (too few lesions of that class).
+    """
+    labels = np.array([sample.label for sample in samples])
+    groups = np.array([sample.lesion_id for sample in samples])
+    everything = np.arange(len(samples))
+    rest, test = _hold_out(everything, labels, groups, test_fraction, seed)
+    train, val = _hold_out(rest, labels, groups, val_fraction / (1 - test_fraction), seed)
+    split = Split(sorted(train.tolist()), sorted(val.tolist()), sorted(test.tolist()))
+    for name, indices in (("train", split.train), ("val", split.val), ("test", split.test)):
+        missing = [CODES[c] for c in range(len(CODES)) if c in set(labels) and c not in set(labels[indices])]
+        if missing:
+            raise ValueError(f"the {name} split has no images of {missing}; the data set is too small")
+    return split
+
+
+def _hold_out(indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,
+              seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``indices`` into (kept, held out), the held-out part about ``fraction`` of them."""
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
+    kept, held = next(folds.split(indices, labels[indices], groups[indices]))
+    return indices[kept], indices[held]
