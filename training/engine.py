@@ -47,7 +47,7 @@ def train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader,
         scheduler.step()
         seen += len(labels)
         total_loss += loss.item() * len(labels)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
         if deadline is not None and time.monotonic() > deadline:
             stopped = True
             break
