@@ -1,0 +1,49 @@
+"""What one TorchServe batch carries through the handler, and how to find the image in a request.
+
+Kept apart from skin_handler.py because TorchServe requires the handler module to define exactly one
+class.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+
+import torch
+
+from handler.preprocessing import InvalidImageError
+
+IMAGE_FIELDS = ("data", "file", "body")
+
+
+@dataclass
+class Batch:
+    """The good images of one TorchServe batch, and an error for each request that had none."""
+
+    size: int
+    images: torch.Tensor | None = None
+    positions: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+    probabilities: torch.Tensor | None = None
+
+
+def request_bytes(row: dict) -> bytes:
+    """Find the image in one request: raw body, multipart field ``data``/``file``, or base64 JSON."""
+    value = next((row[key] for key in IMAGE_FIELDS if key in row), None)
+    if value is None:
+        raise InvalidImageError("no image in the request; send the image as the body, as a "
+                                "multipart field 'data' or 'file', or as JSON {\"data\": base64}")
+    if isinstance(value, dict):
+        if "data" not in value:
+            raise InvalidImageError('JSON bodies must look like {"data": "<base64 image>"}')
+        value = value["data"]
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidImageError(
+                "the body is text, not an image or base64 of one; send the image bytes") from None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    raise InvalidImageError(f"unexpected JSON value of type {type(value).__name__}; "
+                            'send {"data": "<base64 image>"}')

@@ -1,0 +1,134 @@
+"""TorchServe handler for SKIN: one photo in, all eight lesion classes out, ranked by probability.
+
+The request path reads top to bottom: ``preprocess`` turns each request into an image tensor or a
+per-request error, ``inference`` runs the good images as one batch, ``postprocess`` ranks the classes
+and answers the bad requests with HTTP 400 without failing the rest of the batch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from ts.metrics.metric_type_enum import MetricTypes
+from ts.torch_handler.base_handler import BaseHandler
+
+from handler.batch import Batch, request_bytes
+from handler.checkpoint import METADATA_FILE, load_metadata
+from handler.classes import CLASSES
+from handler.preprocessing import InvalidImageError, decode_image, eval_transform, normalize
+
+logger = logging.getLogger(__name__)
+
+
+class SkinHandler(BaseHandler):
+    def initialize(self, context) -> None:
+        super().initialize(context)
+        model_dir = Path(context.system_properties["model_dir"])
+        self.metadata = load_metadata(model_dir / METADATA_FILE)
+        self.input_size = int(self.metadata["input_size"])
+        self.temperature = float(self.metadata["temperature"])
+        self.model_name = context.manifest["model"]["modelName"]
+        self.model_version = context.manifest["model"].get("modelVersion", self.metadata["version"])
+        config = (getattr(self, "model_yaml_config", None) or {})
+        if self.device.type == "cpu":
+            torch.set_num_threads(self._cpu_threads(config))
+        else:
+            self.model.to(memory_format=torch.channels_last)
+        logger.info("SKIN %s v%s on %s, %d torch threads, input %d px, T=%.3f", self.model_name,
+                    self.model_version, self.device, torch.get_num_threads(), self.input_size,
+                    self.temperature)
+
+    @staticmethod
+    def _cpu_threads(config: dict) -> int:
+        """Threads per worker such that workers x threads <= cores; more only oversubscribes."""
+        configured = config.get("handler", {}).get("threads_per_worker")
+        if configured:
+            return int(configured)
+        cores = len(os.sched_getaffinity(0))
+        return max(1, cores // int(config.get("maxWorkers", 1)))
+
+    def preprocess(self, data: list[dict]) -> Batch:
+        started = time.perf_counter()
+        batch = Batch(size=len(data))
+        tensors = []
+        for idx, row in enumerate(data):
+            try:
+                image = decode_image(request_bytes(row), draft_size=self.input_size)
+            except InvalidImageError as exc:
+                batch.errors[idx] = str(exc)
+                continue
+            except Exception as exc:  # Pillow raises many types on hostile files; answer 400, not 503
+                logger.warning("request %d: undecodable image: %r", idx, exc)
+                batch.errors[idx] = f"the image could not be decoded: {exc}"
+                continue
+            tensors.append(eval_transform(image, self.input_size))
+            batch.positions.append(idx)
+        if tensors:
+            batch.images = torch.stack(tensors)
+        self._gauge("SkinPreprocessMs", (time.perf_counter() - started) * 1000, "ms")
+        return batch
+
+    def inference(self, batch: Batch) -> Batch:
+        if batch.images is None:
+            return batch
+        started = time.perf_counter()
+        images = normalize(batch.images.to(self.device, non_blocking=True))
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    logits = self.model(images.contiguous(memory_format=torch.channels_last))
+            else:
+                logits = self.model(images)
+            batch.probabilities = torch.softmax(logits.float() / self.temperature, dim=1).cpu()
+        self._gauge("SkinForwardMs", (time.perf_counter() - started) * 1000, "ms")
+        self._gauge("SkinBatchSize", len(batch.positions), "count")
+        self.context.metrics.add_counter("SkinImagesHandled", len(batch.positions))
+        return batch
+
+    def postprocess(self, batch: Batch) -> list[dict]:
+        responses: list[dict] = [{} for _ in range(batch.size)]
+        for idx, message in batch.errors.items():
+            self.context.set_response_status(400, message, idx)
+            responses[idx] = {"error": "invalid_image", "detail": message}
+        if batch.errors:
+            self.context.metrics.add_counter("SkinImagesRejected", len(batch.errors))
+        for row, idx in enumerate(batch.positions):
+            responses[idx] = self.ranked(batch.probabilities[row].tolist())
+        return responses
+
+    def ranked(self, probabilities: list[float]) -> dict:
+        """One response: all classes, most probable first, with the model that produced it."""
+        order = sorted(range(len(CLASSES)), key=lambda i: probabilities[i], reverse=True)
+        return {
+            "model": self.model_name,
+            "version": self.model_version,
+            "predictions": [
+                {"code": CLASSES[i].code, "name": CLASSES[i].name, "name_zh": CLASSES[i].name_zh,
+                 "risk": CLASSES[i].risk, "probability": probabilities[i]}
+                for i in order
+            ],
+        }
+
+    def describe_handle(self) -> dict:
+        """The body of ``GET /models/skin?customized=true``."""
+        return {
+            "model": self.model_name,
+            "version": self.model_version,
+            "arch": self.metadata["arch"],
+            "input_size": self.input_size,
+            "mean": self.metadata["mean"],
+            "std": self.metadata["std"],
+            "temperature": self.temperature,
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
+            "classes": [{"code": c.code, "name": c.name, "name_zh": c.name_zh, "risk": c.risk}
+                        for c in CLASSES],
+            "metrics": self.metadata.get("metrics", {}),
+            "data": self.metadata.get("data", {}),
+        }
+
+    def _gauge(self, name: str, value: float, unit: str) -> None:
+        self.context.metrics.add_metric(name, round(value, 3), unit, metric_type=MetricTypes.GAUGE)

@@ -1,0 +1,165 @@
+"""Start, wait for and stop one TorchServe instance with its own ports and scratch folder.
+
+`make serve` runs ``python -m tools.torchserve`` (the repository's config.properties, ports
+8080-8082, scratch in .run/serve). Tests and benchmarks use :class:`TorchServe` with free ports and a
+temporary home, so they can run beside a live `make serve`: TorchServe keeps its pid file, socket
+and unpacked models in TMPDIR/TEMP and writes key_file.json into its working directory, and all
+three point into the instance's home here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+BASE_CONFIG = REPO / "config.properties"
+DEFAULT_HOME = REPO / ".run" / "serve"
+ADDRESS_KEYS = {"inference": "inference_address", "management": "management_address",
+                "metrics": "metrics_address"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_key(key_file: Path, api: str = "inference") -> str:
+    """The bearer key for ``api`` ("inference" or "management") from TorchServe's key_file.json."""
+    try:
+        keys = json.loads(Path(key_file).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{key_file} not found: is TorchServe running from that folder?") from None
+    return keys[api]["key"]
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    properties = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+@dataclass
+class TorchServe:
+    """One TorchServe process tree; ``ports`` maps inference/management/metrics to port numbers."""
+
+    home: Path = DEFAULT_HOME
+    model_store: Path = REPO / "model_store"
+    models: str = "skin=skin.mar"
+    ports: dict[str, int] = field(default_factory=lambda: {
+        "inference": 8080, "management": 8081, "metrics": 8082})
+    overrides: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @classmethod
+    def on_free_ports(cls, home: Path, **kwargs) -> "TorchServe":
+        return cls(home=home, ports={api: free_port() for api in ADDRESS_KEYS}, **kwargs)
+
+    def url(self, api: str) -> str:
+        return f"http://127.0.0.1:{self.ports[api]}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.home / "key_file.json"
+
+    def headers(self, api: str = "inference") -> dict[str, str]:
+        return {"Authorization": f"Bearer {read_key(self.key_file, api)}"}
+
+    def write_config(self) -> Path:
+        properties = read_properties(BASE_CONFIG)
+        properties.update({key: self.url(api) for api, key in ADDRESS_KEYS.items()})
+        properties.update(model_store=str(self.model_store.resolve()), load_models=self.models)
+        properties.update(self.overrides)
+        path = self.home / "config.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        return path
+
+    def environment(self) -> dict[str, str]:
+        scratch = self.home / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        bin_dir = str(Path(sys.executable).parent)
+        return {**os.environ, "TEMP": str(scratch), "TMPDIR": str(scratch),
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                "PYTHONPATH": ""}
+
+    def start(self, log_to_files: bool = True) -> None:
+        """Launch TorchServe in the foreground as a child process (logs in ``home``)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.key_file.unlink(missing_ok=True)
+        command = [str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground",
+                   "--ncs", "--ts-config", str(self.write_config())]
+        output = open(self.home / "torchserve.out", "wb") if log_to_files else None
+        self.process = subprocess.Popen(command, cwd=self.home, env=self.environment(),
+                                        stdout=output, stderr=subprocess.STDOUT if output else None)
+
+    def wait_ready(self, model: str = "skin", timeout: float = 180) -> float:
+        """Block until ``model`` has a READY worker; returns the seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"TorchServe exited with {self.process.returncode}; "
+                                   f"see {self.home / 'logs'}")
+            if self.model_status(model) == "READY":
+                return time.monotonic() - started
+            time.sleep(0.5)
+        raise TimeoutError(f"{model} not READY after {timeout:.0f}s; see {self.home / 'logs'}")
+
+    def model_status(self, model: str) -> str | None:
+        """The first worker's status, or None while the server or its key file is not up."""
+        try:
+            response = requests.get(f"{self.url('management')}/models/{model}",
+                                    headers=self.headers("management"), timeout=5)
+        except (requests.ConnectionError, FileNotFoundError, KeyError, json.JSONDecodeError):
+            return None
+        if response.status_code != 200:
+            return None
+        workers = response.json()[0].get("workers", [])
+        return "READY" if any(w.get("status") == "READY" for w in workers) else "LOADING"
+
+    def stop(self, timeout: float = 60) -> None:
+        """Stop the Java frontend (it takes its Python workers along) and wait for it."""
+        subprocess.run([str(Path(sys.executable).parent / "torchserve"), "--stop", "--foreground"],
+                       cwd=self.home, env=self.environment(), capture_output=True, timeout=timeout + 10)
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run TorchServe with SKIN in the foreground.")
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    args = parser.parse_args()
+    server = TorchServe(home=args.home)
+    server.start(log_to_files=False)
+    # Ctrl-C reaches the whole foreground process group; this process only has to wait and tidy up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        waited = server.wait_ready()
+        print(f"\nSKIN is READY after {waited:.1f}s: {server.url('inference')}/predictions/skin "
+              f"(key in {server.key_file})", flush=True)
+        server.process.wait()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
