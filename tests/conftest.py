@@ -1,0 +1,72 @@
+"""Shared fixtures: a randomly initialised release, its archive, and a real TorchServe serving it.
+
+The session's TorchServe runs on free ports with its own home, so the suite can run beside a live
+`make serve`. Tests that change server state (scaling, registering) must put it back.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from handler.checkpoint import save_release
+from handler.classes import CODES
+from handler.model import SkinResNet34
+from handler.preprocessing import MEAN, STD
+from tools.archive import build_archive
+from tools.torchserve import TorchServe
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TEST_INPUT_SIZE = 96  # small, so the CPU answers quickly; the served release records its own size
+TEST_MODEL_CONFIG = """\
+minWorkers: 1
+maxWorkers: 1
+batchSize: 4
+maxBatchDelay: 200
+responseTimeout: 60
+"""
+
+
+def write_random_release(directory: Path, input_size: int = TEST_INPUT_SIZE,
+                         version: str = "0.0.1", temperature: float = 1.0) -> Path:
+    """A release with seeded random weights: real archive, real server, no trained model needed."""
+    torch.manual_seed(0)
+    metadata = {"name": "skin", "version": version, "arch": "resnet34", "classes": list(CODES),
+                "input_size": input_size, "mean": list(MEAN), "std": list(STD),
+                "temperature": temperature}
+    return save_release(SkinResNet34().state_dict(), metadata, directory)
+
+
+@pytest.fixture(scope="session")
+def fixture_images() -> dict[str, bytes]:
+    """One real HAM10000 JPEG per class, keyed by file name."""
+    return {path.name: path.read_bytes() for path in sorted((FIXTURES / "images").glob("*.jpg"))}
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory) -> Path:
+    """A model store holding skin.mar built from a random release with a batch size of 4."""
+    store = tmp_path_factory.mktemp("model_store")
+    weights = write_random_release(tmp_path_factory.mktemp("release"))
+    config = store / "test-model-config.yaml"
+    config.write_text(TEST_MODEL_CONFIG)
+    build_archive(weights=weights, export_path=store, config_file=config)
+    return store
+
+
+@pytest.fixture(scope="session")
+def torchserve(model_store, tmp_path_factory) -> TorchServe:
+    """A real TorchServe serving the random model; stopped at the end of the session."""
+    server = TorchServe.on_free_ports(tmp_path_factory.mktemp("torchserve"), model_store=model_store)
+    server.start()
+    try:
+        server.wait_ready(timeout=120)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def inference_url(torchserve) -> str:
+    return f"{torchserve.url('inference')}/predictions/skin"
