@@ -1,0 +1,114 @@
+"""``python -m ops``: list, describe, scale, register, switch and unregister models on a running
+TorchServe, and summarise its metrics. Human-readable by default, ``--json`` for scripts; every
+failure is one line on stderr and exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from handler.checkpoint import WEIGHTS_FILE
+from ops.errors import OpsError
+from ops.management import DEFAULT_KEY_FILE, DEFAULT_MANAGEMENT_URL, Management
+from ops.metrics import DEFAULT_METRICS_URL, scrape, summarize
+from ops.release import versioned_archive
+from ops.render import render_describe, render_metrics, render_models
+from tools.archive import DEFAULT_CONFIG, MODEL_STORE
+
+
+def model_config_defaults() -> dict:
+    """The batching defaults the archive ships with, so a registered version matches them."""
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = model_config_defaults()
+    parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__.splitlines()[0])
+    parser.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
+                        help="TorchServe's key_file.json (default: %(default)s, from make serve)")
+    parser.add_argument("--management-url", default=DEFAULT_MANAGEMENT_URL)
+    parser.add_argument("--metrics-url", default=DEFAULT_METRICS_URL)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("models", help="list registered models")
+    describe = commands.add_parser("describe", help="versions, workers, memory and queue of a model")
+    describe.add_argument("name")
+    scale = commands.add_parser("scale", help="set a model's worker range and wait for it")
+    scale.add_argument("name")
+    scale.add_argument("--min", dest="min_workers", type=int, required=True)
+    scale.add_argument("--max", dest="max_workers", type=int, required=True)
+    scale.add_argument("--version", help="a version other than the default")
+    register = commands.add_parser(
+        "register", help="register a new version built from a release in the model store")
+    register.add_argument("--weights", type=Path, default=MODEL_STORE / WEIGHTS_FILE,
+                          help="release weights; the .json metadata must sit beside them")
+    register.add_argument("--model-store", type=Path, default=MODEL_STORE,
+                          help="the server's model store, where <name>-<version>.mar is written")
+    register.add_argument("--archive", help="register this .mar from the model store as it is")
+    register.add_argument("--name", default="skin")
+    register.add_argument("--batch-size", type=int, default=defaults["batchSize"])
+    register.add_argument("--max-batch-delay", type=int, default=defaults["maxBatchDelay"],
+                          help="milliseconds to wait for a batch to fill")
+    register.add_argument("--workers", type=int, default=defaults["minWorkers"])
+    set_default = commands.add_parser("set-default", help="route /predictions/NAME to VERSION")
+    set_default.add_argument("name")
+    set_default.add_argument("version")
+    unregister = commands.add_parser("unregister", help="remove one version of a model")
+    unregister.add_argument("name")
+    unregister.add_argument("version")
+    commands.add_parser("metrics", help="requests, latencies and handler metrics from :8082")
+    return parser
+
+
+def run(args: argparse.Namespace) -> tuple[object, str]:
+    """Carry out one command; returns its JSON-able result and its text rendering."""
+    api = Management(url=args.management_url, key_file=args.key_file)
+    if args.command == "models":
+        models = api.models()
+        return models, render_models(models)
+    if args.command == "describe":
+        versions = api.describe(args.name)
+        return versions, render_describe(versions)
+    if args.command == "scale":
+        status = api.scale(args.name, args.min_workers, args.max_workers, args.version)
+        versions = api.describe(args.name)
+        return {"status": status, "versions": versions}, f"{status}\n{render_describe(versions)}"
+    if args.command == "register":
+        archive = args.archive or build_release_archive(args)
+        status = api.register(archive, args.batch_size, args.max_batch_delay, args.workers,
+                              args.name)
+        return {"status": status, "archive": archive}, f"{status} (from {archive})"
+    if args.command == "set-default":
+        status = api.set_default(args.name, args.version)
+        return {"status": status}, status
+    if args.command == "unregister":
+        status = api.unregister(args.name, args.version)
+        return {"status": status}, status
+    summary = summarize(*scrape(args.metrics_url))
+    return summary, render_metrics(summary)
+
+
+def build_release_archive(args: argparse.Namespace) -> str:
+    try:
+        archive, _ = versioned_archive(args.weights, args.model_store, args.name)
+    except (FileNotFoundError, ValueError) as exc:
+        raise OpsError(f"cannot build an archive from {args.weights}: {exc}") from None
+    except subprocess.CalledProcessError as exc:
+        raise OpsError(f"torch-model-archiver failed with exit status {exc.returncode}") from None
+    return archive.name
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        result, text = run(args)
+    except OpsError as exc:
+        print(f"ops: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else text)

@@ -1,0 +1,111 @@
+"""A thin client for TorchServe's management API (port 8081), authorised with the management key.
+
+Every failure becomes an :class:`OpsError` whose message names the cause and what to check, so the
+CLI, the load test and the soak run can print it as one line.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+from ops.errors import OpsError
+from tools.torchserve import read_key
+
+DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
+DEFAULT_KEY_FILE = Path(".run/serve/key_file.json")
+# Registering or scaling synchronously waits for workers to load a ResNet34: give it time.
+SLOW_CALL_S = 300
+FAST_CALL_S = 10
+
+
+@dataclass
+class Management:
+    url: str = DEFAULT_MANAGEMENT_URL
+    key_file: Path = DEFAULT_KEY_FILE
+
+    def headers(self) -> dict[str, str]:
+        try:
+            return {"Authorization": f"Bearer {read_key(self.key_file, 'management')}"}
+        except FileNotFoundError:
+            raise OpsError(f"key file {self.key_file} not found: is TorchServe running, "
+                           "and is --key-file its key_file.json?") from None
+        except (KeyError, json.JSONDecodeError):
+            raise OpsError(f"{self.key_file} has no management key; is it TorchServe's "
+                           "key_file.json?") from None
+
+    def call(self, method: str, path: str, params: dict | None = None,
+             timeout: float = FAST_CALL_S) -> dict | list:
+        try:
+            response = requests.request(method, f"{self.url}{path}", params=params,
+                                        headers=self.headers(), timeout=timeout)
+        except requests.ConnectionError:
+            raise OpsError(f"cannot reach the management API at {self.url}: is TorchServe "
+                           "running (make serve)?") from None
+        except requests.Timeout:
+            raise OpsError(f"{method} {path} got no answer within {timeout:.0f}s from "
+                           f"{self.url}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text.strip()}
+        if response.status_code >= 400:
+            detail = body if isinstance(body, dict) else {}
+            message = detail.get("message", response.reason)
+            # TorchServe answers a wrong key with 400, which reads like a bad request: say so.
+            if detail.get("type") == "InvalidKeyException":
+                message = (f"the management key in {self.key_file} was refused "
+                           f"(expired, or from another TorchServe): {message}")
+            raise OpsError(f"{method} {path}: HTTP {response.status_code}: {message}")
+        return body
+
+    def models(self) -> list[dict]:
+        """Registered model names and archive URLs."""
+        return self.call("GET", "/models", params={"limit": 1000})["models"]
+
+    def describe(self, name: str) -> list[dict]:
+        """Every version of ``name``, each with its workers (plus local RSS) and its job queue."""
+        versions = self.call("GET", f"/models/{name}/all")
+        for version in versions:
+            for worker in version.get("workers", []):
+                worker["rssMB"] = worker_rss_mb(worker.get("pid"))
+        return versions
+
+    def scale(self, name: str, min_workers: int, max_workers: int,
+              version: str | None = None) -> str:
+        """Set the worker range and wait until TorchServe has started or stopped workers."""
+        path = f"/models/{name}" + (f"/{version}" if version else "")
+        params = {"min_worker": min_workers, "max_worker": max_workers, "synchronous": "true"}
+        return self.call("PUT", path, params=params, timeout=SLOW_CALL_S)["status"]
+
+    def register(self, archive: str, batch_size: int, max_batch_delay: int, workers: int,
+                 name: str | None = None) -> str:
+        """Register ``archive`` (a file name inside the server's model store) and start workers."""
+        params = {"url": archive, "batch_size": batch_size, "max_batch_delay": max_batch_delay,
+                  "initial_workers": workers, "synchronous": "true"}
+        if name:
+            params["model_name"] = name
+        return self.call("POST", "/models", params=params, timeout=SLOW_CALL_S)["status"]
+
+    def set_default(self, name: str, version: str) -> str:
+        return self.call("PUT", f"/models/{name}/{version}/set-default")["status"]
+
+    def unregister(self, name: str, version: str | None = None) -> str:
+        path = f"/models/{name}" + (f"/{version}" if version else "")
+        return self.call("DELETE", path, timeout=SLOW_CALL_S)["status"]
+
+    def worker_pids(self, name: str) -> list[int]:
+        """Pids of the READY workers of every version of ``name``."""
+        return [worker["pid"] for version in self.describe(name)
+                for worker in version.get("workers", []) if worker.get("status") == "READY"]
+
+
+def worker_rss_mb(pid: int | None) -> float | None:
+    """Resident memory of a worker running on this machine; TorchServe's memoryUsage is often 0."""
+    try:
+        return round(psutil.Process(pid).memory_info().rss / 2**20, 1) if pid else None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None

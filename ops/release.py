@@ -1,0 +1,26 @@
+"""Turn a release in the model store into ``<name>-<version>.mar`` beside the serving archive.
+
+TorchServe registers archives by file name from its model store, and ``skin.mar`` is the one loaded
+at start-up, so a new version gets its own versioned file instead of overwriting that one.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from handler.checkpoint import METADATA_FILE, load_metadata
+from tools.archive import DEFAULT_CONFIG, build_archive
+
+
+def versioned_archive(weights: Path, model_store: Path, name: str = "skin",
+                      config_file: Path = DEFAULT_CONFIG) -> tuple[Path, str]:
+    """Build (or reuse) ``<model_store>/<name>-<version>.mar``; returns it and the version."""
+    version = str(load_metadata(weights.with_name(METADATA_FILE))["version"])
+    target = model_store / f"{name}-{version}.mar"
+    if not target.exists():
+        with tempfile.TemporaryDirectory(prefix="skin-register-") as scratch:
+            built = build_archive(weights=weights, export_path=Path(scratch),
+                                  config_file=config_file, model_name=name)
+            shutil.move(built, target)
+    return target, version

@@ -1,0 +1,61 @@
+"""Plain-text views of management and metrics answers, for people at a terminal."""
+from __future__ import annotations
+
+
+def render_models(models: list[dict]) -> str:
+    if not models:
+        return "no models registered"
+    width = max(len(model["modelName"]) for model in models)
+    return "\n".join(f"{model['modelName']:<{width}}  {model['modelUrl']}" for model in models)
+
+
+def render_describe(versions: list[dict]) -> str:
+    blocks = []
+    for version in versions:
+        queue = version.get("jobQueueStatus", {})
+        lines = [
+            f"{version['modelName']} {version['modelVersion']}  ({version['modelUrl']}, "
+            f"{version.get('deviceType', '?')})",
+            f"  workers      {version['minWorkers']}..{version['maxWorkers']}, batch "
+            f"{version['batchSize']}, max batch delay {version['maxBatchDelay']} ms, "
+            f"response timeout {version['responseTimeout']} s",
+            f"  queue        {queue.get('pendingRequests', '?')} pending, "
+            f"{queue.get('remainingCapacity', '?')} free",
+        ]
+        for worker in version.get("workers", []):
+            rss = f"{worker['rssMB']:.0f} MB RSS" if worker.get("rssMB") is not None else "RSS n/a"
+            lines.append(f"  worker {worker['id']}  {worker['status']:<9} pid {worker['pid']}  "
+                         f"{rss}  since {worker['startTime']}")
+        if not version.get("workers"):
+            lines.append("  no workers")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def render_metrics(summary: dict) -> str:
+    host = summary["host"]
+    lines = [
+        "responses    " + ", ".join(f"{code}: {host.get(f'Requests{code}_total', 0):.0f}"
+                                    for code in ("2XX", "4XX", "5XX")),
+    ]
+    if "CPUUtilization" in host:
+        lines.append(f"host         CPU {host['CPUUtilization']:.0f} %, memory used "
+                     f"{host.get('MemoryUsed', 0):.0f} MB, available "
+                     f"{host.get('MemoryAvailable', 0):.0f} MB (sampled once a minute)")
+    for name, model in summary["models"].items():
+        lines += [
+            f"{name}",
+            f"  requests     {model['requests']} (images classified "
+            f"{model.get('images_handled', 0)}, rejected {model.get('images_rejected', 0)})",
+            f"  mean time    {_ms(model['mean_total_ms'])} in TorchServe = "
+            f"{_ms(model['mean_queue_ms'])} queued + {_ms(model['mean_worker_ms'])} in the worker",
+        ]
+        batch = model["last_batch"]
+        if batch:
+            lines.append("  last batch   " + ", ".join(
+                f"{key.removeprefix('Skin')} {value:g}" for key, value in batch.items()))
+    return "\n".join(lines)
