@@ -1,0 +1,74 @@
+"""Locust users that post real dermoscopy images to /predictions/skin and check every answer.
+
+Run through ``python -m loadtest``, which sets these environment variables:
+SKIN_KEY_FILE (TorchServe's key_file.json), SKIN_IMAGE_DIR, SKIN_MAX_REQUESTS (stop after this many
+requests), SKIN_RATE_PER_USER (requests/s per user; unset means as fast as answers come),
+SKIN_MODEL (default skin), SKIN_TOTALS_FILE (where the final totals are written as JSON: locust's
+_stats.csv is rewritten once a second and misses requests that end while users stop).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import gevent
+from locust import HttpUser, constant, constant_throughput, events, task
+
+from loadtest.checks import check_prediction
+from loadtest.images import load_images
+from tools.torchserve import read_key
+
+IMAGES = load_images(Path(os.environ["SKIN_IMAGE_DIR"]) if os.environ.get("SKIN_IMAGE_DIR") else None)
+MODEL = os.environ.get("SKIN_MODEL", "skin")
+MAX_REQUESTS = int(os.environ.get("SKIN_MAX_REQUESTS", "50000"))
+RATE_PER_USER = float(os.environ.get("SKIN_RATE_PER_USER", "0"))
+# Users share one rotation, so each image is sent equally often whatever the user count.
+_next_image = itertools.cycle(IMAGES).__next__
+_sent = itertools.count(1)
+
+
+@events.init.add_listener
+def bound_request_count(environment, **_kwargs) -> None:
+    """End the run after MAX_REQUESTS requests, whatever --run-time says."""
+
+    @environment.events.request.add_listener
+    def stop_after_max_requests(**_request) -> None:
+        if next(_sent) == MAX_REQUESTS:
+            # From a greenlet of its own: quitting stops the user greenlet that is running this.
+            gevent.spawn(environment.runner.quit)
+
+
+@events.quitting.add_listener
+def write_totals(environment, **_kwargs) -> None:
+    total = environment.stats.total
+    totals = {"requests": total.num_requests, "failures": total.num_failures,
+              "requests_per_s": total.total_rps, "mean_ms": total.avg_response_time,
+              "max_ms": total.max_response_time}
+    for percentile in (50, 95, 99):
+        totals[f"p{percentile}_ms"] = (total.get_response_time_percentile(percentile / 100)
+                                       if total.num_requests else None)
+    Path(os.environ["SKIN_TOTALS_FILE"]).write_text(json.dumps(totals))
+
+
+class SkinUser(HttpUser):
+    wait_time = constant_throughput(RATE_PER_USER) if RATE_PER_USER > 0 else constant(0)
+
+    def on_start(self) -> None:
+        key = read_key(Path(os.environ["SKIN_KEY_FILE"]), "inference")
+        self.client.headers.update({"Authorization": f"Bearer {key}",
+                                    "Content-Type": "image/jpeg"})
+
+    @task
+    def classify(self) -> None:
+        _name, image = _next_image()
+        with self.client.post(f"/predictions/{MODEL}", data=image, name=f"/predictions/{MODEL}",
+                              catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+                return
+            try:
+                check_prediction(response.json())
+            except ValueError as exc:
+                response.failure(str(exc))

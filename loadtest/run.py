@@ -1,0 +1,107 @@
+"""Run locust headless against a SKIN TorchServe on this machine and write its reports.
+
+``python -m loadtest --users 8 --duration 60`` (defaults: the `make serve` instance). Writes into
+the output folder: locust_stats.csv, locust_stats_history.csv, locust_failures.csv, locust.html,
+locust_totals.json, summary.json, summary.txt and latency.png. Exit status 1 when any request failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from loadtest.images import default_image_dir
+from loadtest.report import format_summary, plot_latency, read_totals
+from ops.errors import OpsError
+from ops.management import DEFAULT_KEY_FILE
+from ops.metrics import DEFAULT_METRICS_URL, scrape, time_split
+
+REPO = Path(__file__).resolve().parent.parent
+LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+DEFAULT_HOST = "http://127.0.0.1:8080"
+DEFAULT_MAX_REQUESTS = 50_000
+# Time locust gets beyond --run-time to stop its users and write the reports.
+SHUTDOWN_GRACE_S = 60
+
+
+def require_loopback(url: str) -> None:
+    """Load goes to this machine only; anything else is refused before a request is sent."""
+    host = urlparse(url).hostname
+    if host not in LOOPBACK_HOSTS and not (host or "").startswith("127."):
+        raise OpsError(f"refusing to load-test {url}: only loopback addresses (127.0.0.1) are allowed")
+
+
+def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir: Path, *,
+                 metrics_url: str | None = DEFAULT_METRICS_URL, model: str = "skin",
+                 max_requests: int = DEFAULT_MAX_REQUESTS, rate_per_user: float | None = None,
+                 image_dir: Path | None = None) -> dict:
+    """One bounded locust run; returns the summary also written to ``out_dir/summary.json``."""
+    require_loopback(host)
+    if metrics_url:
+        require_loopback(metrics_url)
+    if not key_file.exists():
+        raise OpsError(f"key file {key_file} not found: is TorchServe running from that folder?")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    before = scrape(metrics_url)[1].get(model, {}) if metrics_url else None
+    environment = {**os.environ, "SKIN_KEY_FILE": str(key_file.resolve()), "SKIN_MODEL": model,
+                   "SKIN_IMAGE_DIR": str(image_dir or default_image_dir()),
+                   "SKIN_MAX_REQUESTS": str(max_requests),
+                   "SKIN_RATE_PER_USER": str(rate_per_user or 0),
+                   "SKIN_TOTALS_FILE": str(out_dir / "locust_totals.json"),
+                   "PYTHONPATH": str(REPO)}
+    prefix = out_dir / "locust"
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+               "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{duration_s}s",
+               "--stop-timeout", "10", "--host", host, "--csv", str(prefix), "--csv-full-history",
+               "--html", str(prefix) + ".html", "--only-summary", "--loglevel", "WARNING"]
+    started = time.monotonic()
+    # locust exits 1 when a request failed; the summary below reports that, so the code is ignored.
+    subprocess.run(command, cwd=REPO, env=environment, timeout=duration_s + SHUTDOWN_GRACE_S,
+                   stdout=(out_dir / "locust.log").open("wb"), stderr=subprocess.STDOUT)
+    if not (out_dir / "locust_totals.json").exists():
+        raise OpsError(f"locust wrote no statistics; see {out_dir / 'locust.log'}")
+    summary = {"host": host, "users": users, "duration_s": duration_s,
+               "rate_per_user": rate_per_user, "wall_s": round(time.monotonic() - started, 1),
+               **read_totals(out_dir / "locust_totals.json")}
+    if metrics_url:
+        summary["server"] = time_split(scrape(metrics_url)[1].get(model, {}), before)
+    plot_latency(Path(f"{prefix}_stats_history.csv"), out_dir / "latency.png",
+                 f"SKIN load test: {users} users, {duration_s} s")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "summary.txt").write_text(format_summary(summary) + "\n")
+    return summary
+
+
+def timestamped(prefix: str) -> Path:
+    return REPO / "reports" / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Headless locust run against SKIN on loopback.")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="inference address (%(default)s)")
+    parser.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE)
+    parser.add_argument("--metrics-url", default=DEFAULT_METRICS_URL)
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--duration", type=int, default=60, help="seconds")
+    parser.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS)
+    parser.add_argument("--rate-per-user", type=float, help="requests/s per user (default: no wait)")
+    parser.add_argument("--images", type=Path, help="folder of JPEGs (default: HAM10000 if present)")
+    parser.add_argument("--out", type=Path, help="report folder (default: reports/loadtest-<time>)")
+    args = parser.parse_args()
+    out_dir = args.out or timestamped("loadtest")
+    try:
+        summary = run_loadtest(args.host, args.key_file, args.users, args.duration, out_dir,
+                               metrics_url=args.metrics_url, max_requests=args.max_requests,
+                               rate_per_user=args.rate_per_user, image_dir=args.images)
+    except OpsError as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(format_summary(summary))
+    print(f"reports in {out_dir}")
+    sys.exit(1 if summary["failures"] else 0)
