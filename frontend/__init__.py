@@ -1,0 +1,1 @@
+"""SKIN's Streamlit frontend: a thin page over TorchServe's /predictions/skin endpoint."""

@@ -1,0 +1,103 @@
+"""SKIN's page: a dermoscopy photo in, the eight lesion classes ranked, with a plain-language answer.
+
+Run it with `python -m frontend.run` (or `make serve`, which starts TorchServe too). The page only
+lays things out: the client, the photo preparation and the ranking live in their own modules.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+from frontend.client import ClientConfig, ServerProblem, SkinClient
+from frontend.photo import prepare_photo
+from frontend.ranking import CONCERN_THRESHOLD, Ranking
+from frontend.texts import LANGUAGES, Texts
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+
+
+@st.cache_resource
+def client_for(config: ClientConfig) -> SkinClient:
+    return SkinClient(config)
+
+
+def classify(shot: UploadedFile, body: bytes, texts: Texts) -> Ranking | None:
+    """The server's answer for this photo, or None after showing why there is none."""
+    # Kept per session, so switching language re-draws the answer without asking the server again.
+    kept = st.session_state.get("answer")
+    if kept is not None and kept[0] == shot.file_id:
+        return kept[1]
+    try:
+        with st.spinner(texts.working):
+            ranking = client_for(ClientConfig.from_env()).classify(body)
+    except ServerProblem as failure:
+        st.error(texts.problems[failure.problem].format(detail=failure.detail))
+        return None
+    st.session_state["answer"] = (shot.file_id, ranking)
+    return ranking
+
+
+def percent(probability: float) -> str:
+    return f"{probability:.0%}"
+
+
+def show_ranking(ranking: Ranking, texts: Texts) -> None:
+    top = ranking.top
+    st.caption(texts.most_likely)
+    st.subheader(f"{texts.name(top.lesion)}: {percent(top.probability)}")
+    st.write(texts.description(top.lesion))
+    parts = ", ".join(f"{texts.name(s.lesion)} {percent(s.probability)}" for s in ranking.concerning)
+    summary = dict(share=percent(ranking.concerning_probability), classes=parts,
+                   threshold=percent(CONCERN_THRESHOLD))
+    if ranking.flagged:
+        st.error(texts.flag.format(**summary), icon="⚠️")
+    else:
+        st.info(texts.no_flag.format(**summary))
+
+
+def show_chart(ranking: Ranking, texts: Texts) -> None:
+    st.markdown(f"**{texts.all_classes}**")
+    rows = pd.DataFrame({
+        texts.class_column: [texts.name(s.lesion) for s in ranking.scores],
+        texts.probability_column: [s.probability for s in ranking.scores],
+        "risk": [texts.risk_names[s.lesion.risk] for s in ranking.scores],
+    })
+    st.bar_chart(rows, x=texts.class_column, y=texts.probability_column, color="risk",
+                 horizontal=True, sort=f"-{texts.probability_column}", height=320)
+    st.caption(texts.model_version.format(model=ranking.model, version=ranking.version))
+
+
+st.set_page_config(page_title="SKIN", page_icon="🔬")
+language = st.segmented_control("Language / 语言", list(LANGUAGES), default="English",
+                                key="language", label_visibility="collapsed")
+texts = LANGUAGES[language or "English"]  # a second tap deselects; keep English then
+
+st.title(texts.title)
+st.warning(texts.disclaimer, icon="🩺")
+st.markdown(f"**{texts.tips_title}:** " + "; ".join(texts.tips) + ".")
+
+source = st.segmented_control(texts.source_label, ["upload", "camera"], default="upload",
+                              format_func=lambda s: texts.upload if s == "upload" else texts.camera,
+                              key="source")
+if source == "camera":
+    # The default resolution follows the widget's width (a few hundred px on a phone); 1080p is
+    # the most a phone camera gives here, and the photo is shrunk again before upload anyway.
+    shot = st.camera_input(texts.camera_label, resolution="1080p", key="camera")
+else:
+    shot = st.file_uploader(texts.uploader_label, type=UPLOAD_TYPES, key="upload")
+
+if shot is not None:
+    photo = prepare_photo(shot.getvalue())
+    left, right = st.columns([2, 3])
+    with left:
+        if photo.viewable:
+            st.image(photo.body, width="stretch")
+        else:
+            st.caption(texts.unreadable_preview)
+    with right:
+        ranking = classify(shot, photo.body, texts)
+        if ranking is not None:
+            show_ranking(ranking, texts)
+    if ranking is not None:
+        show_chart(ranking, texts)

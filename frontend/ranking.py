@@ -1,0 +1,54 @@
+"""A TorchServe answer as the page shows it: every class, ranked, and whether to raise a flag."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handler.classes import BY_CODE, LesionClass
+
+# The flag fires when the malignant and pre-malignant classes (MEL, BCC, SCC, AK) together reach
+# 20%. That is deliberately low: this is a screening aid, a missed melanoma costs far more than an
+# unneeded visit, and the four classes are a minority of lesions people photograph, so 20% is well
+# above what a typical benign mole gets. Summing (rather than looking at each class alone) also
+# catches a photo whose probability is split between, say, BCC and SCC.
+CONCERN_THRESHOLD = 0.2
+
+
+@dataclass(frozen=True)
+class Score:
+    lesion: LesionClass
+    probability: float
+
+
+@dataclass(frozen=True)
+class Ranking:
+    model: str
+    version: str
+    scores: tuple[Score, ...]  # most probable first
+
+    @classmethod
+    def from_response(cls, body: dict) -> "Ranking":
+        """Parse the handler's 200 body; raises ValueError when it does not match classes.json."""
+        try:
+            scores = [Score(BY_CODE[p["code"]], float(p["probability"])) for p in body["predictions"]]
+            model, version = str(body["model"]), str(body["version"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"unexpected answer from the model server: {exc!r}") from None
+        if {s.lesion.code for s in scores} != set(BY_CODE):
+            raise ValueError("the model server's classes differ from this frontend's classes.json")
+        return cls(model, version, tuple(sorted(scores, key=lambda s: s.probability, reverse=True)))
+
+    @property
+    def top(self) -> Score:
+        return self.scores[0]
+
+    @property
+    def concerning(self) -> tuple[Score, ...]:
+        return tuple(s for s in self.scores if s.lesion.is_concerning)
+
+    @property
+    def concerning_probability(self) -> float:
+        return sum(s.probability for s in self.concerning)
+
+    @property
+    def flagged(self) -> bool:
+        return self.concerning_probability >= CONCERN_THRESHOLD

@@ -1,0 +1,116 @@
+"""Every sentence the page shows, in English and Chinese; lesion names come from classes.json."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from frontend.client import Problem
+from handler.classes import LesionClass
+
+
+@dataclass(frozen=True)
+class Texts:
+    chinese: bool
+    title: str
+    disclaimer: str
+    tips_title: str
+    tips: tuple[str, ...]
+    source_label: str
+    upload: str
+    camera: str
+    uploader_label: str
+    camera_label: str
+    working: str
+    most_likely: str
+    flag: str  # {share}: the four classes together; {classes}: each of them; {threshold}
+    no_flag: str  # as flag
+    all_classes: str
+    class_column: str
+    probability_column: str
+    risk_names: dict[str, str]
+    model_version: str  # {model}, {version}
+    unreadable_preview: str
+    problems: dict[Problem, str]  # {detail}
+
+    def name(self, lesion: LesionClass) -> str:
+        return lesion.name_zh if self.chinese else lesion.name
+
+    def description(self, lesion: LesionClass) -> str:
+        return lesion.description_zh if self.chinese else lesion.description
+
+
+ENGLISH = Texts(
+    chinese=False,
+    title="SKIN: dermoscopy lesion classifier",
+    disclaimer="This is not a diagnosis; see a dermatologist about any changing lesion.",
+    tips_title="For a useful photo",
+    tips=("in focus (tap the lesion to focus)", "the lesion centred",
+          "the whole lesion in the frame", "the dermatoscope in contact with the skin"),
+    source_label="Photo",
+    upload="Upload a file",
+    camera="Use the camera",
+    uploader_label="A dermoscopy photo (JPEG, PNG, WebP or BMP)",
+    camera_label="Take a dermoscopy photo",
+    working="Classifying…",
+    most_likely="Most likely",
+    flag="**See a dermatologist soon.** Malignant or pre-malignant classes together: **{share}** "
+         "({classes}). The page raises this flag from {threshold}.",
+    no_flag="Malignant or pre-malignant classes together: {share} ({classes}), below the {threshold} "
+            "that raises a flag.",
+    all_classes="All eight classes",
+    class_column="class",
+    probability_column="probability",
+    risk_names={"malignant": "malignant", "pre-malignant": "pre-malignant", "benign": "benign"},
+    model_version="Model {model}, version {version}",
+    unreadable_preview="This file cannot be shown as an image.",
+    problems={
+        Problem.NOT_RUNNING: "The model server is not running (nothing answers at {detail}). "
+                             "Start it with `make serve` in the SKIN folder, then try again.",
+        Problem.NOT_LOADED: "The model server is up but the skin model is not loaded yet "
+                            "({detail}). Wait a minute and try again.",
+        Problem.INVALID_IMAGE: "The server could not read this image: {detail}",
+        Problem.TOO_LARGE: "The file is too large for the server. Use a smaller photo.",
+        Problem.BUSY: "The model server is busy or restarting. Try again in a few seconds.",
+        Problem.KEY: "The model server refused the access key from {detail}. Restart it with "
+                     "`make serve`, or set SKIN_KEY_FILE / SKIN_TOKEN to its current key.",
+        Problem.TIMEOUT: "The model server took too long to answer ({detail}). Try again.",
+        Problem.UNEXPECTED: "The model server gave an unexpected answer: {detail}",
+    },
+)
+
+CHINESE = Texts(
+    chinese=True,
+    title="SKIN：皮肤镜病变分类",
+    disclaimer="本结果不是诊断；任何正在变化的皮肤病变请咨询皮肤科医生。",
+    tips_title="拍摄要点",
+    tips=("对焦清晰（点按病变处对焦）", "病变位于画面中央", "整个病变都在画面内", "皮肤镜紧贴皮肤"),
+    source_label="照片",
+    upload="上传文件",
+    camera="使用相机",
+    uploader_label="皮肤镜照片（JPEG、PNG、WebP 或 BMP）",
+    camera_label="拍摄皮肤镜照片",
+    working="正在分类…",
+    most_likely="最可能",
+    flag="**请尽快就诊皮肤科。** 恶性或癌前病变类别合计：**{share}**（{classes}）。"
+         "合计达到 {threshold} 即提示。",
+    no_flag="恶性或癌前病变类别合计：{share}（{classes}），低于提示阈值 {threshold}。",
+    all_classes="全部八个类别",
+    class_column="类别",
+    probability_column="概率",
+    risk_names={"malignant": "恶性", "pre-malignant": "癌前病变", "benign": "良性"},
+    model_version="模型 {model}，版本 {version}",
+    unreadable_preview="无法将此文件显示为图像。",
+    problems={
+        Problem.NOT_RUNNING: "模型服务器未运行（{detail} 无响应）。请在 SKIN 目录中运行 "
+                             "`make serve` 启动后重试。",
+        Problem.NOT_LOADED: "模型服务器已启动，但皮肤模型尚未加载（{detail}）。请稍候一分钟再试。",
+        Problem.INVALID_IMAGE: "服务器无法读取此图像：{detail}",
+        Problem.TOO_LARGE: "文件太大，服务器无法接收。请使用较小的照片。",
+        Problem.BUSY: "模型服务器繁忙或正在重启，请几秒后重试。",
+        Problem.KEY: "模型服务器拒绝了来自 {detail} 的访问密钥。请用 `make serve` 重启，"
+                     "或将 SKIN_KEY_FILE / SKIN_TOKEN 设为当前密钥。",
+        Problem.TIMEOUT: "模型服务器响应超时（{detail}），请重试。",
+        Problem.UNEXPECTED: "模型服务器返回了意外的结果：{detail}",
+    },
+)
+
+LANGUAGES = {"English": ENGLISH, "中文": CHINESE}

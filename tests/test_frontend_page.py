@@ -1,0 +1,131 @@
+"""The Streamlit page, run by AppTest against the session's real TorchServe.
+
+Every expected answer comes from posting the same bytes straight to TorchServe, so the tests hold
+for the random test model and for a trained one alike.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import requests
+from streamlit.testing.v1 import AppTest
+
+from frontend.photo import prepare_photo
+from frontend.ranking import CONCERN_THRESHOLD
+from handler.classes import BY_CODE
+from tools.torchserve import free_port
+
+APP = Path(__file__).resolve().parent.parent / "frontend" / "app.py"
+TEXT_ELEMENTS = ("title", "subheader", "markdown", "caption", "warning", "error", "info")
+
+
+def served_answer(torchserve, inference_url: str, body: bytes) -> requests.Response:
+    """TorchServe's answer to ``body``, asked directly rather than through the page."""
+    return requests.post(inference_url, data=body, headers=torchserve.headers(), timeout=60)
+
+
+@pytest.fixture
+def page(monkeypatch, torchserve, inference_url) -> AppTest:
+    """The page, configured through the environment as `make serve` configures it."""
+    monkeypatch.setenv("SKIN_INFERENCE_URL", inference_url)
+    monkeypatch.setenv("SKIN_KEY_FILE", str(torchserve.key_file))
+    monkeypatch.delenv("SKIN_TOKEN", raising=False)
+    return AppTest.from_file(str(APP), default_timeout=90).run()
+
+
+def page_text(at: AppTest) -> str:
+    return "\n".join(str(element.value) for kind in TEXT_ELEMENTS for element in at.get(kind))
+
+
+def chart_bars(at: AppTest) -> list[tuple[str, float]]:
+    """(class, probability) bars of the chart, top to bottom as Vega-Lite draws them."""
+    [chart] = at.get("vega_lite_chart")
+    table = pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pylist()
+    names, probabilities = (json.loads(chart.proto.spec)["encoding"][axis]["field"]
+                            for axis in ("y", "x"))
+    assert json.loads(chart.proto.spec)["encoding"]["y"]["sort"] == {
+        "field": probabilities, "order": "descending"}
+    bars = [(row[names], row[probabilities]) for row in table]
+    return sorted(bars, key=lambda bar: bar[1], reverse=True)
+
+
+def assert_ranked_result(at: AppTest, answer: dict, chinese: bool = False) -> None:
+    assert not at.exception
+    ranked = [BY_CODE[p["code"]] for p in answer["predictions"]]
+    names = [c.name_zh if chinese else c.name for c in ranked]
+    top_probability = answer["predictions"][0]["probability"]
+    assert at.subheader[0].value == f"{names[0]}: {top_probability:.0%}"
+    assert (ranked[0].description_zh if chinese else ranked[0].description) in page_text(at)
+    assert chart_bars(at) == [(name, p["probability"]) for name, p in zip(names, answer["predictions"])]
+    concerning = sum(p["probability"] for p in answer["predictions"]
+                     if BY_CODE[p["code"]].is_concerning)
+    assert bool(at.error) == (concerning >= CONCERN_THRESHOLD)
+    assert answer["version"] in page_text(at)
+
+
+def test_page_always_shows_disclaimer_and_capture_tips(page):
+    assert not page.exception
+    assert "This is not a diagnosis; see a dermatologist about any changing lesion." in page_text(page)
+    assert "dermatoscope in contact" in page_text(page)
+    page.segmented_control(key="language").set_value("中文").run()
+    assert "本结果不是诊断" in page_text(page)
+    assert "皮肤镜紧贴皮肤" in page_text(page)
+
+
+def test_upload_shows_ranked_result_and_chart(page, torchserve, inference_url, fixture_images):
+    original = fixture_images["MEL_ISIC_0024310.jpg"]
+    answer = served_answer(torchserve, inference_url, prepare_photo(original).body).json()
+    page.file_uploader(key="upload").upload("lesion.jpg", original, "image/jpeg").run()
+    assert_ranked_result(page, answer)
+    assert len(page.image) == 1
+
+
+def test_camera_photo_shows_ranked_result(page, torchserve, inference_url, fixture_images):
+    page.segmented_control(key="source").set_value("camera").run()
+    assert page.camera_input(key="camera").resolution == "1080p"
+    original = fixture_images["BCC_ISIC_0024331.jpg"]
+    answer = served_answer(torchserve, inference_url, prepare_photo(original).body).json()
+    page.camera_input(key="camera").upload("photo.jpg", original).run()
+    assert_ranked_result(page, answer)
+
+
+def test_language_toggle_shows_chinese_names(page, torchserve, inference_url, fixture_images):
+    original = fixture_images["NV_ISIC_0024306.jpg"]
+    answer = served_answer(torchserve, inference_url, prepare_photo(original).body).json()
+    page.file_uploader(key="upload").upload("lesion.jpg", original, "image/jpeg").run()
+    page.segmented_control(key="language").set_value("中文").run()
+    assert_ranked_result(page, answer, chinese=True)
+    assert "皮肤科" in page_text(page)
+
+
+def test_server_down_is_explained_without_a_traceback(page, monkeypatch, fixture_images):
+    monkeypatch.setenv("SKIN_INFERENCE_URL", f"http://127.0.0.1:{free_port()}/predictions/skin")
+    page.file_uploader(key="upload").upload("lesion.jpg", fixture_images["DF_ISIC_0024318.jpg"],
+                                            "image/jpeg").run()
+    assert not page.exception
+    [error] = page.error
+    assert "model server is not running" in error.value and "make serve" in error.value
+    assert not page.subheader
+
+
+def test_non_image_shows_the_handlers_reason(page, torchserve, inference_url):
+    body = b"%PDF-1.7 a scanned referral letter, not a photo"
+    answer = served_answer(torchserve, inference_url, body)
+    assert answer.status_code == 400
+    page.file_uploader(key="upload").upload("letter.jpg", body, "image/jpeg").run()
+    assert not page.exception
+    [error] = page.error
+    assert answer.json()["detail"] in error.value
+    assert "This file cannot be shown as an image." in page_text(page)
+
+
+def test_rejected_key_is_explained(page, monkeypatch, fixture_images):
+    monkeypatch.setenv("SKIN_TOKEN", "not-the-key")
+    page.file_uploader(key="upload").upload("lesion.jpg", fixture_images["AK_ISIC_0024468.jpg"],
+                                            "image/jpeg").run()
+    assert not page.exception
+    [error] = page.error
+    assert "refused the access key from SKIN_TOKEN" in error.value
