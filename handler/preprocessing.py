@@ -41,8 +41,8 @@ def decode_image(data: bytes, draft_size: int | None = None,
         raise InvalidImageError(
             f"the body ({len(data)} bytes) is not an image Pillow can read; send a JPEG, PNG, WebP or BMP"
         ) from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise InvalidImageError("the image has too many pixels to be a photo") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise InvalidImageError(f"the image has too many pixels to be a photo: {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidImageError(

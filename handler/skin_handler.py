@@ -86,6 +86,8 @@ class SkinHandler(BaseHandler):
         self._gauge("SkinForwardMs", (time.perf_counter() - started) * 1000, "ms")
         self._gauge("SkinBatchSize", len(batch.positions), "count")
         self.context.metrics.add_counter("SkinImagesHandled", len(batch.positions))
+        # Images / batches over any interval is the mean batch size, which one gauge cannot show.
+        self.context.metrics.add_counter("SkinBatchesRun", 1)
         return batch
 
     def postprocess(self, batch: Batch) -> list[dict]:

@@ -26,6 +26,8 @@ BASE_CONFIG = REPO / "config.properties"
 DEFAULT_HOME = REPO / ".run" / "serve"
 ADDRESS_KEYS = {"inference": "inference_address", "management": "management_address",
                 "metrics": "metrics_address"}
+# TorchServe always opens its gRPC ports too, so a second instance needs its own.
+GRPC_PORT_KEYS = {"grpc_inference": "grpc_inference_port", "grpc_management": "grpc_management_port"}
 
 
 def free_port() -> int:
@@ -61,13 +63,15 @@ class TorchServe:
     model_store: Path = REPO / "model_store"
     models: str = "skin=skin.mar"
     ports: dict[str, int] = field(default_factory=lambda: {
-        "inference": 8080, "management": 8081, "metrics": 8082})
+        "inference": 8080, "management": 8081, "metrics": 8082,
+        "grpc_inference": 7070, "grpc_management": 7071})
     overrides: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
 
     @classmethod
     def on_free_ports(cls, home: Path, **kwargs) -> "TorchServe":
-        return cls(home=home, ports={api: free_port() for api in ADDRESS_KEYS}, **kwargs)
+        return cls(home=home, ports={api: free_port() for api in (*ADDRESS_KEYS, *GRPC_PORT_KEYS)},
+                   **kwargs)
 
     def url(self, api: str) -> str:
         return f"http://127.0.0.1:{self.ports[api]}"
@@ -82,6 +86,7 @@ class TorchServe:
     def write_config(self) -> Path:
         properties = read_properties(BASE_CONFIG)
         properties.update({key: self.url(api) for api, key in ADDRESS_KEYS.items()})
+        properties.update({key: str(self.ports[api]) for api, key in GRPC_PORT_KEYS.items()})
         properties.update(model_store=str(self.model_store.resolve()), load_models=self.models)
         properties.update(self.overrides)
         path = self.home / "config.properties"

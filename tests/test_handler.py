@@ -1,0 +1,147 @@
+"""The handler's steps, loaded in-process by TorchServe's own model loader from a real archive."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.model_loader import TsModelLoader
+from ts.service import Service
+
+import ts
+from handler.classes import BY_CODE, CLASSES, CODES
+from tests.conftest import write_random_release
+from tools.archive import HANDLER_DIR, build_archive
+
+METRICS_CONFIG = Path(ts.__file__).parent / "configs" / "metrics.yaml"
+
+
+def load_service(archive: Path, unpack_to: Path) -> Service:
+    """Unpack an archive and load it the way a TorchServe backend worker does."""
+    with zipfile.ZipFile(archive) as mar:
+        mar.extractall(unpack_to)
+    sys.path.insert(0, str(unpack_to))
+    for module in ("skin_handler", "model"):
+        sys.modules.pop(module, None)
+    try:
+        metrics = MetricsCacheYamlImpl(config_file_path=str(METRICS_CONFIG))
+        metrics.initialize_cache()
+        return TsModelLoader().load("skin", str(unpack_to), "skin_handler", None, 4,
+                                    metrics_cache=metrics)
+    finally:
+        sys.path.remove(str(unpack_to))
+
+
+def classify(service: Service, bodies: list[bytes]) -> tuple[list[dict], list[int]]:
+    """One batch through the handler; returns the responses and their HTTP status codes."""
+    batch = [{"requestId": f"r{i}".encode(), "parameters": [
+        {"name": "body", "contentType": "application/octet-stream", "value": body}]}
+        for i, body in enumerate(bodies)]
+    headers, rows, ids = Service.retrieve_data_for_inference(batch)
+    service.context.request_processor = headers
+    service.context.request_ids = ids
+    service.context.metrics.request_ids = ids
+    responses = service._entry_point(rows, service.context)
+    return responses, [processor.get_response_status_code() for processor in headers]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("store")
+    return build_archive(weights=write_random_release(tmp_path_factory.mktemp("rel")), export_path=store)
+
+
+@pytest.fixture(scope="module")
+def service(archive, tmp_path_factory) -> Service:
+    return load_service(archive, tmp_path_factory.mktemp("unpacked"))
+
+
+def test_all_eight_classes_ranked_with_names(service, fixture_images):
+    responses, statuses = classify(service, list(fixture_images.values()))
+    assert statuses == [200] * len(fixture_images)
+    for response in responses:
+        predictions = response["predictions"]
+        assert sorted(p["code"] for p in predictions) == sorted(CODES)
+        probabilities = [p["probability"] for p in predictions]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-4)
+        for prediction in predictions:
+            lesion = BY_CODE[prediction["code"]]
+            assert (prediction["name"], prediction["name_zh"], prediction["risk"]) == (
+                lesion.name, lesion.name_zh, lesion.risk)
+        assert (response["model"], response["version"]) == ("skin", "0.0.1")
+
+
+def test_melanoma_is_named_melanoma():
+    assert (BY_CODE["MEL"].name, BY_CODE["MEL"].name_zh, BY_CODE["MEL"].risk) == (
+        "melanoma", "黑色素瘤", "malignant")
+    assert {c.code for c in CLASSES if c.is_concerning} == {"AK", "BCC", "MEL", "SCC"}
+    assert BY_CODE["AK"].risk == "pre-malignant"
+
+
+def test_a_bad_image_fails_alone_and_the_batch_still_answers(service, fixture_images):
+    good = list(fixture_images.values())[:3]
+    alone, _ = classify(service, good)
+    responses, statuses = classify(service, [good[0], b"not an image", good[1], good[2]])
+    assert statuses == [200, 400, 200, 200]
+    assert responses[1]["error"] == "invalid_image" and "not an image" in responses[1]["detail"]
+    for expected, got in zip(alone, [responses[0], responses[2], responses[3]]):
+        assert [p["code"] for p in got["predictions"]] == [p["code"] for p in expected["predictions"]]
+
+
+def test_a_batch_of_only_bad_images_answers_each_with_400(service):
+    responses, statuses = classify(service, [b"", b"%PDF-1.4"])
+    assert statuses == [400, 400]
+    assert "empty" in responses[0]["detail"] and "not an image" in responses[1]["detail"]
+
+
+def test_exif_rotated_photo_gets_the_upright_result(service, fixture_images):
+    upright = Image.open(io.BytesIO(fixture_images["BCC_ISIC_0024331.jpg"]))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display", as phones write it
+    rotated = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(rotated, "PNG", exif=exif.tobytes())
+    straight = io.BytesIO()
+    upright.save(straight, "PNG")
+    (a, b), _ = classify(service, [straight.getvalue(), rotated.getvalue()])
+    assert [p["code"] for p in a["predictions"]] == [p["code"] for p in b["predictions"]]
+    for p, q in zip(a["predictions"], b["predictions"]):
+        assert math.isclose(p["probability"], q["probability"], abs_tol=1e-5)
+
+
+def test_calibration_temperature_from_the_release_is_applied(tmp_path, fixture_images, service):
+    store = tmp_path / "store"
+    hot = build_archive(weights=write_random_release(tmp_path / "rel", temperature=2.0), export_path=store)
+    warm_service = load_service(hot, tmp_path / "unpacked")
+    image = [fixture_images["DF_ISIC_0024318.jpg"]]
+    (plain,), _ = classify(service, image)
+    (scaled,), _ = classify(warm_service, image)
+    # softmax(z / T) is proportional to softmax(z) ** (1 / T)
+    powered = {p["code"]: p["probability"] ** 0.5 for p in plain["predictions"]}
+    total = sum(powered.values())
+    for prediction in scaled["predictions"]:
+        assert math.isclose(prediction["probability"], powered[prediction["code"]] / total, rel_tol=1e-3)
+
+
+def test_describe_returns_the_class_list_and_metadata(service):
+    described = service._entry_point.__self__.describe_handle()
+    assert [c["code"] for c in described["classes"]] == list(CODES)
+    assert described["classes"][4]["name"] == "melanoma"
+    assert described["version"] == "0.0.1" and described["input_size"] == 96
+    assert described["torch_threads"] >= 1
+
+
+def test_archive_carries_the_one_class_file_and_matching_release(archive):
+    with zipfile.ZipFile(archive) as mar:
+        assert mar.read("handler/classes.json") == (HANDLER_DIR / "classes.json").read_bytes()
+        release = json.loads(mar.read("skin_resnet34.json"))
+        manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+    assert release["classes"] == list(CODES)
+    assert manifest["model"]["modelVersion"] == release["version"]
+    assert manifest["model"]["handler"] == "skin_handler.py"
