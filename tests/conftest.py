@@ -25,7 +25,12 @@ maxWorkers: 1
 batchSize: 4
 maxBatchDelay: 200
 responseTimeout: 60
+handler:
+  threads_per_worker: 1
 """
+# The suite's processes (pytest, TorchServe workers, Streamlit) share two cores; one torch thread
+# each keeps them from spinning against each other, which costs far more than it saves.
+torch.set_num_threads(1)
 
 
 def write_random_release(directory: Path, input_size: int = TEST_INPUT_SIZE,
