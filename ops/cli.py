@@ -10,24 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from handler.checkpoint import WEIGHTS_FILE
 from ops.errors import OpsError
 from ops.management import DEFAULT_KEY_FILE, DEFAULT_MANAGEMENT_URL, Management
 from ops.metrics import DEFAULT_METRICS_URL, scrape, summarize
-from ops.release import versioned_archive
 from ops.render import render_describe, render_metrics, render_models
-from tools.archive import DEFAULT_CONFIG, MODEL_STORE
-
-
-def model_config_defaults() -> dict:
-    """The batching defaults the archive ships with, so a registered version matches them."""
-    return yaml.safe_load(DEFAULT_CONFIG.read_text())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = model_config_defaults()
     parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__.splitlines()[0])
     parser.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
                         help="TorchServe's key_file.json (default: %(default)s, from make serve)")
@@ -46,16 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--version", help="a version other than the default")
     register = commands.add_parser(
         "register", help="register a new version built from a release in the model store")
-    register.add_argument("--weights", type=Path, default=MODEL_STORE / WEIGHTS_FILE,
-                          help="release weights; the .json metadata must sit beside them")
-    register.add_argument("--model-store", type=Path, default=MODEL_STORE,
-                          help="the server's model store, where <name>-<version>.mar is written")
+    register.add_argument("--weights", type=Path, help="release weights, the .json metadata "
+                          "beside them (default: model_store/skin_resnet34.pt)")
+    register.add_argument("--model-store", type=Path, help="the server's model store, where "
+                          "<name>-<version>.mar is written (default: model_store)")
     register.add_argument("--archive", help="register this .mar from the model store as it is")
     register.add_argument("--name", default="skin")
-    register.add_argument("--batch-size", type=int, default=defaults["batchSize"])
-    register.add_argument("--max-batch-delay", type=int, default=defaults["maxBatchDelay"],
-                          help="milliseconds to wait for a batch to fill")
-    register.add_argument("--workers", type=int, default=defaults["minWorkers"])
+    register.add_argument("--batch-size", type=int,
+                          help="default: batchSize of handler/model-config.yaml")
+    register.add_argument("--max-batch-delay", type=int, help="milliseconds to wait for a batch "
+                          "to fill (default: maxBatchDelay of handler/model-config.yaml)")
+    register.add_argument("--workers", type=int,
+                          help="default: minWorkers of handler/model-config.yaml")
     set_default = commands.add_parser("set-default", help="route /predictions/NAME to VERSION")
     set_default.add_argument("name")
     set_default.add_argument("version")
@@ -80,10 +71,7 @@ def run(args: argparse.Namespace) -> tuple[object, str]:
         versions = api.describe(args.name)
         return {"status": status, "versions": versions}, f"{status}\n{render_describe(versions)}"
     if args.command == "register":
-        archive = args.archive or build_release_archive(args)
-        status = api.register(archive, args.batch_size, args.max_batch_delay, args.workers,
-                              args.name)
-        return {"status": status, "archive": archive}, f"{status} (from {archive})"
+        return register(api, args)
     if args.command == "set-default":
         status = api.set_default(args.name, args.version)
         return {"status": status}, status
@@ -94,14 +82,30 @@ def run(args: argparse.Namespace) -> tuple[object, str]:
     return summary, render_metrics(summary)
 
 
-def build_release_archive(args: argparse.Namespace) -> str:
-    try:
-        archive, _ = versioned_archive(args.weights, args.model_store, args.name)
-    except (FileNotFoundError, ValueError) as exc:
-        raise OpsError(f"cannot build an archive from {args.weights}: {exc}") from None
-    except subprocess.CalledProcessError as exc:
-        raise OpsError(f"torch-model-archiver failed with exit status {exc.returncode}") from None
-    return archive.name
+def register(api: Management, args: argparse.Namespace) -> tuple[dict, str]:
+    # The release code imports torch (3 s); only this command needs it.
+    from ops.release import DEFAULT_MODEL_STORE, DEFAULT_WEIGHTS, shipped_batching, \
+        versioned_archive
+
+    shipped = shipped_batching()
+    archive = args.archive
+    if archive is None:
+        weights = args.weights or DEFAULT_WEIGHTS
+        try:
+            archive = versioned_archive(weights, args.model_store or DEFAULT_MODEL_STORE,
+                                        args.name)[0].name
+        except (FileNotFoundError, ValueError) as exc:
+            raise OpsError(f"cannot build an archive from {weights}: {exc}") from None
+        except subprocess.CalledProcessError as exc:
+            raise OpsError(f"torch-model-archiver failed with exit status {exc.returncode}") from None
+    status = api.register(archive, pick(args.batch_size, shipped["batchSize"]),
+                          pick(args.max_batch_delay, shipped["maxBatchDelay"]),
+                          pick(args.workers, shipped["minWorkers"]), args.name)
+    return {"status": status, "archive": archive}, f"{status} (from {archive})"
+
+
+def pick(given: int | None, default: int) -> int:
+    return default if given is None else given
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from handler.checkpoint import METADATA_FILE, load_metadata
-from tools.archive import DEFAULT_CONFIG, build_archive
+import yaml
+
+from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
+from tools.archive import DEFAULT_CONFIG, MODEL_STORE, build_archive
+
+DEFAULT_MODEL_STORE = MODEL_STORE
+DEFAULT_WEIGHTS = MODEL_STORE / WEIGHTS_FILE
+
+
+def shipped_batching() -> dict:
+    """The shipped model-config.yaml, so a registered version batches like the served one."""
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
 
 
 def versioned_archive(weights: Path, model_store: Path, name: str = "skin",
