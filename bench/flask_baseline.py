@@ -1,0 +1,56 @@
+"""The baseline the issue compares against: the Flask app one writes first. One process, the dev
+server, PIL and torchvision transforms, one image per forward pass, the same release weights.
+
+``python -m bench.flask_baseline --weights model_store/skin_resnet34.pt --port 5000``
+"""
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import torch
+from flask import Flask, jsonify, request
+from PIL import Image
+from torchvision import transforms
+
+from bench.inprocess import load_model
+from handler.classes import CLASSES
+
+
+def create_app(weights: Path) -> Flask:
+    model, metadata = load_model(weights)
+    size = int(metadata["input_size"])
+    transform = transforms.Compose([
+        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize(metadata["mean"], metadata["std"]),
+    ])
+    app = Flask(__name__)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
+
+    @app.post("/predict")
+    def predict():
+        image = Image.open(io.BytesIO(request.files["file"].read())).convert("RGB")
+        with torch.inference_mode():
+            logits = model(transform(image).unsqueeze(0))
+        probabilities = torch.softmax(logits[0] / float(metadata["temperature"]), dim=0).tolist()
+        ranked = sorted(zip(CLASSES, probabilities), key=lambda pair: pair[1], reverse=True)
+        return jsonify({"predictions": [{"code": c.code, "name": c.name, "risk": c.risk,
+                                         "probability": p} for c, p in ranked]})
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Minimal Flask baseline for the benchmark.")
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    create_app(args.weights).run(host="127.0.0.1", port=args.port)
+
+
+if __name__ == "__main__":
+    main()
