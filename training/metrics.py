@@ -14,16 +14,20 @@ def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(balanced_accuracy_score(labels, predictions))
 
 
-def sensitivity_specificity(labels: np.ndarray, predictions: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per-class one-vs-rest sensitivity (recall) and specificity, keyed by class code."""
+def sensitivity_specificity(labels: np.ndarray, predictions: np.ndarray) -> dict[str, dict]:
+    """Per-class one-vs-rest sensitivity (recall), specificity and support, keyed by class code."""
     classes = list(range(len(CODES)))
     sensitivity = recall_score(labels, predictions, labels=classes, average=None, zero_division=0)
     matrix = confusion_matrix(labels, predictions, labels=classes)
-    negatives = matrix.sum() - matrix.sum(axis=1)
+    positives = matrix.sum(axis=1)
+    negatives = matrix.sum() - positives
     false_positives = matrix.sum(axis=0) - np.diag(matrix)
     specificity = np.divide(negatives - false_positives, negatives,
                             out=np.zeros(len(classes)), where=negatives > 0)
-    return {code: {"sensitivity": float(sensitivity[i]), "specificity": float(specificity[i])}
+    # A class absent from ``labels`` has no sensitivity (None), rather than a misleading 0.
+    return {code: {"sensitivity": float(sensitivity[i]) if positives[i] else None,
+                   "specificity": float(specificity[i]) if negatives[i] else None,
+                   "support": int(positives[i])}
             for i, code in enumerate(CODES)}
 
 

@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--warmup", type=float, default=0.05,
+                        help="fraction of each phase spent warming the learning rate up")
     parser.add_argument("--epoch-samples", type=int, default=0,
                         help="images drawn per epoch (0: the size of the training split)")
     parser.add_argument("--sampler-power", type=float, default=0.5,
@@ -68,9 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher-lr", type=float, default=1e-3)
     parser.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the distillation term")
     parser.add_argument("--kd-temperature", type=float, default=2.0)
-    parser.add_argument("--max-minutes", type=float, default=0,
-                        help="stop the student's training after this many minutes from the start "
-                             "(0: no limit) and go on to calibrate, test and ship")
+    parser.add_argument("--minutes", type=float, default=0,
+                        help="wall-clock budget for all training (teacher included; 0: none). The "
+                             "learning-rate schedule follows whichever of epochs or time runs out "
+                             "first, so a slow or shared machine still ends with an annealed model")
+    parser.add_argument("--teacher-minutes", type=float, default=0,
+                        help="wall-clock budget of the teacher's fine-tune (0: none)")
     parser.add_argument("--limit", type=int, default=0,
                         help="use only this many images (stratified by the split); for smoke runs")
     parser.add_argument("--seed", type=int, default=0)
@@ -110,29 +114,41 @@ def balanced_sampler(labels: torch.Tensor, power: float, num_samples: int,
                                                   replacement=True, generator=generator)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
-                  total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` of the phase, then cosine decay to zero."""
+    if progress < warmup:
+        return (progress + 1e-3) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
 class Phase:
-    """One model's training: optimiser, schedule, per-epoch validation, best/last checkpoints."""
+    """One model's training: optimiser, schedule, per-epoch validation, best/last checkpoints.
+
+    Progress is the larger of steps done / planned steps and time spent / ``minutes``, and the
+    schedule and the stopping rule both follow it.
+    """
 
     def __init__(self, name: str, model: torch.nn.Module, args: argparse.Namespace, lr: float,
-                 epochs: int, steps_per_epoch: int, output: Path, writer: SummaryWriter) -> None:
+                 epochs: int, steps_per_epoch: int, minutes: float, output: Path,
+                 writer: SummaryWriter) -> None:
         self.name, self.model, self.epochs, self.writer = name, model, epochs, writer
+        self.total_steps = epochs * steps_per_epoch
+        self.duration = minutes * 60 if minutes > 0 else None
+        self.started = time.monotonic()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
-        # Short phases (a brief teacher fine-tune) must not spend most of their steps warming up.
-        warmup_epochs = min(args.warmup_epochs, 0.3 * epochs)
-        self.scheduler = warmup_cosine(self.optimizer, round(warmup_epochs * steps_per_epoch),
-                                       epochs * steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(self.progress(step), args.warmup))
         self.last_path, self.best_path = output / f"{name}_last.pt", output / f"{name}_best.pt"
         self.start_epoch, self.best_bma, self.history = 0, -1.0, []
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def progress(self, step: int) -> float:
+        done = step / self.total_steps
+        if self.duration:
+            done = max(done, self.elapsed() / self.duration)
+        return min(done, 1.0)
 
     def resume(self) -> None:
         if not self.last_path.exists():
@@ -142,10 +158,14 @@ class Phase:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.start_epoch, self.best_bma, self.history = state["epoch"] + 1, state["best_bma"], state["history"]
+        self.duration, self.started = state["duration"], time.monotonic() - state["elapsed"]
         print(f"[{self.name}] resumed after epoch {state['epoch']} (best val BMA {self.best_bma:.4f})")
 
-    def run(self, train_loader, val_loader, criterion, device, teacher=None, deadline=None) -> None:
+    def run(self, train_loader, val_loader, criterion, device, teacher=None) -> None:
+        deadline = self.started + self.duration if self.duration else None
         for epoch in range(self.start_epoch, self.epochs):
+            if self.progress(self.scheduler.last_epoch) >= 1:
+                break
             stats = train_one_epoch(self.model, train_loader, criterion, self.optimizer, self.scheduler,
                                     device, teacher, deadline, desc=f"{self.name} {epoch + 1}/{self.epochs}")
             logits, labels = predict(self.model, val_loader, device)
@@ -163,7 +183,8 @@ class Phase:
                 torch.save(self.model.state_dict(), self.best_path)
             torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "epoch": epoch,
-                        "best_bma": self.best_bma, "history": self.history}, self.last_path)
+                        "best_bma": self.best_bma, "history": self.history,
+                        "duration": self.duration, "elapsed": self.elapsed()}, self.last_path)
             print(f"[{self.name}] epoch {epoch + 1}/{self.epochs} loss {stats.loss:.4f} val BMA {bma:.4f}"
                   f"{' (best)' if improved else ''} {stats.images_per_second:.1f} img/s "
                   f"{stats.seconds / 60:.1f} min", flush=True)
@@ -179,7 +200,6 @@ class Phase:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.monotonic()
-    deadline = started + args.max_minutes * 60 if args.max_minutes else None
     command = shlex.join([Path(sys.executable).name, "-m", "training.train", *(argv or sys.argv[1:])])
     commit = git_commit()
     seed_everything(args.seed)
@@ -223,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
     teacher, teacher_phase = None, None
     if args.teacher:
         teacher_phase = Phase("teacher", build_teacher().to(device), args, args.teacher_lr,
-                              args.teacher_epochs, steps, args.output, writer)
+                              args.teacher_epochs, steps, args.teacher_minutes, args.output, writer)
         if args.resume:
             teacher_phase.resume()
         teacher_phase.run(train_loader, val_loader, criterion, device)
@@ -234,10 +254,15 @@ def main(argv: list[str] | None = None) -> dict:
         student = student.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
-    student_phase = Phase("student", student, args, args.lr, args.epochs, steps, args.output, writer)
+    # The student gets whatever is left of the overall budget.
+    student_minutes = args.minutes - (time.monotonic() - started) / 60 if args.minutes else 0
+    if args.minutes and student_minutes <= 0:
+        raise RuntimeError(f"--minutes {args.minutes} left no time for the student")
+    student_phase = Phase("student", student, args, args.lr, args.epochs, steps, student_minutes,
+                          args.output, writer)
     if args.resume:
         student_phase.resume()
-    student_phase.run(train_loader, val_loader, criterion, device, teacher, deadline)
+    student_phase.run(train_loader, val_loader, criterion, device, teacher)
     student = student_phase.load_best()
     train_minutes = (time.monotonic() - started) / 60
 
@@ -275,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         "training": {"device": str(device), "epochs": len(student_phase.history),
                      "epochs_planned": args.epochs, "image_size": args.image_size,
                      "batch_size": args.batch_size, "minutes": round(train_minutes, 1),
+                     "minutes_budget": args.minutes or None,
                      "images_per_second": round(float(np.mean(speeds)), 1) if speeds else None,
                      "teacher": TEACHER_ARCH if teacher is not None else None,
                      "history": student_phase.history, "command": command},
