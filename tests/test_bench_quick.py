@@ -1,0 +1,36 @@
+"""``python -m bench --quick`` runs every kind of set-up for real and prints its table.
+
+Figures are not asserted (speed targets belong in the benchmark's output), only the structure, that
+every set-up answered without errors, and that a quick run leaves the shipped defaults alone.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import FIXTURES, write_random_release
+from tools.archive import DEFAULT_CONFIG
+from tools.torchserve import BASE_CONFIG, REPO
+
+
+def test_quick_mode_prints_the_table(tmp_path):
+    weights = write_random_release(tmp_path / "release")
+    shipped = DEFAULT_CONFIG.read_text(), BASE_CONFIG.read_text()
+    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--weights", str(weights),
+                             "--images", str(FIXTURES / "images"), "--concurrency", "4",
+                             "--out", str(tmp_path / "out")],
+                            cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == "| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms |"
+    labels = [line.split(" | ")[0][2:] for line in table[1:]]
+    assert labels[0].startswith("in-process limit")
+    assert [label.split(",")[0] for label in labels[1:]] == [
+        "TorchServe batch 1", "TorchServe batch 8", "Flask baseline"]
+    for name in ("best TorchServe / in-process limit", "best TorchServe / Flask baseline",
+                 "single-request p50 / model-only latency"):
+        assert f"{name}: " in result.stdout
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert all(row["images_per_s"] > 0 and row["errors"] == 0 for row in results["rows"])
+    assert (DEFAULT_CONFIG.read_text(), BASE_CONFIG.read_text()) == shipped

@@ -1,0 +1,42 @@
+"""A short real locust run (2 users, 10 s) against the session's TorchServe, through the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import FIXTURES
+from tools.torchserve import REPO
+
+
+def loadtest(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_short_run_has_no_failures_and_a_parsable_summary(torchserve, tmp_path):
+    result = loadtest("--host", torchserve.url("inference"), "--metrics-url",
+                      torchserve.url("metrics"), "--key-file", str(torchserve.key_file),
+                      "--users", "2", "--duration", "10", "--images", str(FIXTURES / "images"),
+                      "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["requests"] > 0 and summary["failures"] == 0 and summary["error_rate"] == 0
+    assert 0 < summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"]
+    assert summary["requests_per_s"] > 0
+    # Every answered request reached TorchServe's counters, split into queue and worker time.
+    server = summary["server"]
+    assert server["requests"] >= summary["requests"]
+    assert server["mean_worker_ms"] > 0 and server["mean_queue_ms"] >= 0
+    assert (tmp_path / "latency.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "locust.html").stat().st_size > 0
+    assert (tmp_path / "locust_stats_history.csv").read_text().count("\n") > 2
+    assert f"failures {summary['failures']}" in result.stdout
+
+
+def test_refuses_anything_but_loopback(tmp_path):
+    result = loadtest("--host", "http://192.0.2.1:8080", "--users", "1", "--duration", "1",
+                      "--out", str(tmp_path))
+    assert result.returncode == 1
+    assert "only loopback" in result.stderr
+    assert not (tmp_path / "locust.log").exists()
