@@ -5,10 +5,10 @@ lays things out: the client, the photo preparation and the ranking live in their
 """
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
+from frontend.chart import ranking_chart
 from frontend.client import ClientConfig, ServerProblem, SkinClient
 from frontend.photo import prepare_photo
 from frontend.ranking import CONCERN_THRESHOLD, Ranking
@@ -51,30 +51,24 @@ def show_ranking(ranking: Ranking, texts: Texts) -> None:
     summary = dict(share=percent(ranking.concerning_probability), classes=parts,
                    threshold=percent(CONCERN_THRESHOLD))
     if ranking.flagged:
-        st.error(texts.flag.format(**summary), icon="⚠️")
+        st.error(texts.flag.format(**summary), icon=":material/warning:")
     else:
         st.info(texts.no_flag.format(**summary))
 
 
 def show_chart(ranking: Ranking, texts: Texts) -> None:
     st.markdown(f"**{texts.all_classes}**")
-    rows = pd.DataFrame({
-        texts.class_column: [texts.name(s.lesion) for s in ranking.scores],
-        texts.probability_column: [s.probability for s in ranking.scores],
-        "risk": [texts.risk_names[s.lesion.risk] for s in ranking.scores],
-    })
-    st.bar_chart(rows, x=texts.class_column, y=texts.probability_column, color="risk",
-                 horizontal=True, sort=f"-{texts.probability_column}", height=320)
+    st.altair_chart(ranking_chart(ranking, texts), width="stretch")
     st.caption(texts.model_version.format(model=ranking.model, version=ranking.version))
 
 
-st.set_page_config(page_title="SKIN", page_icon="🔬")
+st.set_page_config(page_title="SKIN", page_icon=":material/dermatology:")
 language = st.segmented_control("Language / 语言", list(LANGUAGES), default="English",
                                 key="language", label_visibility="collapsed")
 texts = LANGUAGES[language or "English"]  # a second tap deselects; keep English then
 
 st.title(texts.title)
-st.warning(texts.disclaimer, icon="🩺")
+st.warning(texts.disclaimer, icon=":material/medical_information:")
 st.markdown(f"**{texts.tips_title}:** " + "; ".join(texts.tips) + ".")
 
 source = st.segmented_control(texts.source_label, ["upload", "camera"], default="upload",

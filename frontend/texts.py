@@ -24,7 +24,6 @@ class Texts:
     flag: str  # {share}: the four classes together; {classes}: each of them; {threshold}
     no_flag: str  # as flag
     all_classes: str
-    class_column: str
     probability_column: str
     risk_names: dict[str, str]
     model_version: str  # {model}, {version}
@@ -57,7 +56,6 @@ ENGLISH = Texts(
     no_flag="Malignant or pre-malignant classes together: {share} ({classes}), below the {threshold} "
             "that raises a flag.",
     all_classes="All eight classes",
-    class_column="class",
     probability_column="probability",
     risk_names={"malignant": "malignant", "pre-malignant": "pre-malignant", "benign": "benign"},
     model_version="Model {model}, version {version}",
@@ -94,7 +92,6 @@ CHINESE = Texts(
          "合计达到 {threshold} 即提示。",
     no_flag="恶性或癌前病变类别合计：{share}（{classes}），低于提示阈值 {threshold}。",
     all_classes="全部八个类别",
-    class_column="类别",
     probability_column="概率",
     risk_names={"malignant": "恶性", "pre-malignant": "癌前病变", "benign": "良性"},
     model_version="模型 {model}，版本 {version}",

@@ -41,14 +41,12 @@ def page_text(at: AppTest) -> str:
 
 
 def chart_bars(at: AppTest) -> list[tuple[str, float]]:
-    """(class, probability) bars of the chart, top to bottom as Vega-Lite draws them."""
+    """(label, probability) of each bar, top to bottom as Vega-Lite draws them."""
     [chart] = at.get("vega_lite_chart")
+    encoding = json.loads(chart.proto.spec)["encoding"]
+    assert encoding["y"]["sort"] == "-x"  # the longest bar on top
     table = pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pylist()
-    names, probabilities = (json.loads(chart.proto.spec)["encoding"][axis]["field"]
-                            for axis in ("y", "x"))
-    assert json.loads(chart.proto.spec)["encoding"]["y"]["sort"] == {
-        "field": probabilities, "order": "descending"}
-    bars = [(row[names], row[probabilities]) for row in table]
+    bars = [(row[encoding["y"]["field"]], row[encoding["x"]["field"]]) for row in table]
     return sorted(bars, key=lambda bar: bar[1], reverse=True)
 
 
@@ -59,7 +57,8 @@ def assert_ranked_result(at: AppTest, answer: dict, chinese: bool = False) -> No
     top_probability = answer["predictions"][0]["probability"]
     assert at.subheader[0].value == f"{names[0]}: {top_probability:.0%}"
     assert (ranked[0].description_zh if chinese else ranked[0].description) in page_text(at)
-    assert chart_bars(at) == [(name, p["probability"]) for name, p in zip(names, answer["predictions"])]
+    assert chart_bars(at) == [(f"{name} {p['probability']:.0%}", p["probability"])
+                              for name, p in zip(names, answer["predictions"])]
     concerning = sum(p["probability"] for p in answer["predictions"]
                      if BY_CODE[p["code"]].is_concerning)
     assert bool(at.error) == (concerning >= CONCERN_THRESHOLD)

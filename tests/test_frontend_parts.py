@@ -1,0 +1,124 @@
+"""The page's parts on their own: photo shrinking, the ranking and its flag, the client's key
+handling against the real TorchServe, and the HTTPS certificate with a real Streamlit."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+
+import pytest
+import requests
+from PIL import Image
+
+from frontend.client import ClientConfig, Problem, ServerProblem, SkinClient
+from frontend.photo import LONG_SIDE, Photo, prepare_photo
+from frontend.ranking import CONCERN_THRESHOLD, Ranking
+from frontend.run import REPO, ensure_certificate, page_environment, streamlit_command
+from frontend.serve_all import stop_page, wait_for_page
+from handler.classes import CLASSES
+from tools.torchserve import free_port, read_key
+
+
+def jpeg(size: tuple[int, int], orientation: int | None = None) -> bytes:
+    image = Image.new("RGB", size, (200, 120, 90))
+    image.paste((20, 20, 20), (0, 0, size[0] // 4, size[1] // 4))  # a dark corner shows rotation
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif)
+    return out.getvalue()
+
+
+def test_large_photo_goes_up_small_and_upright():
+    original = jpeg((4000, 3000), orientation=6)  # a phone held upright: pixels stored sideways
+    photo = prepare_photo(original)
+    shrunk = Image.open(io.BytesIO(photo.body))
+    assert shrunk.size == (LONG_SIDE * 3 // 4, LONG_SIDE)
+    assert shrunk.getpixel((shrunk.width - 5, 5))[0] < 60  # orientation 6: dark corner top-right
+    assert len(photo.body) < len(original) / 4 and photo.viewable
+
+
+def test_small_photo_keeps_its_size():
+    shrunk = Image.open(io.BytesIO(prepare_photo(jpeg((600, 450))).body))
+    assert shrunk.size == (600, 450) and shrunk.format == "JPEG"
+
+
+def test_unreadable_file_goes_up_unchanged_for_the_server_to_explain():
+    body = b"not an image at all"
+    assert prepare_photo(body) == Photo(body, viewable=False)
+
+
+def test_photo_with_alpha_goes_up_unchanged_for_the_server_to_convert():
+    out = io.BytesIO()
+    Image.new("RGBA", (64, 64), (10, 20, 30, 0)).save(out, "PNG")
+    assert prepare_photo(out.getvalue()) == Photo(out.getvalue(), viewable=True)
+
+
+def ranking_body(probabilities: dict[str, float]) -> dict:
+    return {"model": "skin", "version": "9.9",
+            "predictions": [{"code": code, "probability": p} for code, p in probabilities.items()]}
+
+
+def spread(concerning: float) -> dict[str, float]:
+    """Probabilities that give the four concerning classes ``concerning`` in total."""
+    flagged = [c.code for c in CLASSES if c.is_concerning]
+    benign = [c.code for c in CLASSES if not c.is_concerning]
+    return {**{code: concerning / len(flagged) for code in flagged},
+            **{code: (1 - concerning) / len(benign) for code in benign}}
+
+
+@pytest.mark.parametrize("concerning, flagged", [
+    (CONCERN_THRESHOLD, True), (CONCERN_THRESHOLD - 0.01, False), (0.9, True), (0.0, False)])
+def test_flag_fires_on_the_concerning_classes_together(concerning, flagged):
+    ranking = Ranking.from_response(ranking_body(spread(concerning)))
+    assert ranking.flagged is flagged
+    assert ranking.concerning_probability == pytest.approx(concerning)
+
+
+def test_ranking_is_sorted_and_checked_against_classes_json():
+    probabilities = {c.code: (i + 1) / 36 for i, c in enumerate(CLASSES)}
+    ranking = Ranking.from_response(ranking_body(probabilities))
+    assert [s.lesion.code for s in ranking.scores] == [c.code for c in reversed(CLASSES)]
+    assert ranking.top.lesion is CLASSES[-1]
+    del probabilities[CLASSES[0].code]
+    with pytest.raises(ValueError, match="classes differ"):
+        Ranking.from_response(ranking_body(probabilities))
+
+
+def test_config_from_environment():
+    assert ClientConfig.from_env({}) == ClientConfig()
+    assert ClientConfig().key_file == REPO / ".run" / "serve" / "key_file.json"
+    config = ClientConfig.from_env({"SKIN_INFERENCE_URL": "http://h:1/p", "SKIN_KEY_FILE": "/k.json",
+                                    "SKIN_TOKEN": "t"})
+    assert (config.url, str(config.key_file), config.token) == ("http://h:1/p", "/k.json", "t")
+
+
+def test_client_reads_a_rotated_key_again(torchserve, inference_url, tmp_path, fixture_images):
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(json.dumps({"inference": {"key": "stale"}}))
+    client = SkinClient(ClientConfig(url=inference_url, key_file=key_file))
+    image = prepare_photo(fixture_images["SCC_ISIC_0024329.jpg"]).body
+    with pytest.raises(ServerProblem) as failure:
+        client.classify(image)
+    assert failure.value.problem is Problem.KEY and str(key_file) in failure.value.detail
+    # What TorchServe does on POST /token: a new key in the same file.
+    key_file.write_text(json.dumps({"inference": {"key": read_key(torchserve.key_file)}}))
+    assert len(client.classify(image).scores) == len(CLASSES)
+
+
+def test_https_page_with_the_generated_certificate(tmp_path):
+    tls = ensure_certificate(tmp_path / "tls")
+    san = subprocess.run(["openssl", "x509", "-in", str(tls.cert), "-noout", "-ext",
+                          "subjectAltName"], capture_output=True, text=True, check=True).stdout
+    assert "IP Address:127.0.0.1" in san and "DNS:localhost" in san
+    assert ensure_certificate(tmp_path / "tls").cert.read_bytes() == tls.cert.read_bytes()
+    port = free_port()
+    page = subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=page_environment(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_page(page, port, tls)
+        health = requests.get(f"https://localhost:{port}/_stcore/health", verify=tls.cert, timeout=5)
+        assert health.text == "ok"
+    finally:
+        stop_page(page)
