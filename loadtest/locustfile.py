@@ -2,7 +2,7 @@
 
 Run through ``python -m loadtest``, which sets these environment variables:
 SKIN_KEY_FILE (TorchServe's key_file.json), SKIN_IMAGE_DIR, SKIN_MAX_REQUESTS (stop after this many
-requests), SKIN_RATE_PER_USER (requests/s per user; unset means as fast as answers come),
+requests, per locust process), SKIN_RATE_PER_USER (requests/s per user; unset means as fast as answers come),
 SKIN_MODEL (default skin), SKIN_TOTALS_FILE (where the final totals are written as JSON: locust's
 _stats.csv is rewritten once a second and misses requests that end while users stop).
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gevent
 from locust import HttpUser, constant, constant_throughput, events, task
+from locust.runners import WorkerRunner
 
 from loadtest.checks import check_prediction
 from loadtest.images import load_images
@@ -42,6 +43,8 @@ def bound_request_count(environment, **_kwargs) -> None:
 
 @events.quitting.add_listener
 def write_totals(environment, **_kwargs) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return  # with --processes, only the master holds the totals of all processes
     total = environment.stats.total
     totals = {"requests": total.num_requests, "failures": total.num_failures,
               "requests_per_s": total.total_rps, "mean_ms": total.avg_response_time,

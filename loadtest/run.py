@@ -40,7 +40,7 @@ def require_loopback(url: str) -> None:
 def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir: Path, *,
                  metrics_url: str | None = DEFAULT_METRICS_URL, model: str = "skin",
                  max_requests: int = DEFAULT_MAX_REQUESTS, rate_per_user: float | None = None,
-                 image_dir: Path | None = None) -> dict:
+                 image_dir: Path | None = None, processes: int = 1) -> dict:
     """One bounded locust run; returns the summary also written to ``out_dir/summary.json``."""
     require_loopback(host)
     if metrics_url:
@@ -60,6 +60,9 @@ def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir
                "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{duration_s}s",
                "--stop-timeout", "10", "--host", host, "--csv", str(prefix), "--csv-full-history",
                "--html", str(prefix) + ".html", "--only-summary", "--loglevel", "WARNING"]
+    if processes > 1:
+        # One Python process cannot generate GPU-sized loads; locust forks workers for that.
+        command += ["--processes", str(processes)]
     started = time.monotonic()
     # locust exits 1 when a request failed; the summary below reports that, so the code is ignored.
     subprocess.run(command, cwd=REPO, env=environment, timeout=duration_s + SHUTDOWN_GRACE_S,
@@ -92,13 +95,16 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS)
     parser.add_argument("--rate-per-user", type=float, help="requests/s per user (default: no wait)")
     parser.add_argument("--images", type=Path, help="folder of JPEGs (default: HAM10000 if present)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="locust processes (more than 1 only for loads one core cannot send)")
     parser.add_argument("--out", type=Path, help="report folder (default: reports/loadtest-<time>)")
     args = parser.parse_args()
     out_dir = args.out or timestamped("loadtest")
     try:
         summary = run_loadtest(args.host, args.key_file, args.users, args.duration, out_dir,
                                metrics_url=args.metrics_url, max_requests=args.max_requests,
-                               rate_per_user=args.rate_per_user, image_dir=args.images)
+                               rate_per_user=args.rate_per_user, image_dir=args.images,
+                               processes=args.processes)
     except OpsError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         sys.exit(1)
