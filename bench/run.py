@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 import torch
 
-from bench.client import LoadResult, drive
+from bench.client import LoadResult, Sender, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, \
     build_worker_archives, cores
 from bench.inprocess import load_model, measure_limit
@@ -47,7 +47,8 @@ def measured_row(label: str, loaded: LoadResult, single: LoadResult,
                errors=len(loaded.errors) + len(single.errors), config=config)
 
 
-def measure(send, images: list[bytes], args: argparse.Namespace) -> tuple[LoadResult, LoadResult]:
+def measure(send: Sender, images: list[bytes],
+            args: argparse.Namespace) -> tuple[LoadResult, LoadResult]:
     """Warm up, then the loaded run at ``--concurrency``, then requests one at a time."""
     drive(send, images, args.concurrency, args.warmup, args.warmup * MAX_REQUESTS_PER_S)
     loaded = drive(send, images, args.concurrency, args.duration, args.duration * MAX_REQUESTS_PER_S)
@@ -137,7 +138,7 @@ def parse_args() -> argparse.Namespace:
                         help="leave handler/model-config.yaml and config.properties alone")
     parser.add_argument("--out", type=Path, help="results folder (default: reports/bench-<time>)")
     args = parser.parse_args()
-    args.duration, args.warmup, args.single = (3, 1, 2) if args.quick else (30, 5, 10)
+    args.duration, args.warmup, args.single = (3, 1, 2) if args.quick else (20, 5, 8)
     if not args.weights.exists():
         parser.error(f"{args.weights} not found: pass --weights (a release written by training)")
     return args
@@ -156,7 +157,7 @@ def main() -> None:
     print("in-process limit ...", flush=True)
     model, metadata = load_model(args.weights)
     limit = measure_limit(model, metadata, images, LIMIT_BATCH, args.duration)
-    del model
+    del model  # its memory is better left to the servers measured next
     rows = [Row(label=f"in-process limit: handler preprocessing + model, batch {LIMIT_BATCH}",
                 images_per_s=limit.images_per_s)]
     with tempfile.TemporaryDirectory(prefix="skin-bench-") as work:
