@@ -81,17 +81,29 @@ def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir
     return summary
 
 
+def seconds(text: str) -> int:
+    """A duration as `make loadtest DURATION=` takes it: 90, 90s, 5m or 1h."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text[-1:] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90, 90s, 5m or 1h") from None
+
+
 def timestamped(prefix: str) -> Path:
     return REPO / "reports" / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Headless locust run against SKIN on loopback.")
+    parser = argparse.ArgumentParser(prog="python -m loadtest",
+                                     description="Headless locust run against SKIN on loopback.")
     parser.add_argument("--host", default=DEFAULT_HOST, help="inference address (%(default)s)")
     parser.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE)
     parser.add_argument("--metrics-url", default=DEFAULT_METRICS_URL)
     parser.add_argument("--users", type=int, default=8)
-    parser.add_argument("--duration", type=int, default=60, help="seconds")
+    parser.add_argument("--duration", type=seconds, default=60, help="90, 90s, 5m or 1h")
     parser.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS)
     parser.add_argument("--rate-per-user", type=float, help="requests/s per user (default: no wait)")
     parser.add_argument("--images", type=Path, help="folder of JPEGs (default: HAM10000 if present)")

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from handler.checkpoint import WEIGHTS_FILE
-from loadtest.run import run_loadtest, timestamped
+from loadtest.run import run_loadtest, seconds, timestamped
 from ops.errors import OpsError
 from ops.management import Management
 from tools.archive import MODEL_STORE, build_archive
@@ -78,11 +78,11 @@ def format_report(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=MODEL_STORE / WEIGHTS_FILE)
     parser.add_argument("--users", type=int, default=16)
-    parser.add_argument("--probe", type=int, default=30, help="seconds to measure the maximum")
-    parser.add_argument("--duration", type=int, default=600, help="seconds of soak")
+    parser.add_argument("--probe", type=seconds, default=30, help="time to measure the maximum")
+    parser.add_argument("--duration", type=seconds, default=600, help="soak time (10m)")
     parser.add_argument("--out", type=Path, help="report folder (default: reports/soak-<time>)")
     args = parser.parse_args()
     out_dir = args.out or timestamped("soak")
