@@ -127,7 +127,7 @@ def machine() -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=MODEL_STORE / WEIGHTS_FILE,
                         help="release weights, metadata JSON beside them (default: %(default)s)")
     parser.add_argument("--images", type=Path, help="JPEG folder (default: HAM10000 if present)")

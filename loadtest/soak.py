@@ -78,7 +78,8 @@ def format_report(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.soak",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=MODEL_STORE / WEIGHTS_FILE)
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--probe", type=seconds, default=30, help="time to measure the maximum")
