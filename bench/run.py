@@ -67,7 +67,7 @@ def bench_torchserve(configs: tuple[ServeConfig, ...], weights: Path, images: li
     try:
         # No model at start-up: wait for the management API instead of a READY worker.
         api = Management(url=server.url("management"), key_file=server.key_file)
-        wait_for(lambda: server.key_file.exists() and api.models() is not None, "TorchServe", 120)
+        wait_for(lambda: api.models() is not None, "TorchServe", 120)
         for config in configs:
             print(f"  {config.label()} ...", flush=True)
             api.register(archive_name(config.workers), config.batch_size, config.max_batch_delay,
