@@ -1,4 +1,4 @@
-"""SKIN's page: a dermoscopy photo in, the eight lesion classes ranked, with a plain-language answer.
+"""SKIN's page: a dermoscopy photo in; the eight lesion classes ranked, in plain language.
 
 Run it with `python -m frontend.run` (or `make serve`, which starts TorchServe too). The page only
 lays things out: the client, the photo preparation and the ranking live in their own modules.
@@ -47,8 +47,9 @@ def show_ranking(ranking: Ranking, texts: Texts) -> None:
     st.caption(texts.most_likely)
     st.subheader(f"{texts.name(top.lesion)}: {percent(top.probability)}")
     st.write(texts.description(top.lesion))
-    parts = ", ".join(f"{texts.name(s.lesion)} {percent(s.probability)}" for s in ranking.concerning)
-    summary = dict(share=percent(ranking.concerning_probability), classes=parts,
+    classes = ", ".join(f"{texts.name(s.lesion)} {percent(s.probability)}"
+                        for s in ranking.concerning)
+    summary = dict(share=percent(ranking.concerning_probability), classes=classes,
                    threshold=percent(CONCERN_THRESHOLD))
     if ranking.flagged:
         st.error(texts.flag.format(**summary), icon=":material/warning:")
@@ -76,7 +77,7 @@ source = st.segmented_control(texts.source_label, ["upload", "camera"], default=
                               key="source")
 if source == "camera":
     # The default resolution follows the widget's width (a few hundred px on a phone); 1080p is
-    # the most a phone camera gives here, and the photo is shrunk again before upload anyway.
+    # the highest Streamlit asks the camera for. prepare_photo shrinks it again before upload.
     shot = st.camera_input(texts.camera_label, resolution="1080p", key="camera")
 else:
     shot = st.file_uploader(texts.uploader_label, type=UPLOAD_TYPES, key="upload")

@@ -13,7 +13,7 @@ RISK_COLOURS = {"malignant": "#d62728", "pre-malignant": "#ff9f1c", "benign": "#
 
 
 def ranking_chart(ranking: Ranking, texts: Texts) -> alt.Chart:
-    """Horizontal bars, most probable on top; each label carries its percentage for small screens."""
+    """Horizontal bars, most probable on top; labels carry the percentage, for small screens."""
     rows = pd.DataFrame({
         "label": [f"{texts.name(s.lesion)} {s.probability:.0%}" for s in ranking.scores],
         "probability": [s.probability for s in ranking.scores],

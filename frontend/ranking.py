@@ -29,7 +29,8 @@ class Ranking:
     def from_response(cls, body: dict) -> "Ranking":
         """Parse the handler's 200 body; raises ValueError when it does not match classes.json."""
         try:
-            scores = [Score(BY_CODE[p["code"]], float(p["probability"])) for p in body["predictions"]]
+            scores = [Score(BY_CODE[p["code"]], float(p["probability"]))
+                      for p in body["predictions"]]
             model, version = str(body["model"]), str(body["version"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"unexpected answer from the model server: {exc!r}") from None

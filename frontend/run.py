@@ -83,7 +83,7 @@ def page_url(port: int, tls: Tls | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the SKIN page (TorchServe runs separately).")
+    parser = argparse.ArgumentParser(description="Serve the SKIN page; TorchServe runs apart.")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args()
     tls = tls_from_env()

@@ -1,7 +1,7 @@
 """`make serve`: TorchServe and the SKIN page together, both stopped on Ctrl-C or SIGTERM.
 
-    python -m frontend.serve_all            # TorchServe on 8080-8082 (home .run/serve), page on 8501
-    SKIN_SSL=1 python -m frontend.serve_all # the page over HTTPS on all interfaces, for phones
+    python -m frontend.serve_all            # TorchServe on 8080-8082 (home .run/serve), page 8501
+    SKIN_SSL=1 python -m frontend.serve_all  # the page over HTTPS on all interfaces, for phones
 """
 from __future__ import annotations
 
@@ -72,13 +72,15 @@ def main() -> int:
     tls = tls_from_env()
     server = (TorchServe.on_free_ports(args.home, model_store=args.model_store) if args.free_ports
               else TorchServe(home=args.home, model_store=args.model_store))
-    signal.signal(signal.SIGTERM, raise_interrupt)  # SIGINT already raises KeyboardInterrupt
+    # Set both explicitly: a launcher may have started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     page = None
     try:
         server.start()
         page = start_page(server, args.port, tls)
-        print(f"Starting TorchServe ({server.url('inference')}) and the page; logs in {server.home}",
-              flush=True)
+        print(f"Starting TorchServe ({server.url('inference')}) and the page; "
+              f"logs in {server.home}", flush=True)
         waited = server.wait_ready()
         wait_for_page(page, args.port, tls)
         print(f"\nSKIN is ready after {waited:.0f}s. Open {page_url(args.port, tls)}"

@@ -53,8 +53,8 @@ ENGLISH = Texts(
     most_likely="Most likely",
     flag="**See a dermatologist soon.** Malignant or pre-malignant classes together: **{share}** "
          "({classes}). The page raises this flag from {threshold}.",
-    no_flag="Malignant or pre-malignant classes together: {share} ({classes}), below the {threshold} "
-            "that raises a flag.",
+    no_flag="Malignant or pre-malignant classes together: {share} ({classes}), below the "
+            "{threshold} that raises a flag.",
     all_classes="All eight classes",
     probability_column="probability",
     risk_names={"malignant": "malignant", "pre-malignant": "pre-malignant", "benign": "benign"},

@@ -67,7 +67,8 @@ def assert_ranked_result(at: AppTest, answer: dict, chinese: bool = False) -> No
 
 def test_page_always_shows_disclaimer_and_capture_tips(page):
     assert not page.exception
-    assert "This is not a diagnosis; see a dermatologist about any changing lesion." in page_text(page)
+    disclaimer = "This is not a diagnosis; see a dermatologist about any changing lesion."
+    assert disclaimer in page_text(page)
     assert "dermatoscope in contact" in page_text(page)
     page.segmented_control(key="language").set_value("中文").run()
     assert "本结果不是诊断" in page_text(page)

@@ -89,8 +89,8 @@ def test_ranking_is_sorted_and_checked_against_classes_json():
 def test_config_from_environment():
     assert ClientConfig.from_env({}) == ClientConfig()
     assert ClientConfig().key_file == REPO / ".run" / "serve" / "key_file.json"
-    config = ClientConfig.from_env({"SKIN_INFERENCE_URL": "http://h:1/p", "SKIN_KEY_FILE": "/k.json",
-                                    "SKIN_TOKEN": "t"})
+    config = ClientConfig.from_env({"SKIN_INFERENCE_URL": "http://h:1/p",
+                                    "SKIN_KEY_FILE": "/k.json", "SKIN_TOKEN": "t"})
     assert (config.url, str(config.key_file), config.token) == ("http://h:1/p", "/k.json", "t")
 
 
@@ -118,7 +118,8 @@ def test_https_page_with_the_generated_certificate(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_page(page, port, tls)
-        health = requests.get(f"https://localhost:{port}/_stcore/health", verify=tls.cert, timeout=5)
+        health = requests.get(f"https://localhost:{port}/_stcore/health", verify=tls.cert,
+                              timeout=5)
         assert health.text == "ok"
     finally:
         stop_page(page)
