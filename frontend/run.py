@@ -48,8 +48,13 @@ def ensure_certificate(directory: Path = TLS_DIR) -> Tls:
         raise SystemExit("SKIN_SSL=1 needs openssl to make a certificate: apt-get install openssl")
     directory.mkdir(parents=True, exist_ok=True)
     names = f"DNS:localhost,IP:127.0.0.1,IP:{lan_address()}"
+    # What iOS needs before a user can trust the certificate (Safari opens Streamlit's WebSocket
+    # only then): a SAN, serverAuth, at most 825 days, and CA:TRUE so it lists under
+    # Certificate Trust Settings.
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
                     "-subj", "/CN=SKIN local", "-addext", f"subjectAltName={names}",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "extendedKeyUsage=serverAuth",
                     "-keyout", str(tls.key), "-out", str(tls.cert)],
                    check=True, capture_output=True)
     tls.key.chmod(0o600)

@@ -109,9 +109,11 @@ def test_client_reads_a_rotated_key_again(torchserve, inference_url, tmp_path, f
 
 def test_https_page_with_the_generated_certificate(tmp_path):
     tls = ensure_certificate(tmp_path / "tls")
-    san = subprocess.run(["openssl", "x509", "-in", str(tls.cert), "-noout", "-ext",
-                          "subjectAltName"], capture_output=True, text=True, check=True).stdout
-    assert "IP Address:127.0.0.1" in san and "DNS:localhost" in san
+    extensions = subprocess.run(
+        ["openssl", "x509", "-in", str(tls.cert), "-noout", "-ext",
+         "subjectAltName,extendedKeyUsage"], capture_output=True, text=True, check=True).stdout
+    assert "IP Address:127.0.0.1" in extensions and "DNS:localhost" in extensions
+    assert "TLS Web Server Authentication" in extensions
     assert ensure_certificate(tmp_path / "tls").cert.read_bytes() == tls.cert.read_bytes()
     port = free_port()
     page = subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=page_environment(),
