@@ -16,7 +16,7 @@ from frontend.ranking import CONCERN_THRESHOLD, Ranking
 from frontend.run import REPO, ensure_certificate, page_environment, streamlit_command
 from frontend.serve_all import stop_page, wait_for_page
 from handler.classes import CLASSES
-from tools.torchserve import free_port, read_key
+from tools.torchserve import free_port, read_key, read_properties
 
 
 def jpeg(size: tuple[int, int], orientation: int | None = None) -> bytes:
@@ -125,3 +125,11 @@ def test_https_page_with_the_generated_certificate(tmp_path):
         assert health.text == "ok"
     finally:
         stop_page(page)
+
+
+def test_oversized_upload_is_reported_as_too_large(torchserve, inference_url):
+    limit = int(read_properties(torchserve.home / "config.properties")["max_request_size"])
+    client = SkinClient(ClientConfig(url=inference_url, key_file=torchserve.key_file))
+    with pytest.raises(ServerProblem) as failure:
+        client.classify(b"\xff" * (limit + 1))
+    assert failure.value.problem is Problem.TOO_LARGE
