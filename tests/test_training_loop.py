@@ -9,7 +9,7 @@ from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
 from handler.classes import CODES
 from handler.model import SkinResNet34
 from tests.fixtures.training.make_data import COLOURS, make_labels_csv
-from training import train
+from training import evaluate, train
 from training.engine import predict, train_one_epoch
 from training.losses import DistillationLoss
 from training.presets import CachedImages
@@ -48,6 +48,11 @@ def test_one_epoch_writes_a_loadable_release_and_resumes(tmp_path: Path) -> None
     SkinResNet34().load_state_dict(state)
     report = json.loads((docs / "model_report.json").read_text())
     assert report["split"] == "test" and (docs / "confusion_matrix.png").stat().st_size > 0
+
+    scored = evaluate.main(["--data", str(data), "--split", "test", "--weights", str(weights),
+                            "--output", str(tmp_path / "reports")])
+    assert scored["images"] == metadata["split"]["sizes"]["test"]
+    assert (tmp_path / "reports" / "confusion_test.png").is_file()
 
     train.main([*common, "--epochs", "2", "--resume"])
     history = load_metadata(store / METADATA_FILE)["training"]["history"]

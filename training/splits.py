@@ -19,6 +19,12 @@ class Split:
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
+    def head(self, fraction: float) -> "Split":
+        """The first ``fraction`` of each part, for smoke runs (classes may go missing)."""
+        def cut(part: list[int]) -> list[int]:
+            return part[:max(1, round(len(part) * fraction))]
+        return Split(cut(self.train), cut(self.val), cut(self.test))
+
 
 def split_samples(samples: list[Sample], val_fraction: float = 0.15, test_fraction: float = 0.15,
                   seed: int = 0) -> Split:

@@ -213,10 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     samples = read_samples(args.data)
     split = split_samples(samples, seed=args.seed)
     if args.limit:
-        # A stratified subset for smoke runs: the first images of each split in its (sorted) order.
-        keep = args.limit / len(samples)
-        split.train[:], split.val[:], split.test[:] = (
-            part[:max(len(CODES), round(len(part) * keep))] for part in (split.train, split.val, split.test))
+        split = split.head(args.limit / len(samples))
     print(f"data: {args.data} ({detect_layout(args.data)}), {len(samples)} images; split {split.sizes()}",
           flush=True)
 
