@@ -22,13 +22,16 @@ def train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader,
                     criterion: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device,
                     teacher: torch.nn.Module | None = None, deadline: float | None = None,
-                    desc: str = "train") -> EpochStats:
+                    scaler: torch.amp.GradScaler | None = None, desc: str = "train") -> EpochStats:
     """Train for one pass over ``loader`` (stepping the scheduler per batch).
 
     ``teacher`` adds distillation targets; ``deadline`` (a ``time.monotonic()`` value) ends the epoch
-    early so that a time-boxed run still gets to evaluate and ship.
+    early so that a time-boxed run still gets to evaluate and ship. On CUDA the forward pass runs in
+    float16 autocast, and ``scaler`` (kept across epochs by the caller) scales the loss so small
+    gradients do not underflow.
     """
     cuda = device.type == "cuda"
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=cuda)
     model.train()
     start, seen, total_loss, stopped = time.monotonic(), 0, 0.0, False
     bar = tqdm(loader, desc=desc, leave=False, mininterval=10)
@@ -42,8 +45,9 @@ def train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader,
                     teacher_logits = teacher(inputs).float()
             loss = criterion(model(inputs).float(), labels, teacher_logits)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         seen += len(labels)
         total_loss += loss.item() * len(labels)
