@@ -45,10 +45,11 @@ def percent(probability: float) -> str:
 def show_ranking(ranking: Ranking, texts: Texts) -> None:
     top = ranking.top
     st.caption(texts.most_likely)
-    st.subheader(f"{texts.name(top.lesion)}: {percent(top.probability)}")
+    st.subheader(texts.top_result.format(name=texts.name(top.lesion),
+                                         probability=percent(top.probability)))
     st.write(texts.description(top.lesion))
-    classes = ", ".join(f"{texts.name(s.lesion)} {percent(s.probability)}"
-                        for s in ranking.concerning)
+    classes = texts.list_separator.join(f"{texts.name(s.lesion)} {percent(s.probability)}"
+                                        for s in ranking.concerning)
     summary = dict(share=percent(ranking.concerning_probability), classes=classes,
                    threshold=percent(CONCERN_THRESHOLD))
     if ranking.flagged:
@@ -70,7 +71,7 @@ texts = LANGUAGES[language or "English"]  # a second tap deselects; keep English
 
 st.title(texts.title)
 st.warning(texts.disclaimer, icon=":material/medical_information:")
-st.markdown(f"**{texts.tips_title}:** " + "; ".join(texts.tips) + ".")
+st.markdown(texts.tips)
 
 source = st.segmented_control(texts.source_label, ["upload", "camera"], default="upload",
                               format_func=lambda s: texts.upload if s == "upload" else texts.camera,

@@ -12,8 +12,7 @@ class Texts:
     chinese: bool
     title: str
     disclaimer: str
-    tips_title: str
-    tips: tuple[str, ...]
+    tips: str
     source_label: str
     upload: str
     camera: str
@@ -21,6 +20,8 @@ class Texts:
     camera_label: str
     working: str
     most_likely: str
+    top_result: str  # {name}, {probability}
+    list_separator: str
     flag: str  # {share}: the four classes together; {classes}: each of them; {threshold}
     no_flag: str  # as flag
     all_classes: str
@@ -41,9 +42,8 @@ ENGLISH = Texts(
     chinese=False,
     title="SKIN: dermoscopy lesion classifier",
     disclaimer="This is not a diagnosis; see a dermatologist about any changing lesion.",
-    tips_title="For a useful photo",
-    tips=("in focus (tap the lesion to focus)", "the lesion centred",
-          "the whole lesion in the frame", "the dermatoscope in contact with the skin"),
+    tips="**For a useful photo:** in focus (tap the lesion to focus); the lesion centred; "
+         "the whole lesion in the frame; the dermatoscope in contact with the skin.",
     source_label="Photo",
     upload="Upload a file",
     camera="Use the camera",
@@ -51,6 +51,8 @@ ENGLISH = Texts(
     camera_label="Take a dermoscopy photo",
     working="Classifying…",
     most_likely="Most likely",
+    top_result="{name}: {probability}",
+    list_separator=", ",
     flag="**See a dermatologist soon.** Malignant or pre-malignant classes together: **{share}** "
          "({classes}). The page raises this flag from {threshold}.",
     no_flag="Malignant or pre-malignant classes together: {share} ({classes}), below the "
@@ -79,8 +81,8 @@ CHINESE = Texts(
     chinese=True,
     title="SKIN：皮肤镜病变分类",
     disclaimer="本结果不是诊断；任何正在变化的皮肤病变请咨询皮肤科医生。",
-    tips_title="拍摄要点",
-    tips=("对焦清晰（点按病变处对焦）", "病变位于画面中央", "整个病变都在画面内", "皮肤镜紧贴皮肤"),
+    # The colon stays outside the bold: CommonMark does not close ** between "：" and a letter.
+    tips="**拍摄要点**：对焦清晰（点按病变处对焦）；病变位于画面中央；整个病变都在画面内；皮肤镜紧贴皮肤。",
     source_label="照片",
     upload="上传文件",
     camera="使用相机",
@@ -88,6 +90,8 @@ CHINESE = Texts(
     camera_label="拍摄皮肤镜照片",
     working="正在分类…",
     most_likely="最可能",
+    top_result="{name}：{probability}",
+    list_separator="、",
     flag="**请尽快就诊皮肤科。** 恶性或癌前病变类别合计：**{share}**（{classes}）。"
          "合计达到 {threshold} 即提示。",
     no_flag="恶性或癌前病变类别合计：{share}（{classes}），低于提示阈值 {threshold}。",

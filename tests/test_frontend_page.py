@@ -55,7 +55,8 @@ def assert_ranked_result(at: AppTest, answer: dict, chinese: bool = False) -> No
     ranked = [BY_CODE[p["code"]] for p in answer["predictions"]]
     names = [c.name_zh if chinese else c.name for c in ranked]
     top_probability = answer["predictions"][0]["probability"]
-    assert at.subheader[0].value == f"{names[0]}: {top_probability:.0%}"
+    colon = "：" if chinese else ": "
+    assert at.subheader[0].value == f"{names[0]}{colon}{top_probability:.0%}"
     assert (ranked[0].description_zh if chinese else ranked[0].description) in page_text(at)
     assert chart_bars(at) == [(f"{name} {p['probability']:.0%}", p["probability"])
                               for name, p in zip(names, answer["predictions"])]
