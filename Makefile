@@ -7,6 +7,9 @@ INSTALLED := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 RELEASE := model_store/skin_resnet34.pt model_store/skin_resnet34.json
 ARCHIVE_INPUTS := $(RELEASE) $(wildcard handler/*.py) handler/classes.json handler/model-config.yaml
 
+# The browser test drives Debian's Chromium; CI runs as root, a developer through sudo.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
 .PHONY: venv archive serve test
 
 # torch and torchvision come from this machine's local wheels through plain pip (see README).
@@ -23,8 +26,13 @@ model_store/skin.mar: $(INSTALLED) $(ARCHIVE_INPUTS)
 
 archive: model_store/skin.mar
 
+# TorchServe and the Streamlit page together; Ctrl-C stops both. SKIN_SSL=1 serves HTTPS for phones.
 serve: model_store/skin.mar
-	$(PY) -m tools.torchserve
+	$(PY) -m frontend.serve_all
 
-test: $(INSTALLED)
+/usr/bin/chromedriver:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+test: $(INSTALLED) /usr/bin/chromedriver
 	$(PY) -m pytest
