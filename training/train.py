@@ -7,34 +7,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from handler.checkpoint import save_release
 from handler.classes import CODES
-from handler.preprocessing import MEAN, STD
 from training.calibration import fit_temperature
-from training.datasets import class_counts, detect_layout, read_samples
-from training.engine import predict, train_one_epoch
+from training.datasets import Sample, detect_layout, read_samples
+from training.engine import predict
 from training.losses import DistillationLoss, class_weights
 from training.metrics import balanced_accuracy
 from training.models import TEACHER_ARCH, build_student, build_teacher
+from training.phase import Phase
 from training.presets import CachedImages, load_images, train_augmentation, train_cache_size
+from training.release import release_metadata
 from training.report import build_report, write_report
-from training.splits import split_samples
-
-RELEASE_NAME = "skin"
-RELEASE_ARCH = "resnet34"
+from training.splits import Split, split_samples
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,8 +97,8 @@ def git_commit() -> str:
 
 
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int, device: torch.device,
-                sampler: torch.utils.data.Sampler | None = None) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                                        num_workers=workers, pin_memory=device.type == "cuda",
                                        persistent_workers=workers > 0, drop_last=sampler is not None)
 
@@ -120,89 +117,31 @@ def to_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
-def lr_factor(progress: float, warmup: float) -> float:
-    """Linear warm-up over the first ``warmup`` of the phase, then cosine decay to zero."""
-    if progress < warmup:
-        return (progress + 1e-3) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+def build_loaders(args: argparse.Namespace, samples: list[Sample], split: Split, device: torch.device
+                  ) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """Train (augmented, class-rebalanced), validation and test loaders over decoded image caches."""
+    workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
+
+    def cached(indices: list[int], size: int, name: str, transform=None) -> CachedImages:
+        images = load_images([samples[i].path for i in indices], size, desc=f"decode {name}")
+        return CachedImages(images, torch.tensor([samples[i].label for i in indices]), transform)
+
+    train_set = cached(split.train, train_cache_size(args.image_size), "train",
+                       train_augmentation(args.image_size))
+    sampler = balanced_sampler(train_set.labels, args.sampler_power,
+                               args.epoch_samples or len(train_set), args.seed)
+    return (make_loader(train_set, args.batch_size, workers, device, sampler),
+            make_loader(cached(split.val, args.image_size, "val"), args.batch_size * 2, workers, device),
+            make_loader(cached(split.test, args.image_size, "test"), args.batch_size * 2, workers, device))
 
 
-class Phase:
-    """One model's training: optimiser, schedule, per-epoch validation, best/last checkpoints.
-
-    Progress is the larger of steps done / planned steps and time spent / ``minutes``, and the
-    schedule and the stopping rule both follow it.
-    """
-
-    def __init__(self, name: str, model: torch.nn.Module, args: argparse.Namespace, lr: float,
-                 epochs: int, steps_per_epoch: int, minutes: float, output: Path,
-                 writer: SummaryWriter) -> None:
-        self.name, self.model, self.epochs, self.writer = name, model, epochs, writer
-        self.total_steps = epochs * steps_per_epoch
-        self.duration = minutes * 60 if minutes > 0 else None
-        self.started = time.monotonic()
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(self.progress(step), args.warmup))
-        self.last_path, self.best_path = output / f"{name}_last.pt", output / f"{name}_best.pt"
-        self.start_epoch, self.best_bma, self.history = 0, -1.0, []
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def progress(self, step: int) -> float:
-        done = step / self.total_steps
-        if self.duration:
-            done = max(done, self.elapsed() / self.duration)
-        return min(done, 1.0)
-
-    def resume(self) -> None:
-        if not self.last_path.exists():
-            return
-        state = torch.load(self.last_path, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.start_epoch, self.best_bma, self.history = state["epoch"] + 1, state["best_bma"], state["history"]
-        self.duration, self.started = state["duration"], time.monotonic() - state["elapsed"]
-        print(f"[{self.name}] resumed after epoch {state['epoch']} (best val BMA {self.best_bma:.4f})")
-
-    def run(self, train_loader, val_loader, criterion, device, teacher=None) -> None:
-        deadline = self.started + self.duration if self.duration else None
-        scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
-        for epoch in range(self.start_epoch, self.epochs):
-            if self.progress(self.scheduler.last_epoch) >= 1:
-                break
-            stats = train_one_epoch(self.model, train_loader, criterion, self.optimizer, self.scheduler,
-                                    device, teacher, deadline, scaler,
-                                    desc=f"{self.name} {epoch + 1}/{self.epochs}")
-            logits, labels = predict(self.model, val_loader, device)
-            bma = balanced_accuracy(labels.numpy(), logits.argmax(1).numpy())
-            self.history.append({"epoch": epoch + 1, "loss": stats.loss, "val_bma": bma,
-                                 "images_per_second": stats.images_per_second, "seconds": stats.seconds,
-                                 "lr": self.scheduler.get_last_lr()[0]})
-            self.writer.add_scalar(f"{self.name}/loss", stats.loss, epoch + 1)
-            self.writer.add_scalar(f"{self.name}/val_bma", bma, epoch + 1)
-            self.writer.add_scalar(f"{self.name}/lr", self.scheduler.get_last_lr()[0], epoch + 1)
-            self.writer.add_scalar(f"{self.name}/images_per_second", stats.images_per_second, epoch + 1)
-            improved = bma > self.best_bma
-            if improved:
-                self.best_bma = bma
-                torch.save(self.model.state_dict(), self.best_path)
-            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "epoch": epoch,
-                        "best_bma": self.best_bma, "history": self.history,
-                        "duration": self.duration, "elapsed": self.elapsed()}, self.last_path)
-            print(f"[{self.name}] epoch {epoch + 1}/{self.epochs} loss {stats.loss:.4f} val BMA {bma:.4f}"
-                  f"{' (best)' if improved else ''} {stats.images_per_second:.1f} img/s "
-                  f"{stats.seconds / 60:.1f} min", flush=True)
-            if stats.stopped_early:
-                print(f"[{self.name}] time budget reached; stopping after epoch {epoch + 1}", flush=True)
-                break
-
-    def load_best(self) -> torch.nn.Module:
-        self.model.load_state_dict(torch.load(self.best_path, map_location="cpu", weights_only=True))
-        return self.model
+def calibrate_and_test(model: torch.nn.Module, val_loader: DataLoader, test_loader: DataLoader,
+                       device: torch.device) -> tuple[dict, float]:
+    """Fit the temperature on validation, then score the test split once: (report, temperature)."""
+    val_logits, val_labels = predict(model, val_loader, device)
+    temperature = fit_temperature(val_logits, val_labels)
+    test_logits, test_labels = predict(model, test_loader, device)
+    return build_report(test_logits, test_labels, temperature) | {"split": "test"}, temperature
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -214,7 +153,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
     args.output.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(log_dir=str(args.output / "tensorboard"))
 
@@ -225,21 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"data: {args.data} ({detect_layout(args.data)}), {len(samples)} images; split {split.sizes()}",
           flush=True)
 
-    def cached(indices: list[int], size: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        images = load_images([samples[i].path for i in indices], size, desc=f"decode {name}")
-        return images, torch.tensor([samples[i].label for i in indices])
-
-    train_images, train_labels = cached(split.train, train_cache_size(args.image_size), "train")
-    val_set = CachedImages(*cached(split.val, args.image_size, "val"))
-    test_set = CachedImages(*cached(split.test, args.image_size, "test"))
+    train_loader, val_loader, test_loader = build_loaders(args, samples, split, device)
     print(f"decoded in {(time.monotonic() - started) / 60:.1f} min", flush=True)
-
-    train_set = CachedImages(train_images, train_labels, train_augmentation(args.image_size))
-    epoch_samples = args.epoch_samples or len(train_set)
-    sampler = balanced_sampler(train_labels, args.sampler_power, epoch_samples, args.seed)
-    train_loader = make_loader(train_set, args.batch_size, workers, device, sampler)
-    val_loader = make_loader(val_set, args.batch_size * 2, workers, device)
-    test_loader = make_loader(test_set, args.batch_size * 2, workers, device)
+    train_labels = train_loader.dataset.labels
     counts = torch.bincount(train_labels, minlength=len(CODES)).tolist()
     criterion = DistillationLoss(class_weights(counts, args.loss_power), args.kd_alpha,
                                  args.kd_temperature).to(device)
@@ -267,46 +193,21 @@ def main(argv: list[str] | None = None) -> dict:
     student = student_phase.load_best()
     train_minutes = (time.monotonic() - started) / 60
 
-    val_logits, val_labels = predict(student, val_loader, device)
-    temperature = fit_temperature(val_logits, val_labels)
-    test_logits, test_labels = predict(student, test_loader, device)
-    report = build_report(test_logits, test_labels, temperature)
-    report["split"] = "test"
+    report, temperature = calibrate_and_test(student, val_loader, test_loader, device)
     report["val_balanced_accuracy"] = student_phase.best_bma
+    report["teacher"] = None
     if teacher is not None:
-        teacher_test_logits, _ = predict(teacher, test_loader, device)
+        teacher_logits, test_labels = predict(teacher, test_loader, device)
         report["teacher"] = {"arch": TEACHER_ARCH, "val_balanced_accuracy": teacher_phase.best_bma,
                              "test_balanced_accuracy": balanced_accuracy(
-                                 test_labels.numpy(), teacher_test_logits.argmax(1).numpy())}
-    speeds = [entry["images_per_second"] for entry in student_phase.history]
-    metadata = {
-        "name": RELEASE_NAME,
-        "version": args.version,
-        "arch": RELEASE_ARCH,
-        "classes": list(CODES),
-        "input_size": args.image_size,
-        "mean": list(MEAN),
-        "std": list(STD),
-        "temperature": temperature,
-        "data": {"description": f"{args.data.name} ({detect_layout(args.data)} layout)",
-                 "images": len(samples), "lesions": len({s.lesion_id for s in samples}),
-                 "counts": class_counts(samples)},
-        "split": {"description": "grouped by lesion_id, stratified by class (StratifiedGroupKFold), "
-                                 "about 70/15/15 train/val/test",
-                  "seed": args.seed, "sizes": split.sizes()},
-        "metrics": {key: report[key] for key in ("balanced_accuracy", "accuracy", "per_class", "auc",
-                                                  "ece_before_calibration", "ece_after_calibration")}
-                   | {"split": "test", "val_balanced_accuracy": student_phase.best_bma,
-                      "teacher": report.get("teacher")},
-        "training": {"device": str(device), "epochs": len(student_phase.history),
-                     "epochs_planned": args.epochs, "image_size": args.image_size,
-                     "batch_size": args.batch_size, "minutes": round(train_minutes, 1),
-                     "minutes_budget": args.minutes or None,
-                     "images_per_second": round(float(np.mean(speeds)), 1) if speeds else None,
-                     "teacher": TEACHER_ARCH if teacher is not None else None,
-                     "history": student_phase.history, "command": command},
-        "commit": commit,
-    }
+                                 test_labels.numpy(), teacher_logits.argmax(1).numpy())}
+    metadata = release_metadata(
+        args, samples, split, report, temperature, commit,
+        training={"device": str(device), "epochs": len(student_phase.history),
+                  "epochs_planned": args.epochs, "minutes": round(train_minutes, 1),
+                  "minutes_budget": args.minutes or None,
+                  "teacher": TEACHER_ARCH if teacher is not None else None,
+                  "history": student_phase.history, "command": command})
     save_release(student.float().cpu().state_dict(), metadata, args.model_store)
     write_report(report | {"release": {k: metadata[k] for k in ("name", "version", "input_size", "commit")},
                            "training": metadata["training"]},
