@@ -36,3 +36,28 @@ serve: model_store/skin.mar
 
 test: $(INSTALLED) /usr/bin/chromedriver
 	$(PY) -m pytest
+
+# Training. `make train` is the full run (60 epochs at 224 px, AMP on CUDA; meant for a GPU);
+# `make train-cpu` is the time-boxed run that produced the shipped release on a 2-core CPU.
+TRAIN_DATA ?= ../shared/data/ham10000
+EPOCHS ?= 60
+IMAGE_SIZE ?= 224
+BATCH_SIZE ?= 64
+MINUTES ?= 0
+TRAIN_FLAGS ?= --teacher --teacher-epochs 5
+SPLIT ?= test
+WEIGHTS ?= model_store/skin_resnet34.pt
+
+.PHONY: train train-cpu evaluate
+
+train: $(INSTALLED)
+	$(PY) -m training.train --data $(TRAIN_DATA) --epochs $(EPOCHS) --image-size $(IMAGE_SIZE) \
+		--batch-size $(BATCH_SIZE) --minutes $(MINUTES) $(TRAIN_FLAGS)
+
+train-cpu: $(INSTALLED)
+	$(PY) -m training.train --data $(TRAIN_DATA) --output runs/cpu_run --image-size 112 \
+		--batch-size 32 --epochs 30 --epoch-samples 4000 --lr 2e-3 --teacher --teacher-epochs 10 \
+		--teacher-minutes 15 --minutes 85 --threads 2 --seed 0
+
+evaluate: $(INSTALLED)
+	$(PY) -m training.evaluate --data $(TRAIN_DATA) --split $(SPLIT) --weights $(WEIGHTS)
