@@ -34,7 +34,8 @@ class ServeConfig:
 
     def label(self) -> str:
         return (f"TorchServe batch {self.batch_size}, {self.workers} worker"
-                f"{'s' if self.workers > 1 else ''} x {self.threads} threads, "
+                f"{'s' if self.workers > 1 else ''} x {self.threads} "
+                f"thread{'s' if self.threads > 1 else ''}, "
                 f"delay {self.max_batch_delay} ms")
 
 

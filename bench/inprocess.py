@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import statistics
+import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from bench.configs import cores
 from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.model import SkinResNet34
 from handler.preprocessing import decode_image, eval_transform, normalize
@@ -29,31 +30,47 @@ def classify(model: torch.nn.Module, metadata: dict, images: list[bytes]) -> tor
     return torch.softmax(logits / float(metadata["temperature"]), dim=1)
 
 
-@dataclass
-class InProcessResult:
-    images_per_s: float
-    model_only_p50_ms: float
-
-
 def measure_limit(model: torch.nn.Module, metadata: dict, images: list[bytes], batch_size: int,
-                  duration_s: float) -> InProcessResult:
-    """Batched throughput over ``duration_s``, and the p50 of a single image's forward pass."""
-    size = int(metadata["input_size"])
-    classify(model, metadata, images[:batch_size])  # first call allocates; not part of the figure
-    done, position, started = 0, 0, time.perf_counter()
-    while time.perf_counter() - started < duration_s:
-        chunk = [images[(position + i) % len(images)] for i in range(batch_size)]
-        classify(model, metadata, chunk)
-        position, done = position + batch_size, done + batch_size
-    images_per_s = done / (time.perf_counter() - started)
+                  duration_s: float, streams: int) -> float:
+    """Images/s with ``streams`` threads classifying batches side by side, torch threads shared.
 
-    one = normalize(eval_transform(decode_image(images[0], draft_size=size), size).unsqueeze(0))
+    Pillow and torch release the GIL, so N streams with 1 torch thread each behave like N worker
+    processes; 1 stream with N torch threads is the other way to fill N cores.
+    """
+    torch.set_num_threads(max(1, cores() // streams))
+    classify(model, metadata, images[:batch_size])  # first call allocates; not part of the figure
+    done = [0] * streams
+    deadline = time.perf_counter() + duration_s
+
+    def stream(index: int) -> None:
+        position = index * batch_size
+        while time.perf_counter() < deadline:
+            classify(model, metadata, [images[(position + i) % len(images)]
+                                       for i in range(batch_size)])
+            position += streams * batch_size
+            done[index] += batch_size
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=stream, args=(index,)) for index in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def model_only_latency(model: torch.nn.Module, metadata: dict, image: bytes, threads: int,
+                       duration_s: float) -> float:
+    """p50 milliseconds of one already-decoded image's forward pass with ``threads`` threads."""
+    torch.set_num_threads(threads)
+    size = int(metadata["input_size"])
+    one = normalize(eval_transform(decode_image(image, draft_size=size), size).unsqueeze(0))
     timings = []
     with torch.inference_mode():
         model(one)
-        deadline = time.perf_counter() + max(1.0, duration_s / 3)
+        deadline = time.perf_counter() + duration_s
         while time.perf_counter() < deadline or len(timings) < 5:
             tick = time.perf_counter()
             model(one)
             timings.append((time.perf_counter() - tick) * 1000)
-    return InProcessResult(images_per_s, statistics.median(timings))
+    return statistics.median(timings)

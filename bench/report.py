@@ -50,12 +50,15 @@ def format_table(rows: list[Row], concurrency: int) -> str:
         "\n".join([header, *lines])
 
 
-def format_ratios(values: dict[str, float], best: Row, model_only_p50_ms: float) -> str:
+def format_ratios(values: dict[str, float], best: Row, model_only: dict[int, float]) -> str:
+    """``model_only`` maps torch threads to the p50 of one image's forward pass."""
     names = {"served_vs_limit": "best TorchServe / in-process limit",
              "served_vs_flask": "best TorchServe / Flask baseline",
              "single_vs_model_only": "single-request p50 / model-only latency"}
     lines = [f"best TorchServe set-up: {best.label}",
-             f"model-only latency (one image, forward pass): {model_only_p50_ms:.1f} ms p50"]
+             "model-only latency (one image, forward pass, p50): " + ", ".join(
+                 f"{p50:.1f} ms with {threads} thread{'s' if threads > 1 else ''}"
+                 for threads, p50 in sorted(model_only.items(), reverse=True))]
     for key, value in values.items():
         comparison = ">=" if key != "single_vs_model_only" else "<="
         met = value >= TARGETS[key] if comparison == ">=" else value <= TARGETS[key]

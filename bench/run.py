@@ -25,7 +25,7 @@ import torch
 from bench.client import LoadResult, Sender, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, \
     build_worker_archives, cores
-from bench.inprocess import load_model, measure_limit
+from bench.inprocess import load_model, measure_limit, model_only_latency
 from bench.report import Row, best_served, format_ratios, format_table, ratios
 from bench.write_back import write_back
 from handler.checkpoint import WEIGHTS_FILE
@@ -156,10 +156,17 @@ def main() -> None:
 
     print("in-process limit ...", flush=True)
     model, metadata = load_model(args.weights)
-    limit = measure_limit(model, metadata, images, LIMIT_BATCH, args.duration)
+    rows = []
+    for streams in sorted({1, cores()}):
+        rows.append(Row(label=f"in-process limit: handler preprocessing + model, batch "
+                              f"{LIMIT_BATCH}, {streams} stream{'s' if streams > 1 else ''} x "
+                              f"{cores() // streams} thread{'s' if cores() > streams else ''}",
+                        images_per_s=measure_limit(model, metadata, images, LIMIT_BATCH,
+                                                   args.duration, streams)))
+    model_only = {threads: model_only_latency(model, metadata, images[0], threads, args.single)
+                  for threads in sorted({1, cores()})}
     del model  # its memory is better left to the servers measured next
-    rows = [Row(label=f"in-process limit: handler preprocessing + model, batch {LIMIT_BATCH}",
-                images_per_s=limit.images_per_s)]
+    limit = max(rows, key=lambda row: row.images_per_s)
     with tempfile.TemporaryDirectory(prefix="skin-bench-") as work:
         rows += bench_torchserve(QUICK_CONFIGS if args.quick else FULL_CONFIGS, args.weights,
                                  images, args, Path(work))
@@ -168,15 +175,15 @@ def main() -> None:
     rows.append(flask)
 
     best = best_served(rows)
-    values = ratios(rows[0], limit.model_only_p50_ms, flask, best)
+    values = ratios(limit, model_only[cores()], flask, best)
     table = format_table(rows, args.concurrency)
-    summary = format_ratios(values, best, limit.model_only_p50_ms)
+    summary = format_ratios(values, best, model_only)
     print(f"\n{table}\n\n{summary}")
     (out / "table.md").write_text(f"{table}\n\n{summary}\n")
     (out / "results.json").write_text(json.dumps({
         "machine": machine(), "weights": str(args.weights), "model_version": metadata["version"],
         "input_size": metadata["input_size"], "images": str(image_dir), "quick": args.quick,
-        "concurrency": args.concurrency, "model_only_p50_ms": limit.model_only_p50_ms,
+        "concurrency": args.concurrency, "model_only_p50_ms": model_only,
         "rows": [{**asdict(row), "config": asdict(row.config) if row.config else None}
                  for row in rows],
         "ratios": values}, indent=2) + "\n")
