@@ -12,7 +12,9 @@ from tools.torchserve import BASE_CONFIG, read_properties
 def test_write_back_sets_the_best_configuration(tmp_path):
     model_config, properties = tmp_path / "model-config.yaml", tmp_path / "config.properties"
     model_config.write_text(DEFAULT_CONFIG.read_text())
-    properties.write_text(BASE_CONFIG.read_text())
+    # Start without the key, so the first write adds it and the second replaces it.
+    properties.write_text("".join(line for line in BASE_CONFIG.read_text().splitlines(keepends=True)
+                                  if not line.startswith("default_workers_per_model=")))
     write_back(ServeConfig(workers=2, batch_size=8, max_batch_delay=20), model_config, properties)
     written = yaml.safe_load(model_config.read_text())
     assert (written["minWorkers"], written["maxWorkers"], written["batchSize"],
