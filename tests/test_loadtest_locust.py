@@ -40,3 +40,15 @@ def test_refuses_anything_but_loopback(tmp_path):
     assert result.returncode == 1
     assert "only loopback" in result.stderr
     assert not (tmp_path / "locust.log").exists()
+
+
+def test_stops_after_max_requests(torchserve, tmp_path):
+    result = loadtest("--host", torchserve.url("inference"), "--metrics-url",
+                      torchserve.url("metrics"), "--key-file", str(torchserve.key_file),
+                      "--users", "2", "--duration", "5m", "--max-requests", "6",
+                      "--images", str(FIXTURES / "images"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    # The count bound ends the run long before the 5 minutes; each user may finish one more.
+    assert 6 <= summary["requests"] <= 6 + 2
+    assert summary["wall_s"] < 120
