@@ -61,3 +61,29 @@ train-cpu: $(INSTALLED)
 
 evaluate: $(INSTALLED)
 	$(PY) -m training.evaluate --data $(TRAIN_DATA) --split $(SPLIT) --weights $(WEIGHTS)
+
+# Ops, load and speed. Each works against `make serve` (keys from .run/serve/key_file.json),
+# except bench and soak, which start their own TorchServe instances.
+USERS ?= 8
+DURATION ?= 60s
+MODEL ?= skin
+
+.PHONY: loadtest bench soak models describe metrics
+
+loadtest: $(INSTALLED)
+	$(PY) -m loadtest --users $(USERS) --duration $(DURATION)
+
+bench: $(INSTALLED)
+	$(PY) -m bench
+
+soak: $(INSTALLED)
+	$(PY) -m loadtest.soak
+
+models: $(INSTALLED)
+	$(PY) -m ops models
+
+describe: $(INSTALLED)
+	$(PY) -m ops describe $(MODEL)
+
+metrics: $(INSTALLED)
+	$(PY) -m ops metrics
