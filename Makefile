@@ -73,11 +73,13 @@ MODEL ?= skin
 loadtest: $(INSTALLED)
 	$(PY) -m loadtest --users $(USERS) --duration $(DURATION)
 
-bench: $(INSTALLED)
-	$(PY) -m bench
+# Own TorchServe instances; run on a quiet CPU. A full bench writes the best set-up back into
+# handler/model-config.yaml and config.properties.
+bench: $(INSTALLED) $(RELEASE)
+	$(PY) -m bench --weights $(WEIGHTS)
 
-soak: $(INSTALLED)
-	$(PY) -m loadtest.soak
+soak: $(INSTALLED) $(RELEASE)
+	$(PY) -m loadtest.soak --weights $(WEIGHTS)
 
 models: $(INSTALLED)
 	$(PY) -m ops models
