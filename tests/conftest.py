@@ -5,6 +5,7 @@ The session's TorchServe runs on free ports with its own home, so the suite can 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,12 @@ def fixture_images() -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory) -> Path:
-    """A model store holding skin.mar built from a random release with a batch size of 4."""
+    """A model store holding skin.mar with a batch size of 4, built from a random release, or from
+    the release that SKIN_TEST_WEIGHTS names (to run the suite, or take screenshots, on a real one).
+    """
     store = tmp_path_factory.mktemp("model_store")
-    weights = write_random_release(tmp_path_factory.mktemp("release"))
+    chosen = os.environ.get("SKIN_TEST_WEIGHTS")
+    weights = Path(chosen) if chosen else write_random_release(tmp_path_factory.mktemp("release"))
     config = store / "test-model-config.yaml"
     config.write_text(TEST_MODEL_CONFIG)
     build_archive(weights=weights, export_path=store, config_file=config)

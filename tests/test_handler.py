@@ -9,15 +9,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 from ts.service import Service
 
 import ts
+from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
 from handler.classes import BY_CODE, CLASSES, CODES
 from tests.conftest import write_random_release
-from tools.archive import HANDLER_DIR, build_archive
+from tools.archive import HANDLER_DIR, MODEL_STORE, build_archive
 
 METRICS_CONFIG = Path(ts.__file__).parent / "configs" / "metrics.yaml"
 
@@ -145,3 +147,18 @@ def test_archive_carries_the_one_class_file_and_matching_release(archive):
     assert release["classes"] == list(CODES)
     assert manifest["model"]["modelVersion"] == release["version"]
     assert manifest["model"]["handler"] == "skin_handler.py"
+
+
+def test_the_shipped_release_is_what_make_serve_serves(tmp_path, fixture_images):
+    """The committed release: within the size budget, archived and loaded as TorchServe does."""
+    weights = MODEL_STORE / WEIGHTS_FILE
+    metadata = load_metadata(weights.with_name(METADATA_FILE))
+    assert weights.stat().st_size <= 45 * 2**20
+    assert all(value.dtype == torch.float16 for value in torch.load(weights).values()
+               if value.is_floating_point())
+    assert metadata["temperature"] > 0 and metadata["metrics"]["balanced_accuracy"] > 0
+    shipped = load_service(build_archive(weights=weights, export_path=tmp_path / "store"),
+                           tmp_path / "unpacked")
+    responses, statuses = classify(shipped, list(fixture_images.values()))
+    assert statuses == [200] * len(fixture_images)
+    assert {response["version"] for response in responses} == {metadata["version"]}
