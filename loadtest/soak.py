@@ -36,10 +36,7 @@ def soak(weights: Path, users: int, probe_s: int, duration_s: int, out_dir: Path
     with tempfile.TemporaryDirectory(prefix="skin-soak-") as work:
         store = Path(work) / "model_store"
         build_archive(weights=weights, export_path=store)
-        server = TorchServe.on_free_ports(Path(work) / "torchserve", model_store=store)
-        server.start()
-        try:
-            server.wait_ready()
+        with TorchServe.on_free_ports(Path(work) / "torchserve", model_store=store).running() as server:
             api = Management(url=server.url("management"), key_file=server.key_file)
             common = {"host": server.url("inference"), "key_file": server.key_file,
                       "users": users, "metrics_url": server.url("metrics")}
@@ -53,8 +50,6 @@ def soak(weights: Path, users: int, probe_s: int, duration_s: int, out_dir: Path
                                max_requests=math.ceil(target_rps * duration_s * REQUEST_HEADROOM),
                                **common)
             rss_end = worker_rss(api)
-        finally:
-            server.stop()
     growth = {pid: (rss_end[pid] - rss) / rss for pid, rss in rss_start.items() if pid in rss_end}
     return {"weights": str(weights), "users": users, "max_requests_per_s": probe["requests_per_s"],
             "target_requests_per_s": target_rps, "run": run,

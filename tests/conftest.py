@@ -66,14 +66,10 @@ def model_store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def torchserve(model_store, tmp_path_factory) -> TorchServe:
-    """A real TorchServe serving the random model; stopped at the end of the session."""
-    server = TorchServe.on_free_ports(tmp_path_factory.mktemp("torchserve"), model_store=model_store)
-    server.start()
-    try:
-        server.wait_ready(timeout=120)
+    """A real TorchServe serving that store; stopped at the end of the session."""
+    home = tmp_path_factory.mktemp("torchserve")
+    with TorchServe.on_free_ports(home, model_store=model_store).running(timeout=120) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

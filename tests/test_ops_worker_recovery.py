@@ -34,13 +34,9 @@ class Outcome:
 
 @pytest.fixture
 def own_torchserve(model_store, tmp_path):
-    server = TorchServe.on_free_ports(tmp_path / "torchserve", model_store=model_store)
-    server.start()
-    try:
-        server.wait_ready(timeout=120)
+    home = tmp_path / "torchserve"
+    with TorchServe.on_free_ports(home, model_store=model_store).running(timeout=120) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_killed_worker_is_replaced_and_only_in_flight_requests_fail(own_torchserve, fixture_images):

@@ -9,6 +9,7 @@ three point into the instance's home here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +112,16 @@ class TorchServe:
         output = open(self.home / "torchserve.out", "wb") if log_to_files else None
         self.process = subprocess.Popen(command, cwd=self.home, env=self.environment(),
                                         stdout=output, stderr=subprocess.STDOUT if output else None)
+
+    @contextlib.contextmanager
+    def running(self, timeout: float = 180) -> Iterator["TorchServe"]:
+        """Start, wait until the model is READY, and always stop, whatever happens inside."""
+        self.start()
+        try:
+            self.wait_ready(timeout=timeout)
+            yield self
+        finally:
+            self.stop()
 
     def wait_ready(self, model: str = "skin", timeout: float = 180) -> float:
         """Block until ``model`` has a READY worker; returns the seconds waited."""
