@@ -14,12 +14,12 @@ from flask import Flask, jsonify, request
 from PIL import Image
 from torchvision import transforms
 
-from bench.inprocess import load_model
+from handler.checkpoint import load_release
 from handler.classes import CLASSES
 
 
 def create_app(weights: Path) -> Flask:
-    model, metadata = load_model(weights)
+    model, metadata = load_release(weights)
     size = int(metadata["input_size"])
     transform = transforms.Compose([
         transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),

@@ -4,21 +4,11 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import torch
 
 from bench.configs import cores
-from handler.checkpoint import METADATA_FILE, load_metadata
-from handler.model import SkinResNet34
 from handler.preprocessing import decode_image, eval_transform, normalize
-
-
-def load_model(weights: Path) -> tuple[torch.nn.Module, dict]:
-    """The release as the handler loads it: fp16 weights into a float32 model, in eval mode."""
-    model = SkinResNet34()
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.eval(), load_metadata(weights.with_name(METADATA_FILE))
 
 
 def classify(model: torch.nn.Module, metadata: dict, images: list[bytes]) -> torch.Tensor:

@@ -25,10 +25,10 @@ import torch
 from bench.client import LoadResult, Sender, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, \
     build_worker_archives, cores
-from bench.inprocess import load_model, measure_limit, model_only_latency
+from bench.inprocess import measure_limit, model_only_latency
 from bench.report import Row, best_served, format_ratios, format_table, ratios
 from bench.write_back import write_back
-from handler.checkpoint import WEIGHTS_FILE
+from handler.checkpoint import WEIGHTS_FILE, load_release
 from loadtest.images import default_image_dir, load_images
 from ops.management import Management
 from tools.archive import MODEL_STORE
@@ -155,7 +155,7 @@ def main() -> None:
           flush=True)
 
     print("in-process limit ...", flush=True)
-    model, metadata = load_model(args.weights)
+    model, metadata = load_release(args.weights)
     rows = []
     for streams in sorted({1, cores()}):
         rows.append(Row(label=f"in-process limit: handler preprocessing + model, batch "

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from handler.classes import CODES
+from handler.model import SkinResNet34
 
 WEIGHTS_FILE = "skin_resnet34.pt"
 METADATA_FILE = "skin_resnet34.json"
@@ -39,3 +40,12 @@ def load_metadata(path: Path) -> dict:
         raise ValueError(f"{path} was trained on classes {metadata['classes']}, "
                          f"but handler/classes.json lists {list(CODES)}")
     return metadata
+
+
+def load_release(weights: Path, metadata_path: Path | None = None) -> tuple[SkinResNet34, dict]:
+    """The released model in eval mode (fp16 weights into float32 parameters) and its checked
+    metadata, which sits beside the weights unless ``metadata_path`` says otherwise."""
+    metadata = load_metadata(metadata_path or Path(weights).with_name(METADATA_FILE))
+    model = SkinResNet34()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval(), metadata

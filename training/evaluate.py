@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from handler.checkpoint import METADATA_FILE, load_metadata
-from handler.model import SkinResNet34
+from handler.checkpoint import METADATA_FILE, load_release
 from training.datasets import read_samples
 from training.engine import predict
 from training.presets import CachedImages, load_images
@@ -35,14 +34,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
-
-
-def load_release(weights: Path, metadata_path: Path | None = None) -> tuple[SkinResNet34, dict]:
-    """The released model (float32, eval mode) and its checked metadata."""
-    metadata = load_metadata(metadata_path or weights.with_name(METADATA_FILE))
-    model = SkinResNet34()
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.float().eval(), metadata
 
 
 def main(argv: list[str] | None = None) -> dict:
