@@ -6,7 +6,6 @@ that overrides the file).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -17,10 +16,9 @@ from pathlib import Path
 import requests
 
 from frontend.ranking import Ranking
+from tools.torchserve import DEFAULT_KEY_FILE, read_key
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:8080/predictions/skin"
-DEFAULT_KEY_FILE = REPO / ".run" / "serve" / "key_file.json"
 CONNECT_TIMEOUT_S = 3.0
 # Above TorchServe's default_response_timeout (60 s), so the server reports its own timeouts.
 READ_TIMEOUT_S = 75.0
@@ -88,7 +86,7 @@ class SkinClient:
         if self.config.token:
             return self.config.token
         try:
-            return json.loads(self.config.key_file.read_text())["inference"]["key"]
+            return read_key(self.config.key_file, "inference")
         except (OSError, ValueError, KeyError, TypeError):
             # No usable key file: ask anyway, so a stopped server reads as "not running".
             return None

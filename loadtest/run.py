@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 from loadtest.images import default_image_dir
 from loadtest.report import format_summary, plot_latency, read_totals
 from ops.errors import OpsError
-from ops.management import DEFAULT_KEY_FILE
 from ops.metrics import DEFAULT_METRICS_URL, scrape, time_split
+from tools.torchserve import DEFAULT_KEY_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"

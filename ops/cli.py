@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 from ops.errors import OpsError
-from ops.management import DEFAULT_KEY_FILE, DEFAULT_MANAGEMENT_URL, Management
+from ops.management import DEFAULT_MANAGEMENT_URL, Management
 from ops.metrics import DEFAULT_METRICS_URL, scrape, summarize
 from ops.render import render_describe, render_metrics, render_models
+from tools.torchserve import DEFAULT_KEY_FILE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,10 +13,9 @@ import psutil
 import requests
 
 from ops.errors import OpsError
-from tools.torchserve import DEFAULT_HOME, read_key
+from tools.torchserve import DEFAULT_KEY_FILE, read_key
 
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
-DEFAULT_KEY_FILE = DEFAULT_HOME / "key_file.json"  # where `make serve` keeps it
 # Registering or scaling synchronously waits for workers to load a ResNet34: give it time.
 SLOW_CALL_S = 300
 FAST_CALL_S = 10

@@ -1,7 +1,8 @@
 """Start, wait for and stop one TorchServe instance with its own ports and scratch folder.
 
-`make serve` runs ``python -m tools.torchserve`` (the repository's config.properties, ports
-8080-8082, scratch in .run/serve). Tests and benchmarks use :class:`TorchServe` with free ports and a
+`make serve` (frontend/serve_all.py) and ``python -m tools.torchserve`` (TorchServe alone, as
+bench/gpu_run.sh runs it) use the repository's config.properties, ports 8080-8082 and scratch in
+.run/serve. Tests and benchmarks use :class:`TorchServe` with free ports and a
 temporary home, so they can run beside a live `make serve`: TorchServe keeps its pid file, socket
 and unpacked models in TMPDIR/TEMP and writes key_file.json into its working directory, and all
 three point into the instance's home here.
@@ -26,6 +27,8 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "config.properties"
 DEFAULT_HOME = REPO / ".run" / "serve"
+KEY_FILE_NAME = "key_file.json"
+DEFAULT_KEY_FILE = DEFAULT_HOME / KEY_FILE_NAME  # where `make serve`'s clients find the keys
 ADDRESS_KEYS = {"inference": "inference_address", "management": "management_address",
                 "metrics": "metrics_address"}
 # TorchServe always opens its gRPC ports too, so a second instance needs its own.
@@ -80,7 +83,7 @@ class TorchServe:
 
     @property
     def key_file(self) -> Path:
-        return self.home / "key_file.json"
+        return self.home / KEY_FILE_NAME
 
     def headers(self, api: str = "inference") -> dict[str, str]:
         return {"Authorization": f"Bearer {read_key(self.key_file, api)}"}
@@ -164,18 +167,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run TorchServe with SKIN in the foreground.")
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
     args = parser.parse_args()
-    server = TorchServe(home=args.home)
-    server.start(log_to_files=False)
-    # Ctrl-C reaches the whole foreground process group; this process only has to wait and tidy up.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    # Ctrl-C and SIGTERM both unwind through running(), which stops TorchServe.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        waited = server.wait_ready()
-        print(f"\nSKIN is READY after {waited:.1f}s: {server.url('inference')}/predictions/skin "
-              f"(key in {server.key_file})", flush=True)
-        server.process.wait()
-    finally:
-        server.stop()
+        with TorchServe(home=args.home).running() as server:
+            print(f"\nSKIN is READY: {server.url('inference')}/predictions/skin "
+                  f"(key in {server.key_file}, logs in {server.home})", flush=True)
+            server.process.wait()
+    except KeyboardInterrupt:
+        print("TorchServe stopped.", flush=True)
 
 
 if __name__ == "__main__":
