@@ -18,6 +18,7 @@ from ts.service import Service
 import ts
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
 from handler.classes import BY_CODE, CLASSES, CODES
+from loadtest.checks import check_prediction
 from tests.conftest import write_random_release
 from tools.archive import HANDLER_DIR, MODEL_STORE, build_archive
 
@@ -68,12 +69,8 @@ def test_all_eight_classes_ranked_with_names(service, fixture_images):
     responses, statuses = classify(service, list(fixture_images.values()))
     assert statuses == [200] * len(fixture_images)
     for response in responses:
-        predictions = response["predictions"]
-        assert sorted(p["code"] for p in predictions) == sorted(CODES)
-        probabilities = [p["probability"] for p in predictions]
-        assert probabilities == sorted(probabilities, reverse=True)
-        assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-4)
-        for prediction in predictions:
+        check_prediction(response)  # all eight classes, ranked, probabilities summing to 1
+        for prediction in response["predictions"]:
             lesion = BY_CODE[prediction["code"]]
             assert (prediction["name"], prediction["name_zh"], prediction["risk"]) == (
                 lesion.name, lesion.name_zh, lesion.risk)

@@ -12,17 +12,14 @@ import pytest
 import requests
 
 from handler.classes import CODES
+from loadtest.checks import check_prediction
 from tools.torchserve import read_properties, BASE_CONFIG
 
 
 def assert_ranked(body: dict) -> list[str]:
-    predictions = body["predictions"]
-    assert sorted(p["code"] for p in predictions) == sorted(CODES)
-    probabilities = [p["probability"] for p in predictions]
-    assert probabilities == sorted(probabilities, reverse=True)
-    assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-4)
+    check_prediction(body)  # all eight classes, ranked, probabilities summing to 1
     assert body["model"] == "skin" and body["version"]
-    return [p["code"] for p in predictions]
+    return [p["code"] for p in body["predictions"]]
 
 
 def post(url: str, headers: dict, **kwargs) -> requests.Response:
