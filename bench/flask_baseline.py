@@ -16,13 +16,14 @@ from torchvision import transforms
 
 from handler.checkpoint import load_release
 from handler.classes import CLASSES
+from handler.preprocessing import input_shape
 
 
 def create_app(weights: Path) -> Flask:
     model, metadata = load_release(weights)
-    size = int(metadata["input_size"])
+    size = input_shape(metadata["input_size"])
     transform = transforms.Compose([
-        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Resize(min(size)), transforms.CenterCrop(size), transforms.ToTensor(),
         transforms.Normalize(metadata["mean"], metadata["std"]),
     ])
     app = Flask(__name__)

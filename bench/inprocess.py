@@ -8,16 +8,27 @@ import time
 import torch
 
 from bench.configs import cores
-from handler.preprocessing import decode_image, eval_transform, normalize
+from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
 
 
 def classify(model: torch.nn.Module, metadata: dict, images: list[bytes]) -> torch.Tensor:
-    """What one TorchServe batch costs the worker: decode, transform, normalise, forward, softmax."""
-    size = int(metadata["input_size"])
-    batch = torch.stack([eval_transform(decode_image(data, draft_size=size), size) for data in images])
+    """What one TorchServe batch costs the worker: decode, frame, colour-correct and normalise,
+    forward, softmax."""
+    batch = torch.stack([frame(metadata, data) for data in images])
     with torch.inference_mode():
-        logits = model(normalize(batch))
+        logits = model(served_input(metadata, batch))
     return torch.softmax(logits / float(metadata["temperature"]), dim=1)
+
+
+def frame(metadata: dict, image: bytes) -> torch.Tensor:
+    """The handler's decode and framing at the release's input size (uint8 CHW)."""
+    size = input_shape(metadata["input_size"])
+    return eval_transform(decode_image(image, draft_size=max(size)), size)
+
+
+def served_input(metadata: dict, batch: torch.Tensor) -> torch.Tensor:
+    return model_input(batch, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
+                       tuple(metadata["std"]))
 
 
 def measure_limit(model: torch.nn.Module, metadata: dict, images: list[bytes], batch_size: int,
@@ -53,8 +64,7 @@ def model_only_latency(model: torch.nn.Module, metadata: dict, image: bytes, thr
                        duration_s: float) -> float:
     """p50 milliseconds of one already-decoded image's forward pass with ``threads`` threads."""
     torch.set_num_threads(threads)
-    size = int(metadata["input_size"])
-    one = normalize(eval_transform(decode_image(image, draft_size=size), size).unsqueeze(0))
+    one = served_input(metadata, frame(metadata, image).unsqueeze(0))
     timings = []
     with torch.inference_mode():
         model(one)

@@ -13,7 +13,8 @@ from handler.model import SkinResNet34
 
 WEIGHTS_FILE = "skin_resnet34.pt"
 METADATA_FILE = "skin_resnet34.json"
-REQUIRED_KEYS = ("name", "version", "arch", "classes", "input_size", "mean", "std", "temperature")
+REQUIRED_KEYS = ("name", "version", "arch", "classes", "input_size", "mean", "std", "temperature",
+                 "referral")
 
 
 def save_release(state_dict: dict[str, torch.Tensor], metadata: dict, directory: Path) -> Path:

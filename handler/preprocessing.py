@@ -1,7 +1,9 @@
-"""Image decoding and the evaluation transform, shared by the handler and by training.
+"""Image decoding, framing and colour constancy, shared by the handler and by training.
 
-Everything that decides what the network sees at serving time (input size, mean, std, resizing and
-cropping) lives here, and training imports it, so the served preprocessing is the evaluated one.
+Everything that decides what the network sees at serving time (input size, mean, std, framing and
+colour constancy) lives here, and training imports it, so the served preprocessing is the evaluated
+one. The path of an image: ``decode_image`` -> ``eval_transform`` (uint8 frame at the release's
+height x width) -> ``model_input`` (Shades of Gray, then mean/std) -> the network.
 """
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ import warnings
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-INPUT_SIZE = 224
+# (height, width). Dermoscopy photos are 4:3; a square input would cut the lesion's border.
+INPUT_SIZE = (96, 128)
+# Minkowski norm of Shades of Gray (Finlayson & Trezzi 2004), as the ISIC 2018 and 2019 winners used.
+SHADES_OF_GRAY_POWER = 6
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 # A 50-megapixel phone photo (8160x6120) fits; a decompression bomb does not.
@@ -74,14 +79,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_and_crop(image: Image.Image, size: int) -> Image.Image:
-    """Scale the short side to ``size`` and cut the centred ``size`` x ``size`` square."""
-    width, height = image.size
-    scale = size / min(width, height)
-    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
-    left, top = (new_width - size) // 2, (new_height - size) // 2
-    return image.crop((left, top, left + size, top + size))
+def input_shape(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(height, width) from a release's ``input_size``: an int means a square (releases up to 1.0)."""
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def fit_to_frame(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:
+    """Scale ``image`` to exactly ``size`` (height, width), cutting as little as possible.
+
+    A portrait photo is turned a quarter to match a landscape frame (a lesion has no upright), and
+    only the excess of the longer side is cut, centred. Cropping happens in source coordinates
+    (``resize(box=...)``), so a hostile 1,000,000 x 1 image never allocates more than the frame.
+    """
+    height, width = input_shape(size)
+    if (image.width - image.height) * (width - height) < 0:
+        image = image.transpose(Image.Transpose.ROTATE_90)
+    scale = min(image.width / width, image.height / height)
+    box_width, box_height = width * scale, height * scale
+    left, top = (image.width - box_width) / 2, (image.height - box_height) / 2
+    return image.resize((width, height), Image.Resampling.BILINEAR,
+                        box=(left, top, left + box_width, top + box_height))
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -90,14 +110,34 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
     return array.view(image.height, image.width, 3).permute(2, 0, 1).contiguous()
 
 
-def eval_transform(image: Image.Image, size: int = INPUT_SIZE) -> torch.Tensor:
+def eval_transform(image: Image.Image, size: int | tuple[int, int] = INPUT_SIZE) -> torch.Tensor:
     """The deterministic transform used for validation, test and serving (uint8 CHW)."""
-    return image_to_tensor(resize_and_crop(image, size))
+    return image_to_tensor(fit_to_frame(image, size))
+
+
+def shades_of_gray(batch: torch.Tensor, power: int = SHADES_OF_GRAY_POWER) -> torch.Tensor:
+    """Colour constancy: scale each channel so that the image's Minkowski-``power`` illuminant
+    estimate becomes grey, keeping its overall level. NCHW in (uint8 or float on 0-255), float out.
+
+    Different dermatoscopes and phone cameras tint the same lesion differently; removing the tint
+    per image lets a model trained at a few clinics read images from others.
+    """
+    pixels = batch.float()
+    illuminant = (pixels / 255).pow(power).mean(dim=(-2, -1), keepdim=True).pow(1 / power)
+    gains = illuminant.mean(dim=-3, keepdim=True) / illuminant.clamp(min=1e-3)
+    return (pixels * gains).clamp(0, 255)
 
 
 def normalize(batch: torch.Tensor, mean: tuple[float, ...] = MEAN,
               std: tuple[float, ...] = STD) -> torch.Tensor:
-    """uint8 NCHW (on any device) to the float input the network expects."""
+    """NCHW pixels on 0-255 (uint8 or float, on any device) to the float input the network expects."""
     mean_t = torch.tensor(mean, device=batch.device).view(1, -1, 1, 1) * 255
     std_t = torch.tensor(std, device=batch.device).view(1, -1, 1, 1) * 255
     return (batch.float() - mean_t) / std_t
+
+
+def model_input(batch: torch.Tensor, colour_constancy: bool, mean: tuple[float, ...] = MEAN,
+                std: tuple[float, ...] = STD) -> torch.Tensor:
+    """What the network sees for a batch of frames on 0-255: the one step that training, evaluation
+    and the handler all call after framing."""
+    return normalize(shades_of_gray(batch) if colour_constancy else batch, mean, std)

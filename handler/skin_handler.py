@@ -18,7 +18,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from handler.batch import Batch, request_bytes
 from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.classes import CLASSES
-from handler.preprocessing import InvalidImageError, decode_image, eval_transform, normalize
+from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,11 @@ class SkinHandler(BaseHandler):
         super().initialize(context)
         model_dir = Path(context.system_properties["model_dir"])
         self.metadata = load_metadata(model_dir / METADATA_FILE)
-        self.input_size = int(self.metadata["input_size"])
+        self.input_size = input_shape(self.metadata["input_size"])
+        self.colour_constancy = bool(self.metadata.get("colour_constancy"))
+        self.mean, self.std = tuple(self.metadata["mean"]), tuple(self.metadata["std"])
         self.temperature = float(self.metadata["temperature"])
+        self.referral_threshold = float(self.metadata["referral"]["threshold"])
         self.model_name = context.manifest["model"]["modelName"]
         self.model_version = context.manifest["model"].get("modelVersion", self.metadata["version"])
         config = (getattr(self, "model_yaml_config", None) or {})
@@ -37,9 +40,10 @@ class SkinHandler(BaseHandler):
             torch.set_num_threads(self._cpu_threads(config))
         else:
             self.model.to(memory_format=torch.channels_last)
-        logger.info("SKIN %s v%s on %s, %d torch threads, input %d px, T=%.3f", self.model_name,
-                    self.model_version, self.device, torch.get_num_threads(), self.input_size,
-                    self.temperature)
+        logger.info("SKIN %s v%s on %s, %d torch threads, input %dx%d px, colour constancy %s, T=%.3f, "
+                    "referral threshold %.3f", self.model_name, self.model_version, self.device,
+                    torch.get_num_threads(), *self.input_size, self.colour_constancy, self.temperature,
+                    self.referral_threshold)
 
     @staticmethod
     def _cpu_threads(config: dict) -> int:
@@ -56,7 +60,7 @@ class SkinHandler(BaseHandler):
         tensors = []
         for idx, row in enumerate(data):
             try:
-                image = decode_image(request_bytes(row), draft_size=self.input_size)
+                image = decode_image(request_bytes(row), draft_size=max(self.input_size))
             except InvalidImageError as exc:
                 batch.errors[idx] = str(exc)
                 continue
@@ -75,7 +79,8 @@ class SkinHandler(BaseHandler):
         if batch.images is None:
             return batch
         started = time.perf_counter()
-        images = normalize(batch.images.to(self.device, non_blocking=True))
+        images = model_input(batch.images.to(self.device, non_blocking=True), self.colour_constancy,
+                             self.mean, self.std)
         with torch.inference_mode():
             if self.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):
@@ -102,11 +107,15 @@ class SkinHandler(BaseHandler):
         return responses
 
     def ranked(self, probabilities: list[float]) -> dict:
-        """One response: all classes, most probable first, with the model that produced it."""
+        """One response: all classes, most probable first, the referral flag with the release's
+        validation-chosen threshold, and the model that produced it."""
         order = sorted(range(len(CLASSES)), key=lambda i: probabilities[i], reverse=True)
+        concern = sum(p for p, c in zip(probabilities, CLASSES) if c.is_concerning)
         return {
             "model": self.model_name,
             "version": self.model_version,
+            "referral": {"refer": concern >= self.referral_threshold, "score": concern,
+                         "threshold": self.referral_threshold},
             "predictions": [
                 {"code": CLASSES[i].code, "name": CLASSES[i].name, "name_zh": CLASSES[i].name_zh,
                  "risk": CLASSES[i].risk, "probability": probabilities[i]}
@@ -120,7 +129,9 @@ class SkinHandler(BaseHandler):
             "model": self.model_name,
             "version": self.model_version,
             "arch": self.metadata["arch"],
-            "input_size": self.input_size,
+            "input_size": list(self.input_size),
+            "colour_constancy": self.metadata.get("colour_constancy"),
+            "referral": self.metadata["referral"],
             "mean": self.metadata["mean"],
             "std": self.metadata["std"],
             "temperature": self.temperature,

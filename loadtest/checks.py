@@ -7,7 +7,8 @@ PROBABILITY_TOLERANCE = 1e-4
 
 
 def check_prediction(body: dict) -> None:
-    """Raise ValueError unless ``body`` ranks all eight classes with probabilities summing to 1."""
+    """Raise ValueError unless ``body`` ranks all eight classes with probabilities summing to 1 and
+    carries the release's referral threshold."""
     predictions = body.get("predictions") if isinstance(body, dict) else None
     if not isinstance(predictions, list):
         raise ValueError(f"no predictions list in the response: {str(body)[:200]}")
@@ -19,3 +20,6 @@ def check_prediction(body: dict) -> None:
         raise ValueError(f"probabilities sum to {sum(probabilities):.6f}, not 1")
     if probabilities != sorted(probabilities, reverse=True):
         raise ValueError("predictions are not ranked by probability")
+    referral = body.get("referral")
+    if not isinstance(referral, dict) or not 0 <= referral.get("threshold", -1) <= 1:
+        raise ValueError(f"no referral threshold in [0, 1] in the response: {referral}")

@@ -19,7 +19,9 @@ from tools.archive import build_archive
 from tools.torchserve import TorchServe
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TEST_INPUT_SIZE = 96  # small, so the CPU answers quickly; the served release records its own size
+# Small, so the CPU answers quickly, and not square, so the release's shape must reach the handler.
+TEST_INPUT_SIZE = (72, 96)
+TEST_REFERRAL_THRESHOLD = 0.4
 TEST_MODEL_CONFIG = """\
 minWorkers: 1
 maxWorkers: 1
@@ -34,13 +36,14 @@ handler:
 torch.set_num_threads(1)
 
 
-def write_random_release(directory: Path, input_size: int = TEST_INPUT_SIZE,
+def write_random_release(directory: Path, input_size: tuple[int, int] = TEST_INPUT_SIZE,
                          version: str = "0.0.1", temperature: float = 1.0) -> Path:
     """A release with seeded random weights: real archive, real server, no trained model needed."""
     torch.manual_seed(0)
     metadata = {"name": "skin", "version": version, "arch": "resnet34", "classes": list(CODES),
-                "input_size": input_size, "mean": list(MEAN), "std": list(STD),
-                "temperature": temperature}
+                "input_size": list(input_size), "colour_constancy": {"method": "shades_of_gray", "power": 6},
+                "mean": list(MEAN), "std": list(STD), "temperature": temperature,
+                "referral": {"threshold": TEST_REFERRAL_THRESHOLD}}
     return save_release(SkinResNet34().state_dict(), metadata, directory)
 
 

@@ -16,10 +16,11 @@ from ts.model_loader import TsModelLoader
 from ts.service import Service
 
 import ts
-from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
+from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release
 from handler.classes import BY_CODE, CLASSES, CODES
+from handler.preprocessing import decode_image, eval_transform, model_input
 from loadtest.checks import check_prediction
-from tests.conftest import write_random_release
+from tests.conftest import TEST_INPUT_SIZE, TEST_REFERRAL_THRESHOLD, write_random_release
 from tools.archive import HANDLER_DIR, MODEL_STORE, build_archive
 
 METRICS_CONFIG = Path(ts.__file__).parent / "configs" / "metrics.yaml"
@@ -128,11 +129,39 @@ def test_calibration_temperature_from_the_release_is_applied(tmp_path, fixture_i
         assert math.isclose(prediction["probability"], powered[prediction["code"]] / total, rel_tol=1e-3)
 
 
+def test_the_answer_is_the_release_run_in_process_at_its_own_frame_and_colours(tmp_path, service,
+                                                                              fixture_images):
+    """The handler frames each photo at the release's (non-square) input size and applies its colour
+    constancy, exactly as training evaluated it: same probabilities as the release run here."""
+    model, metadata = load_release(write_random_release(tmp_path / "release"))
+    assert metadata["input_size"] == list(TEST_INPUT_SIZE) and metadata["colour_constancy"]
+    images = list(fixture_images.values())
+    frames = torch.stack([eval_transform(decode_image(image), metadata["input_size"]) for image in images])
+    assert frames.shape[-2:] == TEST_INPUT_SIZE
+    with torch.inference_mode():
+        expected = torch.softmax(model(model_input(frames, colour_constancy=True)), dim=1)
+    responses, _ = classify(service, images)
+    for response, row in zip(responses, expected):
+        served = {p["code"]: p["probability"] for p in response["predictions"]}
+        assert [served[code] for code in CODES] == pytest.approx(row.tolist(), abs=1e-4)
+
+
+def test_the_release_referral_threshold_reaches_every_answer(service, fixture_images):
+    responses, _ = classify(service, list(fixture_images.values()))
+    for response in responses:
+        concern = sum(p["probability"] for p in response["predictions"] if BY_CODE[p["code"]].is_concerning)
+        referral = response["referral"]
+        assert referral["threshold"] == TEST_REFERRAL_THRESHOLD
+        assert referral["score"] == pytest.approx(concern)
+        assert referral["refer"] is (concern >= TEST_REFERRAL_THRESHOLD)
+    assert service._entry_point.__self__.describe_handle()["referral"]["threshold"] == TEST_REFERRAL_THRESHOLD
+
+
 def test_describe_returns_the_class_list_and_metadata(service):
     described = service._entry_point.__self__.describe_handle()
     assert [c["code"] for c in described["classes"]] == list(CODES)
     assert described["classes"][4]["name"] == "melanoma"
-    assert described["version"] == "0.0.1" and described["input_size"] == 96
+    assert described["version"] == "0.0.1" and described["input_size"] == list(TEST_INPUT_SIZE)
     assert described["torch_threads"] >= 1
 
 

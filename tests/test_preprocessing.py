@@ -1,16 +1,24 @@
-"""Decoding and the shared transform: every Pillow mode, EXIF orientation, bombs, request shapes."""
+"""Decoding and the shared transform: every Pillow mode, EXIF orientation, bombs, request shapes,
+native-aspect framing and Shades of Gray colour constancy."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import re
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from handler.batch import request_bytes
-from handler.preprocessing import (InvalidImageError, MAX_IMAGE_PIXELS, decode_image,
-                                   eval_transform, normalize)
+from handler.preprocessing import (INPUT_SIZE, InvalidImageError, MAX_IMAGE_PIXELS, decode_image,
+                                   eval_transform, fit_to_frame, image_to_tensor, normalize,
+                                   shades_of_gray)
 
 EXIF_ORIENTATION = 0x0112
 
@@ -94,12 +102,130 @@ def test_jpeg_draft_never_decodes_below_the_requested_size():
     assert min(image.size) >= 224 and image.size[0] < 4000
 
 
-def test_eval_transform_is_a_centred_square_and_normalize_matches_mean_std():
+def test_eval_transform_keeps_the_native_aspect_and_normalize_matches_mean_std():
     image = Image.new("RGB", (200, 150), (124, 116, 104))
-    tensor = eval_transform(image, 96)
-    assert tensor.shape == (3, 96, 96) and tensor.dtype == torch.uint8
+    tensor = eval_transform(image, INPUT_SIZE)
+    assert INPUT_SIZE == (96, 128)  # 4:3, as dermatoscopes photograph
+    assert tensor.shape == (3, 96, 128) and tensor.dtype == torch.uint8
+    assert eval_transform(image, 64).shape == (3, 64, 64)  # releases up to 1.0 give one number
     normalised = normalize(tensor.unsqueeze(0))
     assert normalised.abs().max() < 0.02  # the colour is ImageNet's mean, so it maps to ~0
+
+
+GREEN, GREY, RED, BLUE, YELLOW = (0, 200, 0), (128, 128, 128), (220, 0, 0), (0, 0, 220), (230, 230, 0)
+
+
+def bordered(width: int, height: int, border: int = 10) -> Image.Image:
+    """Grey inside a green border: any crop removes green from an edge of the frame."""
+    image = Image.new("RGB", (width, height), GREEN)
+    ImageDraw.Draw(image).rectangle((border, border, width - border - 1, height - border - 1), GREY)
+    return image
+
+
+def near(frame: torch.Tensor, colour: tuple[int, int, int], tolerance: int = 30) -> torch.Tensor:
+    """Which pixels of a CHW uint8 frame are within ``tolerance`` of ``colour`` on every channel."""
+    return ((frame.int() - torch.tensor(colour).view(3, 1, 1)).abs() <= tolerance).all(dim=0)
+
+
+def edges(mask: torch.Tensor) -> dict[str, bool]:
+    return {"top": bool(mask[0].all()), "bottom": bool(mask[-1].all()),
+            "left": bool(mask[:, 0].all()), "right": bool(mask[:, -1].all())}
+
+
+def test_a_four_by_three_photo_is_scaled_whole():
+    frame = eval_transform(bordered(200, 150), (48, 64))
+    assert edges(near(frame, GREEN)) == {"top": True, "bottom": True, "left": True, "right": True}
+    assert near(frame, GREY)[24, 32]
+
+
+def test_a_portrait_photo_is_turned_not_cropped():
+    portrait = bordered(150, 200)
+    draw = ImageDraw.Draw(portrait)
+    draw.rectangle((10, 10, 139, 99), RED)  # top half of the inside
+    draw.rectangle((10, 100, 139, 189), BLUE)  # bottom half
+    frame = eval_transform(portrait, (48, 64))
+    assert edges(near(frame, GREEN)) == {"top": True, "bottom": True, "left": True, "right": True}
+    # Turned a quarter, the portrait's top and bottom halves lie side by side (either way round).
+    red, blue = near(frame, RED)[8:-8], near(frame, BLUE)[8:-8]
+    assert (red[:, 16].all() and blue[:, 48].all()) or (blue[:, 16].all() and red[:, 48].all())
+
+
+def test_a_square_photo_loses_only_centred_top_and_bottom_bands():
+    # 120x120 into 4:3 keeps the middle 90 rows, so 15 rows go at each end.
+    square = Image.new("RGB", (120, 120), GREY)
+    draw = ImageDraw.Draw(square)
+    draw.rectangle((0, 0, 119, 9), RED)
+    draw.rectangle((0, 110, 119, 119), BLUE)
+    # Yellow from 3 rows outside to 5 inside each cut: a cut much off row 15 or 105 loses it.
+    draw.rectangle((0, 12, 119, 19), YELLOW)
+    draw.rectangle((0, 100, 119, 107), YELLOW)
+    draw.rectangle((0, 0, 9, 119), GREEN)
+    draw.rectangle((110, 0, 119, 119), GREEN)
+    frame = eval_transform(square, (48, 64))
+    assert not near(frame, RED).any() and not near(frame, BLUE).any()
+    assert near(frame, YELLOW)[0, 10:-10].all() and near(frame, YELLOW)[-1, 10:-10].all()
+    assert near(frame, GREEN)[:, 0].all() and near(frame, GREEN)[:, -1].all()
+
+
+@contextlib.contextmanager
+def address_space_headroom(extra_bytes: int) -> Iterator[None]:
+    """Let this process map at most ``extra_bytes`` more, so that an oversized allocation raises
+    MemoryError here instead of drawing the OOM killer onto the machine."""
+    current = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (current + extra_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.parametrize("size", [(1_000_000, 1), (1, 1_000_000)])
+def test_a_hostile_strip_is_framed_without_a_huge_intermediate(size):
+    # Scaling the short side up first would need a 96,000,000 x 96 image (about 27 GB).
+    strip = Image.new("RGB", size, RED)
+    started = time.perf_counter()
+    with address_space_headroom(256 * 1024 * 1024):
+        framed = fit_to_frame(strip, INPUT_SIZE)
+    assert time.perf_counter() - started < 2
+    assert framed.size == (128, 96)
+    assert near(image_to_tensor(framed), RED).all()
+
+
+def cast(batch: torch.Tensor, gains: tuple[float, float, float]) -> torch.Tensor:
+    """``batch`` as another camera would see it: each channel scaled, then stored as uint8."""
+    return (batch.float() * torch.tensor(gains).view(1, 3, 1, 1)).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_shades_of_gray_removes_a_colour_cast_from_a_neutral_image():
+    generator = torch.Generator().manual_seed(0)
+    texture = torch.randint(30, 190, (1, 1, 48, 64), generator=generator).expand(1, 3, 48, 64)
+    tinted = cast(texture, (1.3, 1.0, 0.7))
+    corrected = shades_of_gray(tinted)
+    assert corrected.dtype == torch.float32 and not torch.isnan(corrected).any()
+    means = corrected.mean(dim=(-2, -1)).flatten()
+    assert (means.max() - means.min()) / means.mean() < 0.01
+    # Up to one global scale (the overall level), the un-cast texture comes back.
+    scale = (corrected * texture).sum() / (texture.float() ** 2).sum()
+    assert (corrected - scale * texture).abs().max() < 1.5
+    assert shades_of_gray(texture).sub(texture).abs().max() < 1e-3  # neutral stays as it is
+
+
+def test_shades_of_gray_undoes_a_cast_on_a_real_photo(fixture_images):
+    photo = eval_transform(decode_image(fixture_images["NV_ISIC_0024306.jpg"])).unsqueeze(0)
+    tinted = cast(photo, (1.0, 0.8, 0.6))  # warm light; no gain above 1, so nothing clips
+    assert (tinted.float() - photo.float()).abs().mean() > 10
+    corrected, reference = shades_of_gray(tinted), shades_of_gray(photo)
+    scale = corrected.mean() / reference.mean()
+    assert (corrected - scale * reference).abs().mean() < 1
+
+
+@pytest.mark.parametrize("colour", [(0, 0, 0), (200, 0, 0)])
+def test_shades_of_gray_on_empty_channels_is_finite(colour):
+    flat = torch.tensor(colour, dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 8, 8)
+    corrected = shades_of_gray(flat)
+    assert torch.isfinite(corrected).all() and corrected.min() >= 0 and corrected.max() <= 255
+    assert (corrected[:, 1:] == 0).all()  # nothing to scale: an empty channel stays empty
 
 
 @pytest.mark.parametrize("row", [
