@@ -4,7 +4,7 @@ import pytest
 
 from handler.classes import CODES
 from tests.fixtures.training.make_data import make_class_folders, make_isic2019, make_labels_csv
-from training.datasets import class_counts, detect_layout, read_samples
+from training.datasets import class_counts, detect_layout, read_folders, read_samples
 
 
 def test_labels_csv_layout(tmp_path: Path) -> None:
@@ -42,6 +42,19 @@ def test_isic2019_layout(tmp_path: Path, with_metadata: bool, image_folder: bool
         assert by_image["ISIC_00000"] == "ISIC_00000"  # empty lesion_id falls back to the image id
     else:
         assert all(lesion == image for image, lesion in by_image.items())
+
+
+def test_each_folder_is_read_with_its_source(tmp_path: Path) -> None:
+    # The source names a clinic or collection in per-source reports: labels.csv's source column,
+    # else the folder's name.
+    folders = read_folders([make_labels_csv(tmp_path / "ham10000", per_class=1),
+                            make_class_folders(tmp_path / "derm7pt", per_class=1),
+                            make_isic2019(tmp_path / "isic2019", per_class=1),
+                            make_labels_csv(tmp_path / "mixed", per_class=1, source="BCN20000")])
+    assert [len(folder) for folder in folders] == [len(CODES)] * 4
+    assert [{s.source for s in folder} for folder in folders] == [
+        {"ham10000"}, {"derm7pt"}, {"isic2019"}, {"BCN20000"}]
+    assert all(s.path.is_relative_to(tmp_path / "derm7pt") for s in folders[1])
 
 
 def test_unknown_directory_is_rejected(tmp_path: Path) -> None:

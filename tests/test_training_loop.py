@@ -1,3 +1,7 @@
+"""A tiny real training run to a release (two data folders, teacher, resume), and that the loop
+learns at all."""
+from __future__ import annotations
+
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +16,11 @@ from tests.fixtures.training.make_data import COLOURS, make_labels_csv
 from training import evaluate, train
 from training.engine import predict, train_one_epoch
 from training.losses import DistillationLoss
-from training.presets import CachedImages
+from training.precision import Precision
+from training.presets import ImageBatches
 
 MAX_RELEASE_BYTES = 45 * 1024 * 1024
+FP32_CPU = Precision("fp32", torch.device("cpu"))
 
 
 @pytest.fixture(autouse=True)
@@ -27,19 +33,28 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def test_one_epoch_writes_a_loadable_release_and_resumes(tmp_path: Path) -> None:
+def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> None:
     # Seven lesions per class is the least that puts every class in each of the three splits.
-    data = make_labels_csv(tmp_path / "data", per_class=7)
+    folders = [make_labels_csv(tmp_path / "ham", per_class=7),
+               make_labels_csv(tmp_path / "bcn", per_class=7, lesion_prefix="BCN")]
     store, docs, run = tmp_path / "model_store", tmp_path / "docs", tmp_path / "run"
-    common = ["--data", str(data), "--output", str(run), "--model-store", str(store), "--docs", str(docs),
-              "--image-size", "64", "--batch-size", "16", "--threads", "1", "--teacher", "--teacher-epochs", "1"]
+    # fp32 skips auto's timing of both precisions; lite0 is the quickest teacher.
+    common = ["--data", *map(str, folders), "--output", str(run), "--model-store", str(store),
+              "--docs", str(docs), "--image-size", "48x64", "--batch-size", "16", "--threads", "1",
+              "--precision", "fp32", "--teacher", "--teacher-arch", "efficientnet-lite0",
+              "--teacher-epochs", "1"]
     train.main([*common, "--epochs", "1"])
 
     metadata = load_metadata(store / METADATA_FILE)
-    assert metadata["input_size"] == 64
+    assert metadata["input_size"] == [48, 64]
+    assert metadata["colour_constancy"] == {"method": "shades_of_gray", "power": 6}
     assert metadata["classes"] == list(CODES)
-    assert metadata["training"]["epochs"] == 1
+    assert metadata["training"]["epochs"] == 1 and metadata["training"]["precision"] == "fp32"
+    assert metadata["data"]["sources"] == {"ham": 7 * len(CODES), "bcn": 7 * len(CODES)}
     assert metadata["split"]["sizes"]["test"] > 0
+    threshold = metadata["referral"]["threshold"]
+    assert isinstance(threshold, float) and 0 <= threshold <= 1
+    assert set(metadata["metrics"]["by_source"]) == {"ham", "bcn"}
     assert metadata["metrics"]["teacher"]["arch"] == "efficientnet-lite0"
     weights = store / WEIGHTS_FILE
     assert weights.stat().st_size <= MAX_RELEASE_BYTES
@@ -49,14 +64,15 @@ def test_one_epoch_writes_a_loadable_release_and_resumes(tmp_path: Path) -> None
     report = json.loads((docs / "model_report.json").read_text())
     assert report["split"] == "test" and (docs / "confusion_matrix.png").stat().st_size > 0
 
-    scored = evaluate.main(["--data", str(data), "--split", "test", "--weights", str(weights),
+    scored = evaluate.main(["--data", *map(str, folders), "--split", "test", "--weights", str(weights),
                             "--output", str(tmp_path / "reports")])
     assert scored["images"] == metadata["split"]["sizes"]["test"]
+    assert set(scored["by_source"]) == {"ham", "bcn"} and scored["referral"]["threshold"] == threshold
     assert (tmp_path / "reports" / "confusion_test.png").is_file()
 
-    train.main([*common, "--epochs", "2", "--resume"])
-    history = load_metadata(store / METADATA_FILE)["training"]["history"]
-    assert [entry["epoch"] for entry in history] == [1, 2]
+    # The run's own metadata: the store keeps the first release unless the resumed one beats it.
+    resumed = train.main([*common, "--epochs", "2", "--resume"])
+    assert [entry["epoch"] for entry in resumed["training"]["history"]] == [1, 2]
 
 
 def colour_batch(per_class: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,14 +86,16 @@ def colour_batch(per_class: int, size: int, generator: torch.Generator) -> tuple
 def test_model_learns_a_separable_set() -> None:
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    train_set = CachedImages(*colour_batch(8, 16, generator))
-    test_set = CachedImages(*colour_batch(8, 16, generator))
-    loader = torch.utils.data.DataLoader(train_set, batch_size=16, shuffle=True, generator=generator)
+    train_images, train_labels = colour_batch(8, 16, generator)
+    sampler = torch.utils.data.RandomSampler(train_labels, generator=generator)
+    train_batches = ImageBatches(train_images, train_labels, 16, sampler)
     model = SkinResNet34()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
-    cpu = torch.device("cpu")
+    # The classes differ only in colour, which colour constancy exists to remove.
     for _ in range(15):  # 4 steps each
-        train_one_epoch(model, loader, DistillationLoss(), optimizer, scheduler, cpu)
-    logits, labels = predict(model, torch.utils.data.DataLoader(test_set, batch_size=64), cpu)
+        train_one_epoch(model, train_batches, DistillationLoss(), optimizer, scheduler, FP32_CPU,
+                        colour_constancy=False)
+    logits, labels = predict(model, ImageBatches(*colour_batch(8, 16, generator), 64), FP32_CPU,
+                             colour_constancy=False)
     assert (logits.argmax(1) == labels).float().mean() > 0.9

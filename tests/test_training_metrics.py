@@ -5,6 +5,7 @@ import torch
 from handler.classes import CODES
 from training import metrics
 from training.calibration import fit_temperature
+from training.report import by_source
 
 # Hand-made case over classes 0-2 (AK, BCC, BKL):
 #   true AK  (4): predicted AK, AK, AK, BCC   -> sensitivity 3/4
@@ -33,6 +34,17 @@ def test_confusion_matrix_layout() -> None:
     assert matrix.shape == (len(CODES), len(CODES))
     assert matrix[:3, :3].tolist() == [[3, 1, 0], [0, 1, 1], [0, 0, 4]]
     assert matrix.sum() == len(LABELS)
+
+
+def test_by_source_scores_each_collection_alone() -> None:
+    # Clinic "a" is classified perfectly; clinic "b" misses one of its two AK.
+    labels = torch.tensor([0, 1, 0, 0, 1])
+    logits = torch.eye(len(CODES))[torch.tensor([0, 1, 0, 1, 1])]
+    report = by_source(logits, labels, ["a", "a", "b", "b", "b"])
+    assert list(report) == ["a", "b"]
+    assert report["a"]["images"] == 2 and report["a"]["balanced_accuracy"] == 1.0
+    assert report["b"]["images"] == 3 and report["b"]["balanced_accuracy"] == pytest.approx(0.75)
+    assert report["b"]["sensitivity"]["AK"] == 0.5 and report["b"]["sensitivity"]["MEL"] is None
 
 
 def rows(confidences: list[float], top: list[int]) -> np.ndarray:

@@ -32,6 +32,12 @@ class Sample:
     path: Path
     label: int  # index into handler.classes.CODES
     lesion_id: str
+    source: str = ""  # the clinic or collection, for per-source reports: labels.csv's ``source`` or the folder
+
+
+def read_folders(data_dirs: list[Path]) -> list[list[Sample]]:
+    """The samples of each data directory, in the order given (each sorted as ``read_samples``)."""
+    return [read_samples(Path(data_dir)) for data_dir in data_dirs]
 
 
 def detect_layout(data_dir: Path) -> str:
@@ -87,7 +93,7 @@ def _read_labels_csv(data_dir: Path) -> list[Sample]:
     image_dir = data_dir / "images"
     return [Sample(_find_image(image_dir, row["image_id"]),
                    _label_index(row["label"], f"labels.csv row {row['image_id']}"),
-                   row.get("lesion_id") or row["image_id"])
+                   row.get("lesion_id") or row["image_id"], row.get("source") or data_dir.name)
             for row in _read_csv(data_dir / "labels.csv")]
 
 
@@ -97,7 +103,7 @@ def _read_class_folders(data_dir: Path) -> list[Sample]:
         folder = data_dir / code
         if not folder.is_dir():
             continue
-        samples += [Sample(path, index, path.stem) for path in folder.iterdir()
+        samples += [Sample(path, index, path.stem, data_dir.name) for path in folder.iterdir()
                     if path.suffix.lower() in IMAGE_SUFFIXES]
     return samples
 
@@ -120,5 +126,5 @@ def _read_isic2019(data_dir: Path) -> list[Sample]:
         if len(hot) != 1:
             raise ValueError(f"{ISIC2019_GROUND_TRUTH}: {image_id} has labels {hot}")
         samples.append(Sample(_find_image(image_dir, image_id), _label_index(hot[0], image_id),
-                              lesions.get(image_id) or image_id))
+                              lesions.get(image_id) or image_id, data_dir.name))
     return samples

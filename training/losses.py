@@ -1,4 +1,4 @@
-"""Losses: class-weighted cross-entropy, optionally mixed with knowledge distillation."""
+"""Losses: class-weighted cross-entropy on (possibly mixed) labels, optionally with distillation."""
 from __future__ import annotations
 
 import torch
@@ -14,7 +14,8 @@ def class_weights(counts: list[int], power: float) -> torch.Tensor:
 
 class DistillationLoss(torch.nn.Module):
     """``(1 - alpha) * CE(student, labels) + alpha * T^2 * KL(teacher_T || student_T)`` (Hinton et al.);
-    with no teacher logits it is the plain (weighted) cross-entropy."""
+    with no teacher logits it is the plain (weighted) cross-entropy. For a mixup batch the
+    cross-entropy is ``weight`` on ``labels`` and the rest on ``partners``."""
 
     def __init__(self, weight: torch.Tensor | None = None, alpha: float = 0.5,
                  temperature: float = 2.0) -> None:
@@ -23,8 +24,11 @@ class DistillationLoss(torch.nn.Module):
         self.alpha, self.temperature = alpha, temperature
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor,
-                teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+                teacher_logits: torch.Tensor | None = None, partners: torch.Tensor | None = None,
+                mix_weight: float = 1.0) -> torch.Tensor:
         hard = F.cross_entropy(logits, labels, weight=self.weight)
+        if partners is not None and mix_weight < 1:
+            hard = mix_weight * hard + (1 - mix_weight) * F.cross_entropy(logits, partners, weight=self.weight)
         if teacher_logits is None:
             return hard
         t = self.temperature

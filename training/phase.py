@@ -13,6 +13,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from training.engine import predict, train_one_epoch
 from training.metrics import balanced_accuracy
+from training.precision import Precision
+from training.presets import ImageBatches
 
 
 def lr_factor(progress: float, warmup: float) -> float:
@@ -54,7 +56,7 @@ class Phase:
     def resume(self) -> None:
         if not self.last_path.exists():
             return
-        state = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        state = torch.load(self.last_path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -62,22 +64,24 @@ class Phase:
         self.duration, self.started = state["duration"], time.monotonic() - state["elapsed"]
         print(f"[{self.name}] resumed after epoch {state['epoch']} (best val BMA {self.best_bma:.4f})")
 
-    def run(self, train_loader: torch.utils.data.DataLoader, val_loader: torch.utils.data.DataLoader,
-            criterion: torch.nn.Module, device: torch.device, teacher: torch.nn.Module | None = None) -> None:
+    def run(self, train_batches: ImageBatches, val_batches: ImageBatches, criterion: torch.nn.Module,
+            precision: Precision, colour_constancy: bool, teacher: torch.nn.Module | None = None,
+            mixup: float = 0.0) -> None:
         """Train until the planned epochs or the time budget run out, validating after each epoch."""
         deadline = self.started + self.duration if self.duration else None
-        scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+        scaler = precision.grad_scaler()
         for epoch in range(self.start_epoch, self.epochs):
             if self.progress(self.scheduler.last_epoch) >= 1:
                 break
-            stats = train_one_epoch(self.model, train_loader, criterion, self.optimizer, self.scheduler,
-                                    device, teacher, deadline, scaler,
-                                    desc=f"{self.name} {epoch + 1}/{self.epochs}")
-            logits, labels = predict(self.model, val_loader, device)
+            stats = train_one_epoch(self.model, train_batches, criterion, self.optimizer, self.scheduler,
+                                    precision, colour_constancy, teacher, mixup, deadline, scaler,
+                                    desc=f"{self.name} {epoch + 1}/{self.epochs}", seed=epoch)
+            logits, labels = predict(self.model, val_batches, precision, colour_constancy)
             bma = balanced_accuracy(labels.numpy(), logits.argmax(1).numpy())
             self.history.append({"epoch": epoch + 1, "loss": stats.loss, "val_bma": bma,
-                                 "images_per_second": stats.images_per_second, "seconds": stats.seconds,
-                                 "lr": self.scheduler.get_last_lr()[0]})
+                                 "images_per_second": stats.images_per_second,
+                                 "data_images_per_second": stats.data_images_per_second,
+                                 "seconds": stats.seconds, "lr": self.scheduler.get_last_lr()[0]})
             self.writer.add_scalar(f"{self.name}/loss", stats.loss, epoch + 1)
             self.writer.add_scalar(f"{self.name}/val_bma", bma, epoch + 1)
             self.writer.add_scalar(f"{self.name}/lr", self.scheduler.get_last_lr()[0], epoch + 1)
@@ -90,8 +94,9 @@ class Phase:
                         "scheduler": self.scheduler.state_dict(), "epoch": epoch,
                         "best_bma": self.best_bma, "history": self.history,
                         "duration": self.duration, "elapsed": self.elapsed()}, self.last_path)
-            print(f"[{self.name}] epoch {epoch + 1}/{self.epochs} loss {stats.loss:.4f} val BMA {bma:.4f}"
-                  f"{' (best)' if improved else ''} {stats.images_per_second:.1f} img/s "
+            print(f"[{self.name}] epoch {epoch + 1}/{self.epochs} {precision.name} loss {stats.loss:.4f} "
+                  f"val BMA {bma:.4f}{' (best)' if improved else ''} train {stats.images_per_second:.1f} "
+                  f"img/s, data alone {stats.data_images_per_second:.0f} img/s, "
                   f"{stats.seconds / 60:.1f} min", flush=True)
             if stats.stopped_early:
                 print(f"[{self.name}] time budget reached; stopping after epoch {epoch + 1}", flush=True)

@@ -1,71 +1,130 @@
-"""Image caches and the training/evaluation transforms.
+"""The in-memory image cache and the batch augmentation.
 
-Each image is decoded once with the serving code (``handler.preprocessing``) into an in-memory uint8
-tensor; augmentation then works on small uint8 tensors, which on a 2-core machine is far cheaper than
-decoding JPEGs every epoch. Evaluation images go through exactly the served ``eval_transform``.
+Each image is decoded once with the serving code (``handler.preprocessing``) into one uint8 tensor
+held in memory; every epoch then augments whole batches as tensors (one ``grid_sample`` for the
+geometry, a few tensor ops for colour), which on a 2-core machine is far cheaper than decoding and
+augmenting JPEGs image by image. Evaluation frames are exactly the served ``eval_transform``.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torchvision.transforms import v2
+import torch.nn.functional as F
 from tqdm import tqdm
 
-from handler.preprocessing import decode_image, eval_transform, normalize
+from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
 
-# Training crops are cut from images cached this much larger than the training size.
+# Training crops are cut from frames cached this much larger than the input, so that a full-frame
+# view is slightly downsampled, as a served photo is.
 TRAIN_CACHE_MARGIN = 1.15
 
 
-def load_images(paths: list[Path], size: int, desc: str = "decode") -> torch.Tensor:
-    """uint8 NCHW tensor of ``paths`` after the served decode + resize + centre crop at ``size``."""
-    images = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+def load_images(paths: list[Path], size: int | tuple[int, int], desc: str = "decode") -> torch.Tensor:
+    """uint8 NCHW tensor of ``paths`` after the served decode and framing at ``size``."""
+    height, width = input_shape(size)
+    images = torch.empty((len(paths), 3, height, width), dtype=torch.uint8)
     for index, path in enumerate(tqdm(paths, desc=desc, leave=False, mininterval=5)):
-        images[index] = eval_transform(decode_image(Path(path).read_bytes(), draft_size=size), size)
+        image = decode_image(Path(path).read_bytes(), draft_size=max(height, width))
+        images[index] = eval_transform(image, (height, width))
     return images
 
 
-def train_cache_size(size: int) -> int:
-    return round(size * TRAIN_CACHE_MARGIN)
+def train_cache_shape(size: int | tuple[int, int]) -> tuple[int, int]:
+    height, width = input_shape(size)
+    return round(height * TRAIN_CACHE_MARGIN), round(width * TRAIN_CACHE_MARGIN)
 
 
-class RandomRot90(torch.nn.Module):
-    """Rotate by a random multiple of 90 degrees: dermoscopy images have no preferred orientation."""
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.rot90(image, int(torch.randint(4, ())), dims=(-2, -1))
+def _uniform(low: float, high: float, count: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(count, generator=generator) * (high - low) + low
 
 
-def train_augmentation(size: int) -> v2.Compose:
-    """Per-image augmentation of a uint8 CHW tensor; the output stays uint8 at ``size``."""
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.4, 1.0), ratio=(0.8, 1.25), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomVerticalFlip(),
-        RandomRot90(),
-        v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03),
-    ])
+class BatchAugment:
+    """Per-image random geometry and colour for a whole uint8 batch at once; float 0-255 out.
+
+    Geometry: a random crop of ``scale`` of the frame's area at a jittered aspect, any rotation, and
+    flips (a lesion has no upright), sampled in one ``grid_sample`` with reflected borders. Colour:
+    brightness, contrast, saturation and a per-channel gain that imitates another camera's tint, which
+    colour constancy should then undo.
+    """
+
+    def __init__(self, size: int | tuple[int, int], scale: tuple[float, float] = (0.35, 1.0),
+                 ratio: tuple[float, float] = (0.8, 1.25), brightness: float = 0.3,
+                 contrast: float = 0.3, saturation: float = 0.3, tint: float = 0.15, seed: int = 0) -> None:
+        self.size = input_shape(size)
+        self.scale, self.ratio = scale, ratio
+        self.brightness, self.contrast, self.saturation, self.tint = brightness, contrast, saturation, tint
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.colour(self.geometry(images.float()))
+
+    def geometry(self, images: torch.Tensor) -> torch.Tensor:
+        n, g = len(images), self.generator
+        area = _uniform(*self.scale, n, g)
+        log_ratio = _uniform(math.log(self.ratio[0]), math.log(self.ratio[1]), n, g)
+        half_x, half_y = (area * log_ratio.exp()).sqrt(), (area / log_ratio.exp()).sqrt()
+        flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+        angle = _uniform(-math.pi, math.pi, n, g)
+        cos, sin = angle.cos(), angle.sin()
+        # The rotation acts on pixel distances, so the frame's aspect enters the normalised matrix.
+        height, width = images.shape[-2:]
+        aspect = width / height
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = cos * half_x * flip
+        theta[:, 0, 1] = -sin * half_y / aspect
+        theta[:, 1, 0] = sin * half_x * flip * aspect
+        theta[:, 1, 1] = cos * half_y
+        theta[:, 0, 2] = _uniform(-1, 1, n, g) * (1 - half_x).clamp(min=0)
+        theta[:, 1, 2] = _uniform(-1, 1, n, g) * (1 - half_y).clamp(min=0)
+        grid = F.affine_grid(theta, [n, 3, *self.size], align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def colour(self, images: torch.Tensor) -> torch.Tensor:
+        n, g = len(images), self.generator
+
+        def factor(strength: float, shape: tuple[int, ...] = (1, 1, 1)) -> torch.Tensor:
+            return _uniform(1 - strength, 1 + strength, n * math.prod(shape), g).view(n, *shape)
+
+        grey = images.mean(dim=1, keepdim=True)
+        images = grey + (images - grey) * factor(self.saturation)
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = mean + (images - mean) * factor(self.contrast)
+        images = images * factor(self.brightness) * factor(self.tint, (3, 1, 1))
+        return images.clamp(0, 255)
 
 
-class CachedImages(torch.utils.data.Dataset):
-    """(uint8 image, label) pairs from a cache, optionally augmented."""
+class ImageBatches:
+    """Batches of (pixels on 0-255, labels) from a cached uint8 tensor.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor,
-                 transform: torch.nn.Module | None = None) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
+    For training, ``sampler`` picks the images of each epoch and ``augment`` transforms each batch;
+    without them the images go in order, unchanged, for evaluation.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 sampler: torch.utils.data.Sampler | None = None,
+                 augment: BatchAugment | None = None) -> None:
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.sampler, self.augment = sampler, augment
 
     def __len__(self) -> int:
-        return len(self.labels)
+        if self.sampler is not None:
+            return len(self.sampler) // self.batch_size  # a short last batch would skew BatchNorm
+        return math.ceil(len(self.labels) / self.batch_size)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = (torch.tensor(list(self.sampler)) if self.sampler is not None
+                 else torch.arange(len(self.labels)))
+        for batch in range(len(self)):
+            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            images = self.images[indices]
+            yield (self.augment(images) if self.augment else images), self.labels[indices]
 
 
-def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """A uint8 batch moved to ``device`` and normalised with the served mean/std."""
-    batch = normalize(batch.to(device, non_blocking=True))
+def to_model_input(batch: torch.Tensor, device: torch.device, colour_constancy: bool,
+                   channels_last: bool) -> torch.Tensor:
+    """A batch on 0-255 moved to ``device`` and turned into the served network input."""
+    batch = model_input(batch.to(device, non_blocking=True), colour_constancy)
     return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch

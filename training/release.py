@@ -7,37 +7,70 @@ import numpy as np
 
 from handler.classes import CODES
 from handler.preprocessing import MEAN, STD
+from handler.preprocessing import SHADES_OF_GRAY_POWER
 from training.datasets import Sample, class_counts, detect_layout
 from training.splits import Split
 
 RELEASE_NAME = "skin"
 RELEASE_ARCH = "resnet34"
 REPORTED_METRICS = ("balanced_accuracy", "accuracy", "per_class", "auc", "ece_before_calibration",
-                    "ece_after_calibration", "val_balanced_accuracy", "teacher")
+                    "ece_after_calibration", "val_balanced_accuracy", "teacher", "by_source",
+                    "flip_tta_val_balanced_accuracy")
+
+# Release 2.0's targets (the issue that asked for it), checked against each run's figures.
+TARGETS = {
+    "test_bma_ham10000": (">=", 0.72),
+    "test_bma_bcn20000": (">=", 0.65),
+    "test_mel_sensitivity": (">=", 0.75),
+    "test_referral_specificity": (">=", 0.60),
+    "test_ece_after_calibration": ("<=", 0.05),
+}
+
+
+def target_check(report: dict, referral: dict) -> dict[str, dict]:
+    """Each target with this run's value and whether it is met."""
+    values = {
+        "test_bma_ham10000": report["by_source"].get("ham10000", {}).get("balanced_accuracy"),
+        "test_bma_bcn20000": report["by_source"].get("BCN20000", {}).get("balanced_accuracy"),
+        "test_mel_sensitivity": report["per_class"]["MEL"]["sensitivity"],
+        "test_referral_specificity": referral["test"]["specificity"],
+        "test_ece_after_calibration": report["ece_after_calibration"],
+    }
+    return {name: {"target": f"{op} {bound}", "value": values[name],
+                   "met": None if values[name] is None
+                   else (values[name] >= bound if op == ">=" else values[name] <= bound)}
+            for name, (op, bound) in TARGETS.items()}
 
 
 def release_metadata(args: argparse.Namespace, samples: list[Sample], split: Split, report: dict,
-                     temperature: float, commit: str, training: dict) -> dict:
-    """Everything the handler needs (name, version, classes, input size, mean/std, temperature) plus
-    where the model came from: data, split, test metrics, training run and commit."""
+                     temperature: float, referral: dict, commit: str, training: dict) -> dict:
+    """Everything the handler needs (name, version, classes, input size, colour constancy, mean/std,
+    temperature, referral threshold) plus where the model came from: data, split, test metrics,
+    training run and commit."""
     speeds = [entry["images_per_second"] for entry in training["history"]]
     return {
         "name": RELEASE_NAME,
         "version": args.version,
         "arch": RELEASE_ARCH,
         "classes": list(CODES),
-        "input_size": args.image_size,
+        "input_size": list(args.image_size),
+        "colour_constancy": ({"method": "shades_of_gray", "power": SHADES_OF_GRAY_POWER}
+                             if args.colour_constancy else None),
         "mean": list(MEAN),
         "std": list(STD),
         "temperature": temperature,
-        "data": {"description": f"{args.data.name} ({detect_layout(args.data)} layout)",
+        "referral": referral,
+        "data": {"description": ", ".join(f"{d.name} ({detect_layout(d)} layout)" for d in args.data),
                  "images": len(samples), "lesions": len({s.lesion_id for s in samples}),
-                 "counts": class_counts(samples)},
-        "split": {"description": "grouped by lesion_id, stratified by class (StratifiedGroupKFold), "
-                                 "about 70/15/15 train/val/test",
+                 "counts": class_counts(samples),
+                 "sources": {source: sum(s.source == source for s in samples)
+                             for source in sorted({s.source for s in samples})}},
+        "split": {"description": "within each data folder: grouped by lesion_id, stratified by class "
+                                 "(StratifiedGroupKFold), about 70/15/15 train/val/test",
                   "seed": args.seed, "sizes": split.sizes()},
         "metrics": {"split": "test"} | {key: report[key] for key in REPORTED_METRICS},
-        "training": {"image_size": args.image_size, "batch_size": args.batch_size,
+        "targets": target_check(report, referral),
+        "training": {"image_size": list(args.image_size), "mixup": args.mixup, "batch_size": args.batch_size,
                      "images_per_second": round(float(np.mean(speeds)), 1) if speeds else None}
                     | training,
         "commit": commit,

@@ -33,6 +33,19 @@ def build_report(logits: torch.Tensor, labels: torch.Tensor, temperature: float 
     }
 
 
+def by_source(logits: torch.Tensor, labels: torch.Tensor, sources: list[str]) -> dict[str, dict]:
+    """BMA and per-class sensitivity for each source (clinic or collection) of the images."""
+    y, predictions = labels.numpy(), logits.argmax(1).numpy()
+    result = {}
+    for source in sorted(set(sources)):
+        members = np.array([s == source for s in sources])
+        per_class = metrics.sensitivity_specificity(y[members], predictions[members])
+        result[source] = {"images": int(members.sum()),
+                          "balanced_accuracy": metrics.balanced_accuracy(y[members], predictions[members]),
+                          "sensitivity": {code: entry["sensitivity"] for code, entry in per_class.items()}}
+    return result
+
+
 def plot_confusion(matrix: list[list[int]], path: Path, title: str) -> None:
     """Save the confusion matrix, row-normalised colours with raw counts written in, as a PNG."""
     import matplotlib

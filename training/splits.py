@@ -20,9 +20,10 @@ class Split:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
     def head(self, fraction: float) -> "Split":
-        """The first ``fraction`` of each part, for smoke runs (classes may go missing)."""
+        """Every ``1 / fraction``-th index of each part, for smoke runs, so that each data folder
+        keeps its share (classes may go missing)."""
         def cut(part: list[int]) -> list[int]:
-            return part[:max(1, round(len(part) * fraction))]
+            return part[::max(1, round(1 / fraction))]
         return Split(cut(self.train), cut(self.val), cut(self.test))
 
 
@@ -45,6 +46,22 @@ def split_samples(samples: list[Sample], val_fraction: float = 0.15, test_fracti
         if missing:
             raise ValueError(f"the {name} split has no images of {missing}; the data set is too small")
     return split
+
+
+def split_folders(folders: list[list[Sample]], seed: int = 0) -> tuple[list[Sample], Split]:
+    """All folders' samples in one list, and a split made within each folder.
+
+    Splitting each folder on its own keeps a folder's split what it was when it was trained alone
+    (HAM10000's test split stays 1.0's), and lesion ids never cross folders.
+    """
+    samples: list[Sample] = []
+    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for folder in folders:
+        split = split_samples(folder, seed=seed)
+        for name, indices in parts.items():
+            indices += [len(samples) + index for index in getattr(split, name)]
+        samples += folder
+    return samples, Split(**parts)
 
 
 def _hold_out(indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,

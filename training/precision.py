@@ -1,0 +1,96 @@
+"""Which arithmetic training runs in, chosen by measuring it on the machine at hand.
+
+The CPU differs from machine to machine (a Xeon with AMX runs bf16 several times faster than fp32;
+an AMD EPYC may not), so ``auto`` times a few training steps in each and keeps the faster.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# The CPU flags that decide which precision is fast; recorded in every benchmark and training run.
+CPU_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# What ``auto`` times on a CPU; fp16 autocast is for CUDA.
+CPU_CANDIDATES = ("fp32", "bf16")
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU model and which of ``CPU_FLAGS`` it has."""
+    model, flags = "unknown", set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """fp32, or bf16/fp16 autocast with channels_last activations (oneDNN's and cuDNN's fast layout)."""
+
+    name: str
+    device: torch.device
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return DTYPES[self.name]
+
+    @property
+    def channels_last(self) -> bool:
+        return self.dtype is not None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling for fp16, whose small gradients underflow; bf16 has fp32's range."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.dtype is torch.float16)
+
+
+def time_train_steps(precision: Precision, model: torch.nn.Module, shape: tuple[int, ...],
+                     steps: int = 3) -> float:
+    """Images per second of ``steps`` SGD steps on random input of ``shape`` (after one warm-up)."""
+    model = model.to(precision.device).train()
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    images = torch.randn(shape, device=precision.device)
+    if precision.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.zeros(shape[0], dtype=torch.long, device=precision.device)
+    started = 0.0
+    for step in range(steps + 1):
+        if step == 1:
+            if precision.device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        with precision.autocast():
+            loss = torch.nn.functional.cross_entropy(model(images).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if precision.device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * shape[0] / (time.perf_counter() - started)
+
+
+def choose_precision(requested: str, device: torch.device, build_model: Callable[[], torch.nn.Module],
+                     shape: tuple[int, ...]) -> tuple[Precision, dict[str, float]]:
+    """``requested`` as a Precision, or for ``auto`` the faster of fp32 and bf16 on a fresh
+    ``build_model()`` at batch ``shape``; also returns the measured img/s of each candidate."""
+    if requested != "auto":
+        return Precision(requested, device), {}
+    if device.type == "cuda":
+        return Precision("fp16", device), {}  # tensor cores: always faster on a GPU
+    speeds = {name: time_train_steps(Precision(name, device), build_model(), shape)
+              for name in CPU_CANDIDATES}
+    return Precision(max(speeds, key=speeds.get), device), speeds

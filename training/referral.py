@@ -1,0 +1,40 @@
+"""The referral flag ("see a dermatologist soon"): its score, its validation-chosen threshold and
+how well it separates malignant and pre-malignant lesions from benign ones."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from handler.classes import CLASSES
+
+CONCERNING = np.array([c.is_concerning for c in CLASSES])
+TARGET_SENSITIVITY = 0.95
+
+
+def concern_score(probabilities: np.ndarray) -> np.ndarray:
+    """The probability the model gives to any malignant or pre-malignant class (MEL, BCC, SCC, AK)."""
+    return probabilities[:, CONCERNING].sum(axis=1)
+
+
+def choose_threshold(labels: np.ndarray, probabilities: np.ndarray,
+                     target: float = TARGET_SENSITIVITY) -> float:
+    """The highest threshold whose flag still catches ``target`` of the concerning lesions: the most
+    specific operating point at that sensitivity."""
+    scores = np.sort(concern_score(probabilities)[CONCERNING[labels]])
+    if not len(scores):
+        raise ValueError("no malignant or pre-malignant lesion to choose a referral threshold on")
+    # Flagging at scores[k] and above catches len - k of them; keep k as large as the target allows.
+    allowed_misses = int(np.floor(len(scores) * (1 - target) + 1e-9))
+    return float(scores[allowed_misses])
+
+
+def referral_report(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
+    """Sensitivity and specificity of flagging at ``threshold``, and the score's AUROC."""
+    concerning = CONCERNING[labels]
+    flagged = concern_score(probabilities) >= threshold
+    both = 0 < concerning.sum() < len(labels)
+    return {"threshold": threshold,
+            "sensitivity": float(flagged[concerning].mean()) if concerning.any() else None,
+            "specificity": float((~flagged[~concerning]).mean()) if (~concerning).any() else None,
+            "auroc": float(roc_auc_score(concerning, concern_score(probabilities))) if both else None,
+            "concerning": int(concerning.sum()), "benign": int((~concerning).sum())}
