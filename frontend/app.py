@@ -11,7 +11,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from frontend.chart import ranking_chart
 from frontend.client import ClientConfig, ServerProblem, SkinClient
 from frontend.photo import prepare_photo
-from frontend.ranking import CONCERN_THRESHOLD, Ranking
+from frontend.ranking import Ranking
 from frontend.texts import LANGUAGES, Texts
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
@@ -51,7 +51,7 @@ def show_ranking(ranking: Ranking, texts: Texts) -> None:
     classes = texts.list_separator.join(f"{texts.name(s.lesion)} {percent(s.probability)}"
                                         for s in ranking.concerning)
     summary = dict(share=percent(ranking.concerning_probability), classes=classes,
-                   threshold=percent(CONCERN_THRESHOLD))
+                   threshold=percent(ranking.referral_threshold))
     if ranking.flagged:
         st.error(texts.flag.format(**summary), icon=":material/warning:")
     else:

@@ -1,16 +1,16 @@
-"""A TorchServe answer as the page shows it: every class, ranked, and whether to raise a flag."""
+"""A TorchServe answer as the page shows it: every class, ranked, and whether to raise a flag.
+
+The flag ("see a dermatologist soon") fires when the malignant and pre-malignant classes (MEL, BCC,
+SCC, AK) together reach the release's referral threshold. Training chooses that threshold on the
+validation split so that the flag catches at least 95% of those lesions, and the handler returns it
+with every answer; the page keeps no threshold of its own. Summing the four classes also catches a
+photo whose probability is split between, say, BCC and SCC.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from handler.classes import BY_CODE, LesionClass
-
-# The flag fires when the malignant and pre-malignant classes (MEL, BCC, SCC, AK) together reach
-# 20%. That is deliberately low: this is a screening aid, a missed melanoma costs far more than an
-# unneeded visit, and the four classes are a minority of lesions people photograph, so 20% is well
-# above what a typical benign mole gets. Summing (rather than looking at each class alone) also
-# catches a photo whose probability is split between, say, BCC and SCC.
-CONCERN_THRESHOLD = 0.2
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Ranking:
     model: str
     version: str
     scores: tuple[Score, ...]  # most probable first
+    referral_threshold: float  # the release's, from the answer
 
     @classmethod
     def from_response(cls, body: dict) -> "Ranking":
@@ -32,11 +33,13 @@ class Ranking:
             scores = [Score(BY_CODE[p["code"]], float(p["probability"]))
                       for p in body["predictions"]]
             model, version = str(body["model"]), str(body["version"])
+            threshold = float(body["referral"]["threshold"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"unexpected answer from the model server: {exc!r}") from None
         if {s.lesion.code for s in scores} != set(BY_CODE):
             raise ValueError("the model server's classes differ from this frontend's classes.json")
-        return cls(model, version, tuple(sorted(scores, key=lambda s: s.probability, reverse=True)))
+        return cls(model, version, tuple(sorted(scores, key=lambda s: s.probability, reverse=True)),
+                   threshold)
 
     @property
     def top(self) -> Score:
@@ -52,4 +55,4 @@ class Ranking:
 
     @property
     def flagged(self) -> bool:
-        return self.concerning_probability >= CONCERN_THRESHOLD
+        return self.concerning_probability >= self.referral_threshold

@@ -54,9 +54,12 @@ ENGLISH = Texts(
     top_result="{name}: {probability}",
     list_separator=", ",
     flag="**See a dermatologist soon.** Malignant or pre-malignant classes together: **{share}** "
-         "({classes}). The page raises this flag from {threshold}.",
+         "({classes}). This model raises the flag from {threshold}: the level that caught 95% of "
+         "malignant and pre-malignant lesions in its validation images. Many benign lesions reach "
+         "it too, so the flag means \"have it checked\", not \"it is cancer\".",
     no_flag="Malignant or pre-malignant classes together: {share} ({classes}), below the "
-            "{threshold} that raises a flag.",
+            "{threshold} that raises a flag. About 1 in 20 such lesions stays below it, so see a "
+            "dermatologist about any lesion that changes.",
     all_classes="All eight classes",
     probability_column="probability",
     risk_names={"malignant": "malignant", "pre-malignant": "pre-malignant", "benign": "benign"},
@@ -93,8 +96,10 @@ CHINESE = Texts(
     top_result="{name}：{probability}",
     list_separator="、",
     flag="**请尽快就诊皮肤科。** 恶性或癌前病变类别合计：**{share}**（{classes}）。"
-         "合计达到 {threshold} 即提示。",
-    no_flag="恶性或癌前病变类别合计：{share}（{classes}），低于提示阈值 {threshold}。",
+         "本模型在合计达到 {threshold} 时提示：在其验证图像中，这一水平能发现 95% 的恶性和癌前病变。"
+         "许多良性病变也会达到这一水平，所以提示的意思是“请检查”，而不是“这是癌症”。",
+    no_flag="恶性或癌前病变类别合计：{share}（{classes}），低于提示阈值 {threshold}。"
+            "约每 20 个此类病变中有 1 个低于该阈值，因此任何有变化的病变都请就诊皮肤科。",
     all_classes="全部八个类别",
     probability_column="概率",
     risk_names={"malignant": "恶性", "pre-malignant": "癌前病变", "benign": "良性"},

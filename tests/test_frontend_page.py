@@ -14,7 +14,6 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from frontend.photo import prepare_photo
-from frontend.ranking import CONCERN_THRESHOLD
 from handler.classes import BY_CODE
 from tools.torchserve import free_port
 
@@ -62,7 +61,9 @@ def assert_ranked_result(at: AppTest, answer: dict, chinese: bool = False) -> No
                               for name, p in zip(names, answer["predictions"])]
     concerning = sum(p["probability"] for p in answer["predictions"]
                      if BY_CODE[p["code"]].is_concerning)
-    assert bool(at.error) == (concerning >= CONCERN_THRESHOLD)
+    threshold = answer["referral"]["threshold"]
+    assert bool(at.error) == (concerning >= threshold)
+    assert f"{threshold:.0%}" in page_text(at)
     assert answer["version"] in page_text(at)
 
 
