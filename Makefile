@@ -69,7 +69,7 @@ train-cpu: $(INSTALLED) $(INIT)
 	$(PY) -m training.train --data $(TRAIN_DATA) --output runs/cpu_run --image-size 96x128 \
 		--precision auto --batch-size 32 --epochs 40 --epoch-samples 9000 --lr 1e-3 --mixup 0.2 \
 		--init $(INIT) --teacher --teacher-arch efficientnet-lite2 --teacher-lr 5e-4 \
-		--teacher-epochs 6 --teacher-minutes 30 --minutes 115 --threads 2 --seed 0 $(RESUME_FLAG)
+		--teacher-epochs 6 --teacher-minutes 30 --minutes 100 --threads 2 --seed 0 $(RESUME_FLAG)
 
 train-cpu-detached: $(INSTALLED) $(INIT)
 	mkdir -p runs

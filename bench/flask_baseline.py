@@ -39,8 +39,10 @@ def create_app(weights: Path) -> Flask:
             logits = model(transform(image).unsqueeze(0))
         probabilities = torch.softmax(logits[0] / float(metadata["temperature"]), dim=0).tolist()
         ranked = sorted(zip(CLASSES, probabilities), key=lambda pair: pair[1], reverse=True)
+        # The referral threshold is part of the answer contract that loadtest.checks applies.
         return jsonify({"predictions": [{"code": c.code, "name": c.name, "risk": c.risk,
-                                         "probability": p} for c, p in ranked]})
+                                         "probability": p} for c, p in ranked],
+                        "referral": {"threshold": metadata["referral"]["threshold"]}})
 
     return app
 

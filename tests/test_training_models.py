@@ -5,7 +5,7 @@ import torch
 from torchvision.models import resnet18, resnet34
 
 from handler.classes import NUM_CLASSES
-from training.models import build_student, build_teacher
+from training.models import TEACHERS, build_student, build_teacher
 
 
 def test_init_loads_a_local_torchvision_resnet34_without_its_head(tmp_path: Path) -> None:
@@ -25,7 +25,8 @@ def test_init_rejects_another_architecture(tmp_path: Path) -> None:
         build_student(path)
 
 
-def test_teacher_has_pretrained_features_and_an_eight_way_head() -> None:
-    teacher = build_teacher().eval()
+@pytest.mark.parametrize("arch", sorted(TEACHERS))
+def test_teacher_has_pretrained_features_and_an_eight_way_head(arch: str) -> None:
+    teacher = build_teacher(arch).eval()
     with torch.no_grad():
         assert teacher(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_CLASSES)
