@@ -13,9 +13,10 @@ from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
 from handler.classes import CODES
 from handler.model import SkinResNet34
 from tests.fixtures.training.make_data import COLOURS, make_labels_csv
-from training import evaluate, train
+from training import ablate, evaluate, train
 from training.engine import predict, train_one_epoch
 from training.losses import DistillationLoss
+from training.models import build_teacher
 from training.precision import Precision
 from training.presets import ImageBatches
 
@@ -99,3 +100,24 @@ def test_model_learns_a_separable_set() -> None:
     logits, labels = predict(model, ImageBatches(*colour_batch(8, 16, generator), 64), FP32_CPU,
                              colour_constancy=False)
     assert (logits.argmax(1) == labels).float().mean() > 0.9
+
+
+def test_ablation_compares_each_choice_on_the_same_split(tmp_path: Path) -> None:
+    folders = [make_labels_csv(tmp_path / "ham", per_class=7)]
+    teacher = tmp_path / "teacher.pt"
+    torch.save(build_teacher("efficientnet-lite0").state_dict(), teacher)
+    init = tmp_path / "init.pt"
+    torch.save(SkinResNet34().state_dict(), init)
+    report = ablate.main(["--data", *map(str, folders), "--teacher-weights", str(teacher),
+                          "--teacher-arch", "efficientnet-lite0", "--init", str(init),
+                          "--output", str(tmp_path / "runs"), "--report", str(tmp_path / "ablations.json"),
+                          "--image-size", "48x64", "--epochs", "1", "--epoch-samples", "32"])
+
+    assert set(report["variants"]) == set(ablate.VARIANTS)
+    assert report["variants"]["colour constancy, teacher"]["flags"][-1] == str(teacher)
+    for figures in report["variants"].values():
+        assert 0 <= figures["val_balanced_accuracy"] <= 1 and 0 <= figures["test_balanced_accuracy"] <= 1
+    assert json.loads((tmp_path / "ablations.json").read_text()) == report
+    colour = [load_metadata(tmp_path / "runs" / name / "release" / METADATA_FILE)["colour_constancy"]
+              for name in ("colour-constancy_no-teacher", "no-colour-constancy_no-teacher")]
+    assert colour == [{"method": "shades_of_gray", "power": 6}, None]
