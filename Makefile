@@ -56,7 +56,7 @@ RESUME_FLAG := $(if $(RESUME),--resume,)
 SPLIT ?= test
 WEIGHTS ?= model_store/skin_resnet34.pt
 
-.PHONY: train train-cpu train-cpu-detached evaluate
+.PHONY: train train-cpu train-cpu-detached evaluate ablate train-speed
 
 train: $(INSTALLED)
 	$(PY) -m training.train --data $(TRAIN_DATA) --epochs $(EPOCHS) --image-size $(IMAGE_SIZE) \
@@ -78,6 +78,15 @@ train-cpu-detached: $(INSTALLED) $(INIT)
 
 evaluate: $(INSTALLED)
 	$(PY) -m training.evaluate --data $(TRAIN_DATA) --split $(SPLIT) --weights $(WEIGHTS)
+
+# Short runs for the model card's ablations (colour constancy, teacher, resolution), from the
+# teacher that train-cpu fine-tuned; writes docs/ablations.json (about 20 min on 2 cores).
+ablate: $(INSTALLED) $(INIT)
+	$(PY) -m training.ablate --data $(TRAIN_DATA) --init $(INIT) --teacher-weights runs/cpu_run/teacher_best.pt
+
+# Train-step and data-path img/s per precision and input size; run it on a quiet CPU.
+train-speed: $(INSTALLED)
+	$(PY) -m training.speed
 
 # Ops, load and speed. Each works against `make serve` (keys from .run/serve/key_file.json),
 # except bench and soak, which start their own TorchServe instances.

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from training import speed
 from training.precision import Precision, choose_precision, cpu_info
 
 CPU = torch.device("cpu")
@@ -62,3 +63,11 @@ def test_bf16_autocast_runs_matmuls_in_bf16_on_the_cpu() -> None:
         assert (a @ b).dtype == torch.float32
     assert bf16.channels_last and not fp32.channels_last
     assert not bf16.grad_scaler().is_enabled()  # bf16 has fp32's range: no loss scaling
+
+
+def test_speed_benchmark_reports_every_precision_and_the_data_path(capsys) -> None:
+    rows = speed.main(["--sizes", "32x48", "--batch-size", "4", "--steps", "1"])
+    assert [row["input"] for row in rows] == [[32, 48]]
+    assert set(rows[0]["train"]) == {"fp32", "bf16"} and rows[0]["data"] > 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("CPU ") and "| 32x48 | 4 |" in printed

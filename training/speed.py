@@ -1,0 +1,55 @@
+"""Training speed on the machine at hand: train-step img/s of the student in each CPU precision,
+beside data-only img/s of the batch path (cache gather and augmentation), at several input sizes.
+Run it on a quiet CPU; it prints figures and asserts nothing.
+
+    python -m training.speed --sizes 112 96x128 150x200
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from training.models import build_student
+from training.precision import CPU_CANDIDATES, Precision, cpu_info, time_train_steps
+from training.presets import BatchAugment, ImageBatches, train_cache_shape
+from training.train import image_size
+
+
+def data_images_per_second(size: tuple[int, int], batch_size: int, batches: int = 20) -> float:
+    """img/s of the training batch path alone, on a random uint8 cache of the training shape."""
+    cache = torch.randint(0, 256, (batch_size * batches, 3, *train_cache_shape(size)), dtype=torch.uint8)
+    sampler = torch.utils.data.RandomSampler(cache, generator=torch.Generator().manual_seed(0))
+    loader = ImageBatches(cache, torch.zeros(len(cache), dtype=torch.long), batch_size, sampler,
+                          BatchAugment(size))
+    started = time.perf_counter()
+    for _ in loader:
+        pass
+    return len(cache) / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=image_size, nargs="+", default=[(112, 112), (96, 128), (150, 200)])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args(argv)
+    cpu = cpu_info()
+    print(f"CPU {cpu['model']}, {torch.get_num_threads()} torch threads, flags: {' '.join(cpu['flags']) or 'none'}")
+    print("| input | batch | " + " | ".join(f"train {name} img/s" for name in CPU_CANDIDATES) + " | data alone img/s |")
+    print("|---|---:|" + "---:|" * (len(CPU_CANDIDATES) + 1))
+    rows = []
+    for size in args.sizes:
+        shape = (args.batch_size, 3, *size)
+        train = {name: time_train_steps(Precision(name, torch.device("cpu")), build_student(), shape, args.steps)
+                 for name in CPU_CANDIDATES}
+        data = data_images_per_second(size, args.batch_size)
+        rows.append({"input": list(size), "batch_size": args.batch_size, "train": train, "data": data})
+        print(f"| {size[0]}x{size[1]} | {args.batch_size} | "
+              + " | ".join(f"{train[name]:.1f}" for name in CPU_CANDIDATES) + f" | {data:.0f} |", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
