@@ -13,8 +13,10 @@ from handler.model import SkinResNet34
 
 WEIGHTS_FILE = "skin_resnet34.pt"
 METADATA_FILE = "skin_resnet34.json"
-REQUIRED_KEYS = ("name", "version", "arch", "classes", "input_size", "mean", "std", "temperature",
-                 "referral")
+# What scoring a release needs; serving also needs the referral threshold that every answer carries.
+# Releases before 2.0 have no threshold, and training still compares against them.
+MODEL_KEYS = ("name", "version", "arch", "classes", "input_size", "mean", "std", "temperature")
+REQUIRED_KEYS = (*MODEL_KEYS, "referral")
 
 
 def save_release(state_dict: dict[str, torch.Tensor], metadata: dict, directory: Path) -> Path:
@@ -31,10 +33,11 @@ def save_release(state_dict: dict[str, torch.Tensor], metadata: dict, directory:
     return directory / WEIGHTS_FILE
 
 
-def load_metadata(path: Path) -> dict:
-    """Read release metadata and check that it was trained on today's class list."""
+def load_metadata(path: Path, required: tuple[str, ...] = REQUIRED_KEYS) -> dict:
+    """Read release metadata, check that it has the ``required`` keys and that it was trained on
+    today's class list."""
     metadata = json.loads(Path(path).read_text(encoding="utf-8"))
-    missing = [key for key in REQUIRED_KEYS if key not in metadata]
+    missing = [key for key in required if key not in metadata]
     if missing:
         raise ValueError(f"{path} lacks {missing}")
     if tuple(metadata["classes"]) != CODES:
@@ -43,10 +46,11 @@ def load_metadata(path: Path) -> dict:
     return metadata
 
 
-def load_release(weights: Path, metadata_path: Path | None = None) -> tuple[SkinResNet34, dict]:
+def load_release(weights: Path, metadata_path: Path | None = None,
+                 required: tuple[str, ...] = REQUIRED_KEYS) -> tuple[SkinResNet34, dict]:
     """The released model in eval mode (fp16 weights into float32 parameters) and its checked
     metadata, which sits beside the weights unless ``metadata_path`` says otherwise."""
-    metadata = load_metadata(metadata_path or Path(weights).with_name(METADATA_FILE))
+    metadata = load_metadata(metadata_path or Path(weights).with_name(METADATA_FILE), required)
     model = SkinResNet34()
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval(), metadata

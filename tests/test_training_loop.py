@@ -14,6 +14,8 @@ from handler.classes import CODES
 from handler.model import SkinResNet34
 from tests.fixtures.training.make_data import COLOURS, make_labels_csv
 from training import ablate, evaluate, train
+from training.datasets import read_folders
+from training.splits import split_folders
 from training.engine import predict, train_one_epoch
 from training.losses import DistillationLoss
 from training.models import build_teacher
@@ -70,6 +72,14 @@ def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> N
     assert scored["images"] == metadata["split"]["sizes"]["test"]
     assert set(scored["by_source"]) == {"ham", "bcn"} and scored["referral"]["threshold"] == threshold
     assert (tmp_path / "reports" / "confusion_test.png").is_file()
+
+    # Releases before 2.0 carry no referral threshold; a new run must still score one to compare.
+    old = tmp_path / "release-1.0"
+    old.mkdir()
+    (old / WEIGHTS_FILE).write_bytes(weights.read_bytes())
+    (old / METADATA_FILE).write_text(json.dumps({k: v for k, v in metadata.items() if k != "referral"}))
+    samples, split = split_folders(read_folders(folders), seed=0)
+    assert 0 <= evaluate.shipped_val_bma(old / WEIGHTS_FILE, samples, split.val) <= 1
 
     # The run's own metadata: the store keeps the first release unless the resumed one beats it.
     resumed = train.main([*common, "--epochs", "2", "--resume"])

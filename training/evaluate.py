@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from handler.checkpoint import METADATA_FILE, load_release
+from handler.checkpoint import METADATA_FILE, MODEL_KEYS, load_release
 from training.datasets import Sample, read_folders
 from training.engine import predict
 from training.metrics import balanced_accuracy
@@ -42,7 +42,7 @@ def shipped_val_bma(weights: Path, samples: list[Sample], indices: list[int]) ->
     new run ships only when it beats it on the same images."""
     if not Path(weights).is_file():
         return None
-    model, metadata = load_release(weights)
+    model, metadata = load_release(weights, required=MODEL_KEYS)
     logits, labels = release_logits(model, metadata, samples, indices)
     return balanced_accuracy(labels.numpy(), logits.argmax(1).numpy())
 
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    model, metadata = load_release(args.weights, args.metadata)
+    model, metadata = load_release(args.weights, args.metadata, MODEL_KEYS)
     samples, split = split_folders(read_folders(args.data), seed=metadata["split"]["seed"])
     indices = list(range(len(samples))) if args.split == "all" else getattr(split, args.split)
     logits, labels = release_logits(model, metadata, samples, indices,

@@ -43,6 +43,8 @@ class Phase:
             self.optimizer, lambda step: lr_factor(self.progress(step), args.warmup))
         self.last_path, self.best_path = output / f"{name}_last.pt", output / f"{name}_best.pt"
         self.start_epoch, self.best_bma, self.history = 0, -1.0, []
+        # Time spent up to the last finished epoch, carried over by a resume.
+        self.seconds = 0.0
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -61,7 +63,8 @@ class Phase:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.start_epoch, self.best_bma, self.history = state["epoch"] + 1, state["best_bma"], state["history"]
-        self.duration, self.started = state["duration"], time.monotonic() - state["elapsed"]
+        self.duration, self.seconds = state["duration"], state["elapsed"]
+        self.started = time.monotonic() - self.seconds
         print(f"[{self.name}] resumed after epoch {state['epoch']} (best val BMA {self.best_bma:.4f})")
 
     def run(self, train_batches: ImageBatches, val_batches: ImageBatches, criterion: torch.nn.Module,
@@ -86,6 +89,7 @@ class Phase:
             self.writer.add_scalar(f"{self.name}/val_bma", bma, epoch + 1)
             self.writer.add_scalar(f"{self.name}/lr", self.scheduler.get_last_lr()[0], epoch + 1)
             self.writer.add_scalar(f"{self.name}/images_per_second", stats.images_per_second, epoch + 1)
+            self.seconds = self.elapsed()
             improved = bma > self.best_bma
             if improved:
                 self.best_bma = bma
@@ -93,7 +97,7 @@ class Phase:
             torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "epoch": epoch,
                         "best_bma": self.best_bma, "history": self.history,
-                        "duration": self.duration, "elapsed": self.elapsed()}, self.last_path)
+                        "duration": self.duration, "elapsed": self.seconds}, self.last_path)
             print(f"[{self.name}] epoch {epoch + 1}/{self.epochs} {precision.name} loss {stats.loss:.4f} "
                   f"val BMA {bma:.4f}{' (best)' if improved else ''} train {stats.images_per_second:.1f} "
                   f"img/s, data alone {stats.data_images_per_second:.0f} img/s, "

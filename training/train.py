@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
         student_phase.resume()
     student_phase.run(train_batches, val_batches, criterion, precision, cc, teacher, args.mixup)
     student = student_phase.load_best()
-    train_minutes = (time.monotonic() - started) / 60
+    # The phases' own clocks, which a resume carries over, so a stopped run reports its whole time.
+    train_minutes = sum(phase.seconds for phase in (teacher_phase, student_phase) if phase) / 60
 
     test_sources = [samples[i].source for i in split.test]
     # Calibrate and score in the precision the handler serves in, not the one training chose.
