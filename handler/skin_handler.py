@@ -18,6 +18,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from handler.batch import Batch, request_bytes
 from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.classes import CLASSES
+from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 class SkinHandler(BaseHandler):
     def initialize(self, context) -> None:
         super().initialize(context)
+        take_over_kservev2_envelope()
         model_dir = Path(context.system_properties["model_dir"])
         self.metadata = load_metadata(model_dir / METADATA_FILE)
         self.input_size = input_shape(self.metadata["input_size"])
