@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from frontend.client import ClientConfig, SkinClient
 from handler import v2
 from handler.classes import CODES
 from loadtest.checks import check_prediction
@@ -131,3 +132,15 @@ def test_customized_metadata_passes_the_v2_envelope_unchanged(torchserve_v2):
                           headers=torchserve_v2.headers("management"), timeout=30)
     assert answer.status_code == 200, answer.text
     assert [c["code"] for c in answer.json()[0]["customizedMetadata"]["classes"]] == list(CODES)
+
+
+def test_the_page_client_gets_the_same_ranking_over_either_protocol(torchserve, torchserve_v2,
+                                                                     fixture_images):
+    def ranking(server, protocol: str):
+        config = ClientConfig(url=server.inference_url(), key_file=server.key_file, protocol=protocol)
+        return SkinClient(config).classify(fixture_images[IMAGE])
+
+    over_v1, over_v2 = ranking(torchserve, "v1"), ranking(torchserve_v2, "v2")
+    assert [s.lesion.code for s in over_v2.scores] == [s.lesion.code for s in over_v1.scores]
+    assert over_v2.referral_threshold == over_v1.referral_threshold
+    assert over_v2.version == over_v1.version
