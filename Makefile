@@ -26,7 +26,8 @@ model_store/skin.mar: $(INSTALLED) $(ARCHIVE_INPUTS)
 
 archive: model_store/skin.mar
 
-# TorchServe and the Streamlit page together; Ctrl-C stops both. SKIN_SSL=1 serves HTTPS for phones.
+# TorchServe and the Streamlit page together; Ctrl-C stops both. SKIN_SSL=1 serves HTTPS for phones;
+# SKIN_PROTOCOL=v2 serves KServe's v2 protocol (same archive, and the page speaks it too).
 serve: model_store/skin.mar
 	$(PY) -m frontend.serve_all
 
@@ -93,11 +94,15 @@ train-speed: $(INSTALLED)
 USERS ?= 8
 DURATION ?= 60s
 MODEL ?= skin
+# v1 (/predictions/skin) or v2 (KServe's /v2/models/skin/infer); LOADTEST_FLAGS passes the rest,
+# e.g. --token and --host-header for a cluster's ingress (README, "Deploying beyond one machine").
+PROTOCOL ?= v1
+LOADTEST_FLAGS ?=
 
 .PHONY: loadtest bench soak models describe metrics
 
 loadtest: $(INSTALLED)
-	$(PY) -m loadtest --users $(USERS) --duration $(DURATION)
+	$(PY) -m loadtest --users $(USERS) --duration $(DURATION) --protocol $(PROTOCOL) $(LOADTEST_FLAGS)
 
 # Own TorchServe instances; run on a quiet CPU. A full bench writes the best set-up back into
 # handler/model-config.yaml and config.properties.
@@ -115,3 +120,4 @@ describe: $(INSTALLED)
 
 metrics: $(INSTALLED)
 	$(PY) -m ops metrics
+
