@@ -121,3 +121,14 @@ describe: $(INSTALLED)
 metrics: $(INSTALLED)
 	$(PY) -m ops metrics
 
+# Beyond one machine (README, "Deploying beyond one machine"). `make image` builds the container
+# (GPU=1: CUDA wheels) where Docker exists.
+IMAGE ?= skin
+CUDA_TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
+
+.PHONY: image
+
+image: model_store/skin.mar
+	@command -v docker >/dev/null || { echo "make image needs Docker, which this machine lacks"; exit 1; }
+	docker build $(if $(GPU),--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX)) -t $(IMAGE):$(if $(GPU),gpu,cpu) .
+

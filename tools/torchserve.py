@@ -76,6 +76,11 @@ def read_properties(path: Path) -> dict[str, str]:
     return properties
 
 
+def write_properties(properties: dict[str, str], path: Path) -> Path:
+    path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    return path
+
+
 @dataclass
 class TorchServe:
     """One TorchServe process tree; ``ports`` maps inference/management/metrics to port numbers."""
@@ -116,9 +121,7 @@ class TorchServe:
         properties.update(model_store=str(self.model_store.resolve()), load_models=self.models)
         properties.update(PROTOCOL_OVERRIDES[self.protocol])
         properties.update(self.overrides)
-        path = self.home / "config.properties"
-        path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
-        return path
+        return write_properties(properties, self.home / "config.properties")
 
     def environment(self) -> dict[str, str]:
         scratch = self.home / "tmp"
