@@ -122,13 +122,18 @@ metrics: $(INSTALLED)
 	$(PY) -m ops metrics
 
 # Beyond one machine (README, "Deploying beyond one machine"). `make image` builds the container
-# (GPU=1: CUDA wheels) where Docker exists.
+# (GPU=1: CUDA wheels) where Docker exists; `make kserve-bundle` lays out what an InferenceService's
+# storageUri points at (GPU=1: the GPU service's workers and batching).
 IMAGE ?= skin
 CUDA_TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
+KSERVE_BUNDLE ?= .run/kserve-bundle/$(if $(GPU),gpu,cpu)
 
-.PHONY: image
+.PHONY: image kserve-bundle
 
 image: model_store/skin.mar
 	@command -v docker >/dev/null || { echo "make image needs Docker, which this machine lacks"; exit 1; }
 	docker build $(if $(GPU),--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX)) -t $(IMAGE):$(if $(GPU),gpu,cpu) .
 
+kserve-bundle: model_store/skin.mar
+	$(PY) -m tools.kserve_bundle --out $(KSERVE_BUNDLE) \
+		$(if $(GPU),--model-config bench/gpu-model-config.yaml)
