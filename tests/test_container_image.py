@@ -63,7 +63,7 @@ def test_runs_as_a_non_root_user_created_in_the_image():
     assert users, "no USER: TorchServe would run as root"
     user = users[-1]
     assert user not in ("root", "0") and not user.startswith("0:")
-    assert any(f"useradd" in run and user in run for run in arguments("RUN"))
+    assert any("useradd" in run and user in run for run in arguments("RUN"))
     order = [instruction for instruction, _ in instructions()]
     assert order.index("USER") < order.index("ENTRYPOINT")
     assert arguments("WORKDIR")[-1] == CONTAINER_HOME == f"/home/{user}"
@@ -122,8 +122,9 @@ def test_token_authorization_stays_on_in_the_container():
     line.strip() for line in (REPO / "requirements-serve.txt").read_text().splitlines()
     if line.strip() and not line.startswith(("#", "-"))])
 def test_every_serving_requirement_is_pinned_in_requirements_txt(line):
-    pinned = {l.split("==")[0].strip().lower() for l in (REPO / "requirements.txt").read_text()
-              .splitlines() if "==" in l and not l.startswith("#")}
+    pinned = {pin.split("==")[0].strip().lower()
+              for pin in (REPO / "requirements.txt").read_text().splitlines()
+              if "==" in pin and not pin.startswith("#")}
     assert line.lower() in pinned
     assert "-c requirements.txt" in (REPO / "requirements-serve.txt").read_text()
 
