@@ -26,7 +26,8 @@ model_store/skin.mar: $(INSTALLED) $(ARCHIVE_INPUTS)
 
 archive: model_store/skin.mar
 
-# TorchServe and the Streamlit page together; Ctrl-C stops both. SKIN_SSL=1 serves HTTPS for phones.
+# TorchServe and the Streamlit page together; Ctrl-C stops both. SKIN_SSL=1 serves HTTPS for phones;
+# SKIN_PROTOCOL=v2 serves KServe's v2 protocol (same archive, and the page speaks it too).
 serve: model_store/skin.mar
 	$(PY) -m frontend.serve_all
 
@@ -93,11 +94,15 @@ train-speed: $(INSTALLED)
 USERS ?= 8
 DURATION ?= 60s
 MODEL ?= skin
+# v1 (/predictions/skin) or v2 (KServe's /v2/models/skin/infer); LOADTEST_FLAGS passes the rest,
+# e.g. --token and --host-header for a cluster's ingress (README, "Deploying beyond one machine").
+PROTOCOL ?= v1
+LOADTEST_FLAGS ?=
 
 .PHONY: loadtest bench soak models describe metrics
 
 loadtest: $(INSTALLED)
-	$(PY) -m loadtest --users $(USERS) --duration $(DURATION)
+	$(PY) -m loadtest --users $(USERS) --duration $(DURATION) --protocol $(PROTOCOL) $(LOADTEST_FLAGS)
 
 # Own TorchServe instances; run on a quiet CPU. A full bench writes the best set-up back into
 # handler/model-config.yaml and config.properties.
@@ -115,3 +120,20 @@ describe: $(INSTALLED)
 
 metrics: $(INSTALLED)
 	$(PY) -m ops metrics
+
+# Beyond one machine (README, "Deploying beyond one machine"). `make image` builds the container
+# (GPU=1: CUDA wheels) where Docker exists; `make kserve-bundle` lays out what an InferenceService's
+# storageUri points at (GPU=1: the GPU service's workers and batching).
+IMAGE ?= skin
+CUDA_TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
+KSERVE_BUNDLE ?= .run/kserve-bundle/$(if $(GPU),gpu,cpu)
+
+.PHONY: image kserve-bundle
+
+image: model_store/skin.mar
+	@command -v docker >/dev/null || { echo "make image needs Docker, which this machine lacks"; exit 1; }
+	docker build $(if $(GPU),--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX)) -t $(IMAGE):$(if $(GPU),gpu,cpu) .
+
+kserve-bundle: model_store/skin.mar
+	$(PY) -m tools.kserve_bundle --out $(KSERVE_BUNDLE) \
+		$(if $(GPU),--model-config bench/gpu-model-config.yaml)

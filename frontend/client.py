@@ -1,8 +1,8 @@
 """The TorchServe client: where the server is, which key to send, retries, and what went wrong.
 
 Configuration comes from the environment so the same page serves `make serve`, tests and a remote
-deployment: SKIN_INFERENCE_URL, SKIN_KEY_FILE (TorchServe's key_file.json) and SKIN_TOKEN (a key
-that overrides the file).
+deployment: SKIN_INFERENCE_URL, SKIN_KEY_FILE (TorchServe's key_file.json), SKIN_TOKEN (a key
+that overrides the file) and SKIN_PROTOCOL (v1, or v2 for a server with the kservev2 envelope).
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from pathlib import Path
 import requests
 
 from frontend.ranking import Ranking
-from tools.torchserve import DEFAULT_KEY_FILE, read_key
+from handler import v2
+from tools.torchserve import DEFAULT_KEY_FILE, inference_path, protocol_from_env, read_key
 
-DEFAULT_URL = "http://127.0.0.1:8080/predictions/skin"
+DEFAULT_ADDRESS = "http://127.0.0.1:8080"
+DEFAULT_URL = DEFAULT_ADDRESS + inference_path("v1")
 CONNECT_TIMEOUT_S = 3.0
 # Above TorchServe's default_response_timeout (60 s), so the server reports its own timeouts.
 READ_TIMEOUT_S = 75.0
@@ -52,12 +54,14 @@ class ClientConfig:
     url: str = DEFAULT_URL
     key_file: Path = DEFAULT_KEY_FILE
     token: str | None = None
+    protocol: str = "v1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ClientConfig":
-        return cls(url=environ.get("SKIN_INFERENCE_URL") or DEFAULT_URL,
-                   key_file=Path(environ.get("SKIN_KEY_FILE") or DEFAULT_KEY_FILE),
-                   token=environ.get("SKIN_TOKEN") or None)
+        protocol = protocol_from_env(environ)
+        url = environ.get("SKIN_INFERENCE_URL") or DEFAULT_ADDRESS + inference_path(protocol)
+        return cls(url=url, key_file=Path(environ.get("SKIN_KEY_FILE") or DEFAULT_KEY_FILE),
+                   token=environ.get("SKIN_TOKEN") or None, protocol=protocol)
 
 
 @dataclass
@@ -108,9 +112,10 @@ class SkinClient:
 
     def _send(self, image: bytes) -> requests.Response:
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        body = {"json": v2.request(image)} if self.config.protocol == "v2" else {"data": image}
         try:
-            return self.session.post(self.config.url, data=image, headers=headers,
-                                     timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+            return self.session.post(self.config.url, headers=headers,
+                                     timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **body)
         except requests.ReadTimeout:
             raise ServerProblem(Problem.TIMEOUT, self.config.url) from None
         except requests.ConnectionError:
@@ -120,13 +125,17 @@ class SkinClient:
         status = response.status_code
         if status == 200:
             try:
-                return Ranking.from_response(response.json())
+                body = response.json()
+                return Ranking.from_response(v2.answer_from_response(body)
+                                             if self.config.protocol == "v2" else body)
             except ValueError as exc:
                 raise ServerProblem(Problem.UNEXPECTED, str(exc)) from None
         if _key_rejected(response):
             raise ServerProblem(Problem.KEY, self._key_source())
         if status == 400:
-            raise ServerProblem(Problem.INVALID_IMAGE, _json_field(response, "detail"))
+            # v1 errors explain themselves in "detail", v2 (Open Inference Protocol) ones in "error".
+            detail = "error" if self.config.protocol == "v2" else "detail"
+            raise ServerProblem(Problem.INVALID_IMAGE, _json_field(response, detail))
         if status == 404:
             raise ServerProblem(Problem.NOT_LOADED, self.config.url)
         if status == 413:

@@ -2,6 +2,7 @@
 
     python -m frontend.serve_all            # TorchServe on 8080-8082 (home .run/serve), page 8501
     SKIN_SSL=1 python -m frontend.serve_all  # the page over HTTPS on all interfaces, for phones
+    SKIN_PROTOCOL=v2 python -m frontend.serve_all  # TorchServe speaks KServe v2; so does the page
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import requests
 
 from frontend.run import (DEFAULT_PORT, REPO, Tls, page_environment, page_url, streamlit_command,
                           tls_from_env)
-from tools.torchserve import DEFAULT_HOME, TorchServe
+from tools.torchserve import DEFAULT_HOME, TorchServe, protocol_from_env
 
 PAGE_START_TIMEOUT_S = 60
 
@@ -24,7 +25,7 @@ PAGE_START_TIMEOUT_S = 60
 def start_page(server: TorchServe, port: int, tls: Tls | None) -> subprocess.Popen:
     """Streamlit, pointed at ``server``; in its own session so that a Ctrl-C reaches only us."""
     environment = page_environment({
-        "SKIN_INFERENCE_URL": f"{server.url('inference')}/predictions/skin",
+        "SKIN_INFERENCE_URL": server.inference_url(), "SKIN_PROTOCOL": server.protocol,
         "SKIN_KEY_FILE": str(server.key_file)})
     with open(server.home / "streamlit.out", "wb") as log:
         return subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=environment,
@@ -70,8 +71,9 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the page's port")
     args = parser.parse_args()
     tls = tls_from_env()
-    server = (TorchServe.on_free_ports(args.home, model_store=args.model_store) if args.free_ports
-              else TorchServe(home=args.home, model_store=args.model_store))
+    options = {"model_store": args.model_store, "protocol": protocol_from_env()}
+    server = (TorchServe.on_free_ports(args.home, **options) if args.free_ports
+              else TorchServe(home=args.home, **options))
     # Set both explicitly: a launcher may have started us with SIGINT ignored.
     signal.signal(signal.SIGINT, raise_interrupt)
     signal.signal(signal.SIGTERM, raise_interrupt)
@@ -79,7 +81,7 @@ def main() -> int:
     try:
         server.start()
         page = start_page(server, args.port, tls)
-        print(f"Starting TorchServe ({server.url('inference')}) and the page; "
+        print(f"Starting TorchServe ({server.inference_url()}) and the page; "
               f"logs in {server.home}", flush=True)
         waited = server.wait_ready()
         wait_for_page(page, args.port, tls)

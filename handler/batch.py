@@ -14,6 +14,9 @@ import torch
 from handler.preprocessing import InvalidImageError
 
 IMAGE_FIELDS = ("data", "file", "body")
+# A row whose request a protocol adapter could not read (handler/kservev2_envelope.py) carries the
+# reason here instead of an image, so that the handler answers it with 400 like a bad image.
+REQUEST_ERROR = "request_error"
 
 
 @dataclass
@@ -29,6 +32,8 @@ class Batch:
 
 def request_bytes(row: dict) -> bytes:
     """Find the image in one request: raw body, multipart field ``data``/``file``, or base64 JSON."""
+    if REQUEST_ERROR in row:
+        raise InvalidImageError(row[REQUEST_ERROR])
     value = next((row[key] for key in IMAGE_FIELDS if key in row), None)
     if value is None:
         raise InvalidImageError("no image in the request; send the image as the body, as a "

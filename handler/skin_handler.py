@@ -7,7 +7,6 @@ and answers the bad requests with HTTP 400 without failing the rest of the batch
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from ts.torch_handler.base_handler import BaseHandler
 from handler.batch import Batch, request_bytes
 from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.classes import CLASSES
+from handler.cpus import available_cores
+from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 class SkinHandler(BaseHandler):
     def initialize(self, context) -> None:
         super().initialize(context)
+        take_over_kservev2_envelope()
         model_dir = Path(context.system_properties["model_dir"])
         self.metadata = load_metadata(model_dir / METADATA_FILE)
         self.input_size = input_shape(self.metadata["input_size"])
@@ -51,7 +53,7 @@ class SkinHandler(BaseHandler):
         configured = config.get("handler", {}).get("threads_per_worker")
         if configured:
             return int(configured)
-        cores = len(os.sched_getaffinity(0))
+        cores = available_cores()
         return max(1, cores // int(config.get("maxWorkers", 1)))
 
     def preprocess(self, data: list[dict]) -> Batch:

@@ -1,7 +1,10 @@
-"""Locust users that post real dermoscopy images to /predictions/skin and check every answer.
+"""Locust users that post real dermoscopy images to SKIN and check every answer, in either protocol.
 
 Run through ``python -m loadtest``, which sets these environment variables:
-SKIN_KEY_FILE (TorchServe's key_file.json), SKIN_IMAGE_DIR, SKIN_MAX_REQUESTS (stop after this many
+SKIN_KEY_FILE (TorchServe's key_file.json), SKIN_TOKEN (a bearer token that replaces the key file,
+e.g. the ingress's in a cluster), SKIN_HOST_HEADER (a Host header, for an ingress reached through a
+port-forward), SKIN_PROTOCOL (v1: the image as the body of /predictions/<model>; v2: the Open
+Inference Protocol at /v2/models/<model>/infer), SKIN_IMAGE_DIR, SKIN_MAX_REQUESTS (stop after this many
 requests, per locust process), SKIN_RATE_PER_USER (requests/s per user; unset means as fast as answers come),
 SKIN_MODEL (default skin), SKIN_TOTALS_FILE (where the final totals are written as JSON: locust's
 _stats.csv is rewritten once a second and misses requests that end while users stop).
@@ -17,12 +20,15 @@ import gevent
 from locust import HttpUser, constant, constant_throughput, events, task
 from locust.runners import WorkerRunner
 
+from handler import v2
 from loadtest.checks import check_prediction
 from loadtest.images import load_images
-from tools.torchserve import read_key
+from tools.torchserve import inference_path, protocol_from_env, read_key
 
 IMAGES = load_images(Path(os.environ["SKIN_IMAGE_DIR"]) if os.environ.get("SKIN_IMAGE_DIR") else None)
 MODEL = os.environ.get("SKIN_MODEL", "skin")
+PROTOCOL = protocol_from_env()
+PATH = inference_path(PROTOCOL, MODEL)
 MAX_REQUESTS = int(os.environ.get("SKIN_MAX_REQUESTS", "50000"))
 RATE_PER_USER = float(os.environ.get("SKIN_RATE_PER_USER", "0"))
 # Users share one rotation, so each image is sent equally often whatever the user count.
@@ -59,19 +65,23 @@ class SkinUser(HttpUser):
     wait_time = constant_throughput(RATE_PER_USER) if RATE_PER_USER > 0 else constant(0)
 
     def on_start(self) -> None:
-        key = read_key(Path(os.environ["SKIN_KEY_FILE"]), "inference")
-        self.client.headers.update({"Authorization": f"Bearer {key}",
-                                    "Content-Type": "image/jpeg"})
+        key = (os.environ.get("SKIN_TOKEN")
+               or read_key(Path(os.environ["SKIN_KEY_FILE"]), "inference"))
+        self.client.headers.update({"Authorization": f"Bearer {key}"})
+        if os.environ.get("SKIN_HOST_HEADER"):
+            self.client.headers["Host"] = os.environ["SKIN_HOST_HEADER"]
 
     @task
     def classify(self) -> None:
         _name, image = _next_image()
-        with self.client.post(f"/predictions/{MODEL}", data=image, name=f"/predictions/{MODEL}",
-                              catch_response=True) as response:
+        body = ({"json": v2.request(image)} if PROTOCOL == "v2"
+                else {"data": image, "headers": {"Content-Type": "image/jpeg"}})
+        with self.client.post(PATH, name=PATH, catch_response=True, **body) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
                 return
             try:
-                check_prediction(response.json())
+                answer = response.json()
+                check_prediction(v2.answer_from_response(answer) if PROTOCOL == "v2" else answer)
             except ValueError as exc:
                 response.failure(str(exc))

@@ -19,7 +19,7 @@ from loadtest.images import default_image_dir
 from loadtest.report import format_summary, plot_latency, read_totals
 from ops.errors import OpsError
 from ops.metrics import DEFAULT_METRICS_URL, scrape, time_split
-from tools.torchserve import DEFAULT_KEY_FILE
+from tools.torchserve import DEFAULT_KEY_FILE, PROTOCOL_OVERRIDES
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -40,16 +40,23 @@ def require_loopback(url: str) -> None:
 def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir: Path, *,
                  metrics_url: str | None = DEFAULT_METRICS_URL, model: str = "skin",
                  max_requests: int = DEFAULT_MAX_REQUESTS, rate_per_user: float | None = None,
-                 image_dir: Path | None = None, processes: int = 1) -> dict:
-    """One bounded locust run; returns the summary also written to ``out_dir/summary.json``."""
+                 image_dir: Path | None = None, processes: int = 1, protocol: str = "v1",
+                 token: str | None = None, host_header: str | None = None) -> dict:
+    """One bounded locust run; returns the summary also written to ``out_dir/summary.json``.
+
+    ``token`` replaces the key file (a cluster's ingress token); ``host_header`` names the service
+    when ``host`` is an ingress gateway reached through ``kubectl port-forward``.
+    """
     require_loopback(host)
     if metrics_url:
         require_loopback(metrics_url)
-    if not key_file.exists():
+    if not token and not key_file.exists():
         raise OpsError(f"key file {key_file} not found: is TorchServe running from that folder?")
     out_dir.mkdir(parents=True, exist_ok=True)
     before = scrape(metrics_url)[1].get(model, {}) if metrics_url else None
     environment = {**os.environ, "SKIN_KEY_FILE": str(key_file.resolve()), "SKIN_MODEL": model,
+                   "SKIN_PROTOCOL": protocol, "SKIN_TOKEN": token or "",
+                   "SKIN_HOST_HEADER": host_header or "",
                    "SKIN_IMAGE_DIR": str(image_dir or default_image_dir()),
                    "SKIN_MAX_REQUESTS": str(max_requests),
                    "SKIN_RATE_PER_USER": str(rate_per_user or 0),
@@ -69,7 +76,7 @@ def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir
                    stdout=(out_dir / "locust.log").open("wb"), stderr=subprocess.STDOUT)
     if not (out_dir / "locust_totals.json").exists():
         raise OpsError(f"locust wrote no statistics; see {out_dir / 'locust.log'}")
-    summary = {"host": host, "users": users, "duration_s": duration_s,
+    summary = {"host": host, "protocol": protocol, "users": users, "duration_s": duration_s,
                "rate_per_user": rate_per_user, "wall_s": round(time.monotonic() - started, 1),
                **read_totals(out_dir / "locust_totals.json")}
     if metrics_url:
@@ -100,8 +107,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest",
                                      description="Headless locust run against SKIN on loopback.")
     parser.add_argument("--host", default=DEFAULT_HOST, help="inference address (%(default)s)")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOL_OVERRIDES), default="v1",
+                        help="v1 (/predictions/skin) or v2 (KServe's /v2/models/skin/infer)")
     parser.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE)
-    parser.add_argument("--metrics-url", default=DEFAULT_METRICS_URL)
+    parser.add_argument("--token", help="bearer token instead of the key file (a cluster's ingress)")
+    parser.add_argument("--host-header", help="Host header, for an ingress gateway on a port-forward")
+    parser.add_argument("--metrics-url", default=DEFAULT_METRICS_URL,
+                        help="TorchServe's metrics address; empty to skip (%(default)s)")
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--duration", type=seconds, default=60, help="90, 90s, 5m or 1h")
     parser.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS)
@@ -116,7 +128,8 @@ def main() -> None:
         summary = run_loadtest(args.host, args.key_file, args.users, args.duration, out_dir,
                                metrics_url=args.metrics_url, max_requests=args.max_requests,
                                rate_per_user=args.rate_per_user, image_dir=args.images,
-                               processes=args.processes)
+                               processes=args.processes, protocol=args.protocol, token=args.token,
+                               host_header=args.host_header)
     except OpsError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         sys.exit(1)

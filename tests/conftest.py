@@ -75,6 +75,15 @@ def torchserve(model_store, tmp_path_factory) -> TorchServe:
         yield server
 
 
+@pytest.fixture(scope="session")
+def torchserve_v2(model_store, tmp_path_factory) -> TorchServe:
+    """A second real TorchServe serving the same store in the Open Inference Protocol (KServe v2):
+    the same archive, with only the configuration's service envelope changed."""
+    home = tmp_path_factory.mktemp("torchserve_v2")
+    with TorchServe.on_free_ports(home, model_store=model_store, protocol="v2").running(timeout=180) as server:
+        yield server
+
+
 @pytest.fixture
 def inference_url(torchserve) -> str:
     return f"{torchserve.url('inference')}/predictions/skin"

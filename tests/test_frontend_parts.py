@@ -97,6 +97,13 @@ def test_config_from_environment():
     assert (config.url, str(config.key_file), config.token) == ("http://h:1/p", "/k.json", "t")
 
 
+def test_config_for_the_v2_protocol_defaults_to_its_endpoint():
+    config = ClientConfig.from_env({"SKIN_PROTOCOL": "v2"})
+    assert (config.protocol, config.url) == ("v2", "http://127.0.0.1:8080/v2/models/skin/infer")
+    with pytest.raises(ValueError, match="SKIN_PROTOCOL"):
+        ClientConfig.from_env({"SKIN_PROTOCOL": "v3"})
+
+
 def test_client_reads_a_rotated_key_again(torchserve, inference_url, tmp_path, fixture_images):
     key_file = tmp_path / "key_file.json"
     key_file.write_text(json.dumps({"inference": {"key": "stale"}}))

@@ -52,3 +52,27 @@ def test_stops_after_max_requests(torchserve, tmp_path):
     # The count bound ends the run long before the 5 minutes; each user may finish one more.
     assert 6 <= summary["requests"] <= 6 + 2
     assert summary["wall_s"] < 120
+
+
+def test_v2_run_against_the_v2_server_has_no_failures(torchserve_v2, tmp_path):
+    result = loadtest("--protocol", "v2", "--host", torchserve_v2.url("inference"),
+                      "--metrics-url", torchserve_v2.url("metrics"),
+                      "--key-file", str(torchserve_v2.key_file), "--users", "2", "--duration", "5m",
+                      "--max-requests", "8", "--images", str(FIXTURES / "images"),
+                      "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["protocol"] == "v2"
+    assert summary["requests"] >= 8 and summary["failures"] == 0
+    assert "/v2/models/skin/infer" in (tmp_path / "locust_stats.csv").read_text()
+    assert summary["server"]["requests"] >= summary["requests"]
+
+
+def test_v1_load_on_the_v2_server_counts_every_request_as_failed(torchserve_v2, tmp_path):
+    result = loadtest("--host", torchserve_v2.url("inference"), "--metrics-url", "",
+                      "--key-file", str(torchserve_v2.key_file), "--users", "1", "--duration", "5m",
+                      "--max-requests", "3", "--images", str(FIXTURES / "images"),
+                      "--out", str(tmp_path))
+    assert result.returncode == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["requests"] >= 3 and summary["failures"] == summary["requests"]

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,9 @@ ADDRESS_KEYS = {"inference": "inference_address", "management": "management_addr
                 "metrics": "metrics_address"}
 # TorchServe always opens its gRPC ports too, so a second instance needs its own.
 GRPC_PORT_KEYS = {"grpc_inference": "grpc_inference_port", "grpc_management": "grpc_management_port"}
+# The one archive speaks either protocol; only these configuration keys differ. v2 is the Open
+# Inference Protocol (KServe v2), translated by handler/kservev2_envelope.py.
+PROTOCOL_OVERRIDES = {"v1": {}, "v2": {"service_envelope": "kservev2"}}
 
 
 def free_port() -> int:
@@ -50,6 +53,19 @@ def read_key(key_file: Path, api: str = "inference") -> str:
     return keys[api]["key"]
 
 
+def inference_path(protocol: str, model: str = "skin") -> str:
+    """Where a client posts an image in ``protocol``."""
+    return f"/v2/models/{model}/infer" if protocol == "v2" else f"/predictions/{model}"
+
+
+def protocol_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    """SKIN_PROTOCOL (v1 when unset), as `SKIN_PROTOCOL=v2 make serve` sets it."""
+    protocol = environ.get("SKIN_PROTOCOL") or "v1"
+    if protocol not in PROTOCOL_OVERRIDES:
+        raise ValueError(f"SKIN_PROTOCOL={protocol!r}: choose one of {', '.join(PROTOCOL_OVERRIDES)}")
+    return protocol
+
+
 def read_properties(path: Path) -> dict[str, str]:
     properties = {}
     for line in path.read_text().splitlines():
@@ -58,6 +74,11 @@ def read_properties(path: Path) -> dict[str, str]:
             key, value = line.split("=", 1)
             properties[key.strip()] = value.strip()
     return properties
+
+
+def write_properties(properties: dict[str, str], path: Path) -> Path:
+    path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    return path
 
 
 @dataclass
@@ -71,6 +92,7 @@ class TorchServe:
         "inference": 8080, "management": 8081, "metrics": 8082,
         "grpc_inference": 7070, "grpc_management": 7071})
     overrides: dict[str, str] = field(default_factory=dict)
+    protocol: str = "v1"
     process: subprocess.Popen | None = None
 
     @classmethod
@@ -80,6 +102,10 @@ class TorchServe:
 
     def url(self, api: str) -> str:
         return f"http://127.0.0.1:{self.ports[api]}"
+
+    def inference_url(self, model: str = "skin") -> str:
+        """Where this instance takes images, in its protocol."""
+        return self.url("inference") + inference_path(self.protocol, model)
 
     @property
     def key_file(self) -> Path:
@@ -93,10 +119,9 @@ class TorchServe:
         properties.update({key: self.url(api) for api, key in ADDRESS_KEYS.items()})
         properties.update({key: str(self.ports[api]) for api, key in GRPC_PORT_KEYS.items()})
         properties.update(model_store=str(self.model_store.resolve()), load_models=self.models)
+        properties.update(PROTOCOL_OVERRIDES[self.protocol])
         properties.update(self.overrides)
-        path = self.home / "config.properties"
-        path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
-        return path
+        return write_properties(properties, self.home / "config.properties")
 
     def environment(self) -> dict[str, str]:
         scratch = self.home / "tmp"
@@ -170,8 +195,8 @@ def main() -> None:
     # Ctrl-C and SIGTERM both unwind through running(), which stops TorchServe.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with TorchServe(home=args.home).running() as server:
-            print(f"\nSKIN is READY: {server.url('inference')}/predictions/skin "
+        with TorchServe(home=args.home, protocol=protocol_from_env()).running() as server:
+            print(f"\nSKIN is READY: {server.inference_url()} "
                   f"(key in {server.key_file}, logs in {server.home})", flush=True)
             server.process.wait()
     except KeyboardInterrupt:

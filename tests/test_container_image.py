@@ -1,0 +1,135 @@
+"""The Dockerfile's facts, checked statically (no registry here to pull a base image from): a
+non-root user, the exposed ports, the copied paths, the health check and the entrypoint, and the
+container configuration it generates."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from fnmatch import fnmatch
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tools.deploy_config import CONTAINER_HOME, container_properties
+from tools.torchserve import ADDRESS_KEYS, KEY_FILE_NAME, REPO, read_properties
+
+DOCKERFILE = REPO / "Dockerfile"
+# Built by `make archive`, on which `make image` depends; not committed.
+BUILT_PATHS = {"model_store/skin.mar"}
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per Dockerfile instruction, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+            for line in lines if line and not line.startswith("#")]
+
+
+def arguments(name: str) -> list[str]:
+    return [args for instruction, args in instructions() if instruction == name]
+
+
+def exec_form(args: str) -> list[str]:
+    parsed = json.loads(args)
+    assert isinstance(parsed, list), f"{args} is not in exec form"
+    return parsed
+
+
+def copies() -> list[tuple[list[str], str]]:
+    result = []
+    for args in arguments("COPY"):
+        words = [w for w in shlex.split(args) if not w.startswith("--")]
+        result.append((words[:-1], words[-1]))
+    return result
+
+
+def dockerignore_admits(path: str) -> bool:
+    admitted = False
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            if line.startswith("!"):
+                admitted = admitted or fnmatch(path, line[1:])
+            else:
+                admitted = admitted and not fnmatch(path, line)
+    return admitted
+
+
+def test_runs_as_a_non_root_user_created_in_the_image():
+    users = arguments("USER")
+    assert users, "no USER: TorchServe would run as root"
+    user = users[-1]
+    assert user not in ("root", "0") and not user.startswith("0:")
+    assert any("useradd" in run and user in run for run in arguments("RUN"))
+    order = [instruction for instruction, _ in instructions()]
+    assert order.index("USER") < order.index("ENTRYPOINT")
+    assert arguments("WORKDIR")[-1] == CONTAINER_HOME == f"/home/{user}"
+
+
+def test_exposes_the_three_apis_the_container_config_listens_on():
+    exposed = {int(port) for args in arguments("EXPOSE") for port in args.split()}
+    properties = container_properties()
+    listening = {urlparse(properties[key]).port for key in ADDRESS_KEYS.values()}
+    assert exposed == listening == {8080, 8081, 8082}
+    for key in ADDRESS_KEYS.values():
+        assert urlparse(properties[key]).hostname == "0.0.0.0", key
+
+
+def test_every_copied_path_exists_and_is_in_the_build_context():
+    sources = [source for sources, _ in copies() for source in sources]
+    assert "model_store/skin.mar" in sources and "config.properties" in sources
+    assert "requirements.txt" in sources and "requirements-serve.txt" in sources
+    for source in sources:
+        assert (REPO / source).exists() or source in BUILT_PATHS, source
+        assert dockerignore_admits(source), f"{source} is left out by .dockerignore"
+    assert not dockerignore_admits(".venv") and not dockerignore_admits("runs")
+
+
+def test_the_archive_lands_in_the_model_store_the_container_config_names():
+    destinations = {source: dest for sources, dest in copies() for source in sources}
+    assert destinations["model_store/skin.mar"] == f"{container_properties()['model_store']}/skin.mar"
+    assert read_properties(REPO / "config.properties")["load_models"] == "skin=skin.mar"
+
+
+def test_entrypoint_runs_torchserve_in_the_foreground_on_the_generated_config():
+    entrypoint = exec_form(arguments("ENTRYPOINT")[-1])
+    assert entrypoint[:2] == ["torchserve", "--start"] and "--foreground" in entrypoint
+    config = entrypoint[entrypoint.index("--ts-config") + 1]
+    assert any(run.startswith("python -m tools.deploy_config container") and run.endswith(config)
+               for run in arguments("RUN"))
+
+
+def test_healthcheck_pings_with_the_key_torchserve_writes_into_its_working_directory():
+    healthcheck = arguments("HEALTHCHECK")[-1]
+    command = exec_form(healthcheck.split("CMD", 1)[1].strip())
+    assert command[:3] == ["python", "-m", "tools.healthcheck"]
+    assert urlparse(command[command.index("--url") + 1]).path == "/ping"
+    assert urlparse(command[command.index("--url") + 1]).port == 8080
+    assert command[command.index("--key-file") + 1] == f"{arguments('WORKDIR')[-1]}/{KEY_FILE_NAME}"
+    assert "--start-period" in healthcheck
+
+
+def test_token_authorization_stays_on_in_the_container():
+    properties = container_properties()
+    assert properties.get("disable_token_authorization", "false") == "false"
+    assert properties["enable_envvars_config"] == "true", "TS_SERVICE_ENVELOPE=kservev2 must work"
+
+
+@pytest.mark.parametrize("line", [
+    line.strip() for line in (REPO / "requirements-serve.txt").read_text().splitlines()
+    if line.strip() and not line.startswith(("#", "-"))])
+def test_every_serving_requirement_is_pinned_in_requirements_txt(line):
+    pinned = {pin.split("==")[0].strip().lower()
+              for pin in (REPO / "requirements.txt").read_text().splitlines()
+              if "==" in pin and not pin.startswith("#")}
+    assert line.lower() in pinned
+    assert "-c requirements.txt" in (REPO / "requirements-serve.txt").read_text()
+
+
+def test_the_gpu_variant_is_a_build_argument_the_makefile_passes():
+    assert any(args.startswith("TORCH_INDEX=https://download.pytorch.org/whl/cpu")
+               for args in arguments("ARG"))
+    assert "--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX)" in (REPO / "Makefile").read_text()

@@ -1,0 +1,183 @@
+"""deploy/kserve/: the manifests parse and carry what KServe's v1beta1 InferenceService schema
+requires, agree with the bundle's configuration, and `make kserve-bundle` lays out what storageUri
+must hold; a real TorchServe then serves v2 from that bundle's configuration."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import requests
+import yaml
+
+from handler import v2
+from loadtest.checks import check_prediction
+from tools.archive import DEFAULT_CONFIG
+from tools.deploy_config import KSERVE_INFERENCE_PORT, KSERVE_STORAGE
+from tools.kserve_bundle import ARCHIVE_DIR, CONFIG_PATH, archive_manifest, write_bundle
+from tools.torchserve import ADDRESS_KEYS, GRPC_PORT_KEYS, REPO, TorchServe, read_properties
+
+KSERVE_DIR = REPO / "deploy" / "kserve"
+SERVICES = {"skin-cpu.yaml": DEFAULT_CONFIG, "skin-gpu.yaml": REPO / "bench" / "gpu-model-config.yaml"}
+DNS_1123 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+SCALE_METRICS = {"cpu", "memory", "concurrency", "rps"}
+# docs/benchmarks.md, soak: each CPU worker ~960 MB resident.
+WORKER_RSS_MIB = 960
+
+
+def documents(name: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all((KSERVE_DIR / name).read_text()) if doc]
+
+
+def service(name: str) -> dict:
+    [isvc] = documents(name)
+    return isvc
+
+
+def quantity(value: str) -> float:
+    """A Kubernetes quantity (cores or bytes) as a number."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "m": 1e-3}
+    for suffix, factor in units.items():
+        if str(value).endswith(suffix):
+            return float(str(value)[: -len(suffix)]) * factor
+    return float(value)
+
+
+@pytest.fixture(scope="module")
+def bundles(model_store, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("kserve-bundles")
+    return {name: write_bundle(out / name, model_store / "skin.mar", config)
+            for name, config in SERVICES.items()}
+
+
+def test_every_manifest_parses_and_names_its_kind():
+    names = sorted(path.name for path in KSERVE_DIR.glob("*.yaml"))
+    assert set(SERVICES) <= set(names)
+    for name in names:
+        for doc in documents(name):
+            assert doc["apiVersion"] and doc["kind"] and DNS_1123.match(doc["metadata"]["name"])
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_inference_service_has_what_v1beta1_requires(name):
+    isvc = service(name)
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
+    predictor = isvc["spec"]["predictor"]
+    model = predictor["model"]
+    assert model["modelFormat"]["name"] == "pytorch"
+    assert model["protocolVersion"] == "v2"
+    assert model["runtime"] == "kserve-torchserve"
+    assert urlparse(model["storageUri"]).scheme in {"s3", "gs", "pvc", "https", "hdfs", "oci"}
+    assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
+    assert predictor["scaleMetric"] in SCALE_METRICS
+    assert isinstance(predictor["scaleTarget"], int) and predictor["scaleTarget"] > 0
+    resources = model["resources"]
+    for resource, request in resources["requests"].items():
+        assert quantity(request) <= quantity(resources["limits"][resource]), resource
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_scale_target_leaves_headroom_below_the_requests_a_replica_holds(name):
+    config = yaml.safe_load(SERVICES[name].read_text())
+    in_flight = config["maxWorkers"] * config["batchSize"]
+    assert service(name)["spec"]["predictor"]["scaleTarget"] < in_flight
+
+
+def test_cpu_requests_follow_the_benchmarked_set_up():
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    requests_ = service("skin-cpu.yaml")["spec"]["predictor"]["model"]["resources"]["requests"]
+    # The benchmark's winner is one torch thread per worker, one core each.
+    assert quantity(requests_["cpu"]) == config["maxWorkers"]
+    assert quantity(requests_["memory"]) >= config["maxWorkers"] * WORKER_RSS_MIB * 2**20
+
+
+def test_gpu_service_asks_for_a_gpu_and_the_gpu_runtime():
+    model = service("skin-gpu.yaml")["spec"]["predictor"]["model"]
+    assert model["runtimeVersion"].endswith("-gpu")
+    assert quantity(model["resources"]["limits"]["nvidia.com/gpu"]) == 1
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_readiness_pings_torchserve_where_the_bundle_config_listens(name, bundles):
+    properties = read_properties(bundles[name] / CONFIG_PATH)
+    probe = service(name)["spec"]["predictor"]["model"]["readinessProbe"]
+    command = " ".join(probe["exec"]["command"])
+    address = urlparse(properties["inference_address"])
+    assert f"http://{address.hostname}:{address.port}/ping" in command
+    assert address.port == KSERVE_INFERENCE_PORT and address.hostname == "127.0.0.1"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_prometheus_annotations_name_the_metrics_port(name, bundles):
+    annotations = service(name)["metadata"]["annotations"]
+    port = str(urlparse(read_properties(bundles[name] / CONFIG_PATH)["metrics_address"]).port)
+    assert annotations["prometheus.kserve.io/port"] == annotations["prometheus.io/port"] == port == "8082"
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert annotations["prometheus.io/scrape"] == "true"
+
+
+def test_ingress_auth_selects_the_services_pods():
+    labels = {service(name)["metadata"]["labels"]["app.kubernetes.io/name"] for name in SERVICES}
+    kinds = set()
+    for doc in documents("ingress-auth.yaml"):
+        kinds.add(doc["kind"])
+        assert doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] in labels
+    assert kinds == {"RequestAuthentication", "AuthorizationPolicy"}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_bundle_layout_is_what_storage_uri_must_hold(name, bundles):
+    bundle = bundles[name]
+    assert sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()) == \
+        sorted([str(CONFIG_PATH), str(ARCHIVE_DIR / "skin.mar")])
+    properties = read_properties(bundle / CONFIG_PATH)
+    assert properties["model_store"] == f"{KSERVE_STORAGE}/{ARCHIVE_DIR}"
+    assert properties["service_envelope"] == "kservev2"
+    assert properties["disable_token_authorization"] == "true"
+    assert "load_models" not in properties
+    snapshot = json.loads(properties["model_snapshot"])
+    manifest = archive_manifest(bundle / ARCHIVE_DIR / "skin.mar")
+    [(model, versions)] = snapshot["models"].items()
+    [(version, settings)] = versions.items()
+    assert (model, version) == (manifest["modelName"], manifest["modelVersion"])
+    assert (bundle / ARCHIVE_DIR / settings["marName"]).is_file()
+    config = yaml.safe_load(SERVICES[name].read_text())
+    assert settings["batchSize"] == config["batchSize"]
+    assert settings["maxWorkers"] == config["maxWorkers"]
+    base = read_properties(REPO / "config.properties")
+    assert properties["max_request_size"] == base["max_request_size"]
+
+
+def test_torchserve_serves_v2_without_keys_from_the_bundle_config(bundles, tmp_path,
+                                                                 fixture_images):
+    """The CPU bundle's own configuration (snapshot, envelope, no token authorization) on a real
+    TorchServe; only the addresses and the store's path are this machine's."""
+    bundle = bundles["skin-cpu.yaml"]
+    here = {*ADDRESS_KEYS.values(), *GRPC_PORT_KEYS.values(), "model_store"}
+    properties = {key: value for key, value in read_properties(bundle / CONFIG_PATH).items()
+                  if key not in here}
+    # The snapshot stands in for load_models, as it does in the pod.
+    server = TorchServe.on_free_ports(tmp_path / "ts", model_store=bundle / ARCHIVE_DIR, models="",
+                                      overrides=properties, protocol="v2")
+    server.start()
+    try:
+        answer = None
+        for _ in range(360):
+            try:
+                answer = requests.post(server.inference_url(), timeout=30,
+                                       json=v2.request(fixture_images["NV_ISIC_0024306.jpg"]))
+            except requests.ConnectionError:
+                answer = None
+            if answer is not None and answer.status_code == 200:
+                break
+            assert server.process.poll() is None, f"TorchServe exited; see {server.home}/logs"
+            time.sleep(0.5)
+        assert answer is not None and answer.status_code == 200, answer and answer.text
+        check_prediction(v2.answer_from_response(answer.json()))
+        assert not server.key_file.exists(), "token authorization should be off in the bundle"
+        assert requests.get(f"{server.url('inference')}/ping", timeout=10).json()["status"] == "Healthy"
+    finally:
+        server.stop()

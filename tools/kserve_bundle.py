@@ -1,0 +1,61 @@
+"""Lay out the folder that an InferenceService's storageUri points at (`make kserve-bundle`).
+
+    python -m tools.kserve_bundle [--out .run/kserve-bundle] [--model-config bench/gpu-model-config.yaml]
+
+KServe's TorchServe runtime expects, under storageUri, ``config/config.properties`` and
+``model-store/<model>.mar``. The archive is model_store/skin.mar as `make archive` built it; the
+configuration is config.properties with the KServe changes of tools/deploy_config.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+from tools.archive import DEFAULT_CONFIG, MODEL_STORE
+from tools.deploy_config import kserve_properties, model_snapshot
+from tools.torchserve import REPO, write_properties
+
+DEFAULT_OUT = REPO / ".run" / "kserve-bundle"
+CONFIG_PATH = Path("config") / "config.properties"
+ARCHIVE_DIR = Path("model-store")
+
+
+def archive_manifest(archive: Path) -> dict:
+    """The archive's MAR-INF/MANIFEST.json: its model name and version."""
+    with zipfile.ZipFile(archive) as mar:
+        return json.loads(mar.read("MAR-INF/MANIFEST.json"))["model"]
+
+
+def write_bundle(out: Path = DEFAULT_OUT, archive: Path = MODEL_STORE / "skin.mar",
+                 model_config: Path = DEFAULT_CONFIG) -> Path:
+    """Copy the archive and write the configuration under ``out``; returns ``out``."""
+    manifest = archive_manifest(archive)
+    snapshot = model_snapshot(manifest["modelName"], manifest["modelVersion"], archive.name,
+                              model_config)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / ARCHIVE_DIR).mkdir(parents=True)
+    (out / CONFIG_PATH).parent.mkdir(parents=True)
+    shutil.copy2(archive, out / ARCHIVE_DIR / archive.name)
+    write_properties(kserve_properties(snapshot), out / CONFIG_PATH)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--archive", type=Path, default=MODEL_STORE / "skin.mar")
+    parser.add_argument("--model-config", type=Path, default=DEFAULT_CONFIG,
+                        help="workers and batching for the snapshot (bench/gpu-model-config.yaml "
+                             "for the GPU service)")
+    args = parser.parse_args()
+    out = write_bundle(args.out, args.archive, args.model_config)
+    print(f"wrote {out}: {CONFIG_PATH} and {ARCHIVE_DIR / args.archive.name}; upload it where the "
+          "InferenceService's storageUri points")
+
+
+if __name__ == "__main__":
+    main()
