@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 HANDLER_DIR = REPO / "handler"
 MODEL_STORE = REPO / "model_store"
 DEFAULT_CONFIG = HANDLER_DIR / "model-config.yaml"
-PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "checkpoint.py", "model.py",
-                 "preprocessing.py", "skin_handler.py")
+PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "checkpoint.py",
+                 "explanation.py", "gradcam.py", "model.py", "preprocessing.py", "skin_handler.py")
 
 
 def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path = MODEL_STORE,
