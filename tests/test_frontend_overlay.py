@@ -64,13 +64,18 @@ def test_each_heatmap_cell_colours_the_pixels_it_describes(hot):
     base = np.asarray(display_frame(photo, frame), dtype=float)
     drawn = np.asarray(overlay(photo, explanation), dtype=float)
     assert drawn.shape == base.shape
-    # Red rises with the heat on grey, so red's excess is where the heat is.
-    excess = np.clip(drawn[..., 0] - drawn[..., 0].min(), 0, None)
-    ys, xs = np.indices(excess.shape)
+    # On a uniform photo every cold pixel looks like the corner; what differs from it is heat.
+    heat = np.abs(drawn - drawn[0, 0]).sum(-1)
+    ys, xs = np.indices(heat.shape)
     cell_height, cell_width = drawn.shape[0] / 9, drawn.shape[1] / 12
-    centre = ((excess * ys).sum() / excess.sum() + 0.5) / cell_height, ((excess * xs).sum() / excess.sum() + 0.5) / cell_width
-    assert centre == pytest.approx((hot[0] + 0.5, hot[1] + 0.5), abs=0.1)
-    assert np.abs(drawn - base).sum(-1)[0, 0] < np.abs(drawn - base).sum(-1).max() / 4
+    centre = ((heat * ys).sum() / heat.sum() + 0.5) / cell_height, ((heat * xs).sum() / heat.sum() + 0.5) / cell_width
+    assert centre == pytest.approx((hot[0] + 0.5, hot[1] + 0.5), abs=0.05)
+    # Interpolation spreads a cell no further than its neighbours' centres.
+    far = ((np.abs((ys + 0.5) / cell_height - hot[0] - 0.5) > 1.5)
+           | (np.abs((xs + 0.5) / cell_width - hot[1] - 0.5) > 1.5))
+    assert heat[far].max() == 0 and heat[~far].max() > 0
+    # Cold areas keep most of the photo.
+    assert np.abs(drawn[0, 0] - base[0, 0]).max() < 0.15 * 255
 
 
 def test_the_overlay_png_is_lossless_and_the_frame_size():
