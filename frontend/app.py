@@ -1,20 +1,27 @@
 """SKIN's page: a dermoscopy photo in; the eight lesion classes ranked, in plain language.
 
 Run it with `python -m frontend.run` (or `make serve`, which starts TorchServe too). The page only
-lays things out: the client, the photo preparation and the ranking live in their own modules.
+lays things out: the client, the photo preparation, the ranking and the heatmap overlay live in
+their own modules.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from frontend.chart import ranking_chart
 from frontend.client import ClientConfig, ServerProblem, SkinClient
-from frontend.photo import prepare_photo
+from frontend.explanation import Explanation
+from frontend.overlay import overlay_png
+from frontend.photo import Photo, prepare_photo
 from frontend.ranking import Ranking
 from frontend.texts import LANGUAGES, Texts
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+Answer = TypeVar("Answer")
 
 
 @st.cache_resource
@@ -22,20 +29,44 @@ def client_for(config: ClientConfig) -> SkinClient:
     return SkinClient(config)
 
 
-def classify(shot: UploadedFile, body: bytes, texts: Texts) -> Ranking | None:
-    """The server's answer for this photo, or None after showing why there is none."""
-    # Kept per session, so switching language re-draws the answer without asking the server again.
-    kept = st.session_state.get("answer")
+def ask_once(kind: str, shot: UploadedFile, question: Callable[[SkinClient], Answer],
+             texts: Texts) -> Answer | None:
+    """The server's answer of this kind for this photo, or None after showing why there is none."""
+    # Kept per session, so switching language or the overlay re-draws without asking again.
+    kept = st.session_state.get(kind)
     if kept is not None and kept[0] == shot.file_id:
         return kept[1]
     try:
         with st.spinner(texts.working):
-            ranking = client_for(ClientConfig.from_env()).classify(body)
+            answer = question(client_for(ClientConfig.from_env()))
     except ServerProblem as failure:
         st.error(texts.problems[failure.problem].format(detail=failure.detail))
         return None
-    st.session_state["answer"] = (shot.file_id, ranking)
-    return ranking
+    st.session_state[kind] = (shot.file_id, answer)
+    return answer
+
+
+def classify(shot: UploadedFile, body: bytes, texts: Texts) -> Ranking | None:
+    return ask_once("answer", shot, lambda client: client.classify(body), texts)
+
+
+def explain(shot: UploadedFile, body: bytes, texts: Texts) -> Explanation | None:
+    return ask_once("explanation", shot, lambda client: client.explain(body), texts)
+
+
+def show_photo(shot: UploadedFile, photo: Photo, texts: Texts) -> None:
+    """The photo; with the toggle on, the part the model saw, coloured by what it looked at."""
+    if not photo.viewable:
+        st.caption(texts.unreadable_preview)
+        return
+    picture = st.empty()  # above the toggle, though drawn after it
+    if st.toggle(texts.overlay_toggle, key="overlay"):
+        explanation = explain(shot, photo.body, texts)
+        if explanation is not None:
+            picture.image(overlay_png(photo.body, explanation), width="stretch")
+            st.caption(texts.overlay_caption.format(name=texts.name(explanation.lesion)))
+            return
+    picture.image(photo.body, width="stretch")
 
 
 def percent(probability: float) -> str:
@@ -87,10 +118,7 @@ if shot is not None:
     photo = prepare_photo(shot.getvalue())
     left, right = st.columns([2, 3])
     with left:
-        if photo.viewable:
-            st.image(photo.body, width="stretch")
-        else:
-            st.caption(texts.unreadable_preview)
+        show_photo(shot, photo, texts)
     with right:
         ranking = classify(shot, photo.body, texts)
         if ranking is not None:

@@ -3,18 +3,21 @@
 Configuration comes from the environment so the same page serves `make serve`, tests and a remote
 deployment: SKIN_INFERENCE_URL, SKIN_KEY_FILE (TorchServe's key_file.json), SKIN_TOKEN (a key
 that overrides the file) and SKIN_PROTOCOL (v1, or v2 for a server with the kservev2 envelope).
+Explanations go to the same server's /explanations/ for the same model (v1 only).
 """
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
+from frontend.explanation import Explanation
 from frontend.ranking import Ranking
 from handler import v2
 from tools.torchserve import DEFAULT_KEY_FILE, inference_path, protocol_from_env, read_key
@@ -27,6 +30,7 @@ READ_TIMEOUT_S = 75.0
 RETRY_PAUSE_S = 1.0
 # Worth one more try: the server restarts a worker (507) or its queue is full (503).
 _TRANSIENT_STATUSES = {503, 507}
+Answer = TypeVar("Answer")
 
 
 class Problem(Enum):
@@ -63,6 +67,11 @@ class ClientConfig:
         return cls(url=url, key_file=Path(environ.get("SKIN_KEY_FILE") or DEFAULT_KEY_FILE),
                    token=environ.get("SKIN_TOKEN") or None, protocol=protocol)
 
+    @property
+    def explanations_url(self) -> str:
+        """TorchServe serves a model's explanations beside its predictions."""
+        return self.url.replace("/predictions/", "/explanations/", 1)
+
 
 @dataclass
 class SkinClient:
@@ -74,17 +83,28 @@ class SkinClient:
 
     def classify(self, image: bytes) -> Ranking:
         """Rank the eight classes for one image; raises ServerProblem."""
+        return self._answer(self._ask(self.config.url, image), lambda body: Ranking.from_response(
+            v2.answer_from_response(body) if self.config.protocol == "v2" else body))
+
+    def explain(self, image: bytes) -> Explanation:
+        """The heatmap of what the model looked at for its top class; raises ServerProblem."""
+        if self.config.protocol == "v2":
+            # A v2 server answers v1 requests with 400, and the page reads explanations in v1 only.
+            raise ServerProblem(Problem.UNEXPECTED, "explanations need SKIN_PROTOCOL=v1")
+        return self._answer(self._ask(self.config.explanations_url, image), Explanation.from_response)
+
+    def _ask(self, url: str, image: bytes) -> requests.Response:
         if self._key is None:
             self._key = self._read_key()
-        response = self._post(image)
+        response = self._post(url, image)
         if _key_rejected(response):
             # TorchServe rotates keys (POST /token) and rewrites key_file.json: read it again.
             fresh = self._read_key()
             if fresh is None or fresh == self._key:
                 raise ServerProblem(Problem.KEY, self._key_source())
             self._key = fresh
-            response = self._post(image)
-        return self._ranking(response)
+            response = self._post(url, image)
+        return response
 
     def _read_key(self) -> str | None:
         if self.config.token:
@@ -98,36 +118,34 @@ class SkinClient:
     def _key_source(self) -> str:
         return "SKIN_TOKEN" if self.config.token else str(self.config.key_file)
 
-    def _post(self, image: bytes) -> requests.Response:
+    def _post(self, url: str, image: bytes) -> requests.Response:
         """POST, and once more after a pause when the server is unreachable or busy."""
         try:
-            response = self._send(image)
+            response = self._send(url, image)
             if response.status_code not in _TRANSIENT_STATUSES:
                 return response
         except ServerProblem as failure:
             if failure.problem is not Problem.NOT_RUNNING:
                 raise
         time.sleep(RETRY_PAUSE_S)
-        return self._send(image)
+        return self._send(url, image)
 
-    def _send(self, image: bytes) -> requests.Response:
+    def _send(self, url: str, image: bytes) -> requests.Response:
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         body = {"json": v2.request(image)} if self.config.protocol == "v2" else {"data": image}
         try:
-            return self.session.post(self.config.url, headers=headers,
-                                     timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **body)
+            return self.session.post(url, headers=headers, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+                                     **body)
         except requests.ReadTimeout:
-            raise ServerProblem(Problem.TIMEOUT, self.config.url) from None
+            raise ServerProblem(Problem.TIMEOUT, url) from None
         except requests.ConnectionError:
-            raise ServerProblem(Problem.NOT_RUNNING, self.config.url) from None
+            raise ServerProblem(Problem.NOT_RUNNING, url) from None
 
-    def _ranking(self, response: requests.Response) -> Ranking:
+    def _answer(self, response: requests.Response, parse: Callable[[dict], Answer]) -> Answer:
         status = response.status_code
         if status == 200:
             try:
-                body = response.json()
-                return Ranking.from_response(v2.answer_from_response(body)
-                                             if self.config.protocol == "v2" else body)
+                return parse(response.json())
             except ValueError as exc:
                 raise ServerProblem(Problem.UNEXPECTED, str(exc)) from None
         if _key_rejected(response):
@@ -137,7 +155,7 @@ class SkinClient:
             detail = "error" if self.config.protocol == "v2" else "detail"
             raise ServerProblem(Problem.INVALID_IMAGE, _json_field(response, detail))
         if status == 404:
-            raise ServerProblem(Problem.NOT_LOADED, self.config.url)
+            raise ServerProblem(Problem.NOT_LOADED, response.url)
         if status == 413:
             raise ServerProblem(Problem.TOO_LARGE)
         if status in _TRANSIENT_STATUSES:

@@ -30,6 +30,8 @@ class Texts:
     model_version: str  # {model}, {version}
     unreadable_preview: str
     problems: dict[Problem, str]  # {detail}
+    overlay_toggle: str
+    overlay_caption: str  # {name}: the class the heatmap explains
 
     def name(self, lesion: LesionClass) -> str:
         return lesion.name_zh if self.chinese else lesion.name
@@ -78,6 +80,9 @@ ENGLISH = Texts(
         Problem.TIMEOUT: "The model server took too long to answer ({detail}). Try again.",
         Problem.UNEXPECTED: "The model server gave an unexpected answer: {detail}",
     },
+    overlay_toggle="Show what the model looked at",
+    overlay_caption="The part of the photo the model sees. Warm colours mark the areas that counted "
+                    "most towards {name}; this shows where the model looked, not why it is right.",
 )
 
 CHINESE = Texts(
@@ -117,6 +122,9 @@ CHINESE = Texts(
         Problem.TIMEOUT: "模型服务器响应超时（{detail}），请重试。",
         Problem.UNEXPECTED: "模型服务器返回了意外的结果：{detail}",
     },
+    overlay_toggle="显示模型关注的区域",
+    overlay_caption="这是模型看到的照片区域。暖色标出对“{name}”这一结果影响最大的部分；"
+                    "它说明模型看了哪里，而不说明结果是否正确。",
 )
 
 LANGUAGES = {"English": ENGLISH, "中文": CHINESE}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +29,15 @@ class Batch:
     positions: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
     probabilities: torch.Tensor | None = None
+
+    def select(self, keep: Callable[[int], bool]) -> "Batch":
+        """The requests whose index ``keep`` accepts, at their places in the batch; the others are
+        left out, so that their answers come from elsewhere."""
+        rows = [row for row, idx in enumerate(self.positions) if keep(idx)]
+        return Batch(size=self.size,
+                     images=self.images[rows] if rows else None,
+                     positions=[self.positions[row] for row in rows],
+                     errors={idx: message for idx, message in self.errors.items() if keep(idx)})
 
 
 def request_bytes(row: dict) -> bytes:

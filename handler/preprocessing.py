@@ -99,9 +99,12 @@ def fit_to_frame(image: Image.Image, size: int | tuple[int, int]) -> Image.Image
         image = image.transpose(Image.Transpose.ROTATE_90)
     scale = min(image.width / width, image.height / height)
     box_width, box_height = width * scale, height * scale
-    left, top = (image.width - box_width) / 2, (image.height - box_height) / 2
+    # Rounding can put the box a hair outside the image (112 * (225 / 112) > 225), which Pillow
+    # refuses; the box never needs to leave it.
+    left, top = max(0.0, (image.width - box_width) / 2), max(0.0, (image.height - box_height) / 2)
     return image.resize((width, height), Image.Resampling.BILINEAR,
-                        box=(left, top, left + box_width, top + box_height))
+                        box=(left, top, min(image.width, left + box_width),
+                             min(image.height, top + box_height)))
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:

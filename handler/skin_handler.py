@@ -2,7 +2,8 @@
 
 The request path reads top to bottom: ``preprocess`` turns each request into an image tensor or a
 per-request error, ``inference`` runs the good images as one batch, ``postprocess`` ranks the classes
-and answers the bad requests with HTTP 400 without failing the rest of the batch.
+and answers the bad requests with HTTP 400 without failing the rest of the batch. Requests to
+``/explanations/skin`` take ``explain_handle`` instead, which answers each with a Grad-CAM heatmap.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.classes import CLASSES
 from handler.cpus import available_cores
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
+from handler.explanation import UnknownClassError, explanation_body, requested_class
+from handler.gradcam import grad_cam
 from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
 
 logger = logging.getLogger(__name__)
@@ -100,8 +103,7 @@ class SkinHandler(BaseHandler):
     def postprocess(self, batch: Batch) -> list[dict]:
         responses: list[dict] = [{} for _ in range(batch.size)]
         for idx, message in batch.errors.items():
-            self.context.set_response_status(400, message, idx)
-            responses[idx] = {"error": "invalid_image", "detail": message}
+            responses[idx] = self._rejected(idx, "invalid_image", message)
         if batch.errors:
             self.context.metrics.add_counter("SkinImagesRejected", len(batch.errors))
         for row, idx in enumerate(batch.positions):
@@ -144,6 +146,51 @@ class SkinHandler(BaseHandler):
             "metrics": self.metadata.get("metrics", {}),
             "data": self.metadata.get("data", {}),
         }
+
+    def _is_explain(self) -> bool:
+        # TorchServe reads the flag from request 0 alone, yet it batches /explanations requests
+        # with /predictions ones: any request asking sends the batch to explain_handle.
+        return any(self._wants_explanation(idx) for idx in range(len(self.context.request_processor)))
+
+    def _wants_explanation(self, idx: int) -> bool:
+        return self.context.get_request_header(idx, "explain") == "True"
+
+    def explain_handle(self, batch: Batch, raw_data: list[dict]) -> list[dict]:
+        """A heatmap for each /explanations request of the batch, the ranking for each other one."""
+        wanted = {idx for idx in range(batch.size) if self._wants_explanation(idx)}
+        responses = self.postprocess(self.inference(batch.select(lambda idx: idx not in wanted)))
+        targets: dict[int, int | None] = {}
+        for idx in sorted(wanted):
+            try:
+                targets[idx] = requested_class(raw_data[idx])
+            except UnknownClassError as exc:
+                responses[idx] = self._rejected(idx, "unknown_class", str(exc))
+        explained = batch.select(targets.__contains__)
+        for idx, message in explained.errors.items():
+            responses[idx] = self._rejected(idx, "invalid_image", message)
+        if explained.errors:
+            self.context.metrics.add_counter("SkinImagesRejected", len(explained.errors))
+        if explained.images is not None:
+            answers = self.get_insights(explained.images, [targets[idx] for idx in explained.positions])
+            for idx, answer in zip(explained.positions, answers):
+                responses[idx] = answer
+        return responses
+
+    def get_insights(self, frames: torch.Tensor, targets: list[int | None]) -> list[dict]:
+        """Grad-CAM on the last residual stage for uint8 frames; a target of None explains the top
+        class. Full precision, since gradients through fp16 autocast lose the small ones."""
+        started = time.perf_counter()
+        images = model_input(frames.to(self.device), self.colour_constancy, self.mean, self.std)
+        cam = grad_cam(self.model, self.model.layer4, images, targets)
+        probabilities = torch.softmax(cam.logits / self.temperature, dim=1)
+        self._gauge("SkinExplainMs", (time.perf_counter() - started) * 1000, "ms")
+        return [explanation_body(self.model_name, self.model_version, self.input_size, heatmap,
+                                 int(chosen), float(row[chosen]), requested=target is not None)
+                for heatmap, chosen, row, target in zip(cam.heatmaps, cam.classes, probabilities, targets)]
+
+    def _rejected(self, idx: int, error: str, message: str) -> dict:
+        self.context.set_response_status(400, message, idx)
+        return {"error": error, "detail": message}
 
     def _gauge(self, name: str, value: float, unit: str) -> None:
         self.context.metrics.add_metric(name, round(value, 3), unit, metric_type=MetricTypes.GAUGE)

@@ -1,27 +1,35 @@
-"""One real browser: headless Chromium uploads a photo to the page served by `streamlit run`.
+"""One real browser: headless Chromium uploads a photo to the page served by `streamlit run`, turns
+on the heatmap overlay, and, at a phone's size, takes a photo with a camera fed from a fixture.
 
-SKIN_SCREENSHOTS=1 also writes docs/screenshot-desktop.png and docs/screenshot-phone.png.
+SKIN_SCREENSHOTS=1 also writes docs/screenshot-desktop.png, docs/screenshot-phone.png and
+docs/screenshot-overlay.png.
 """
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from frontend.explanation import Explanation
+from frontend.overlay import overlay
 from frontend.photo import prepare_photo
 from frontend.run import REPO, page_environment, streamlit_command
 from frontend.serve_all import stop_page, wait_for_page
 from handler.classes import BY_CODE
-from test_frontend_page import served_answer
+from test_frontend_page import served_answer, served_explanation
 from tools.torchserve import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -52,16 +60,43 @@ def page_url(torchserve, inference_url) -> str:
         stop_page(page)
 
 
-@pytest.fixture
-def browser(tmp_path) -> webdriver.Chrome:
+def write_y4m(photo: Path, path: Path, size: tuple[int, int] = (640, 480)) -> Path:
+    """A one-frame YUV4MPEG2 video of ``photo``, which Chromium plays as its fake camera."""
+    frame = Image.open(photo).convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    luma, blue, red = frame.convert("YCbCr").split()
+    half = (size[0] // 2, size[1] // 2)
+    planes = [luma] + [plane.resize(half, Image.Resampling.BOX) for plane in (blue, red)]
+    path.write_bytes(f"YUV4MPEG2 W{size[0]} H{size[1]} F30:1 Ip A1:1 C420jpeg\n".encode() + b"FRAME\n"
+                     + b"".join(plane.tobytes() for plane in planes))
+    return path
+
+
+def chromium(tmp_path: Path, *extra: str) -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-                 f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):
+                 f"--window-size={DESKTOP[0]},{DESKTOP[1]}", *extra):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+@pytest.fixture
+def browser(tmp_path) -> webdriver.Chrome:
+    driver = chromium(tmp_path)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def camera_browser(tmp_path) -> webdriver.Chrome:
+    """Chromium whose camera shows a fixture photo, with the permission prompt answered yes."""
+    video = write_y4m(PHOTO, tmp_path / "lesion.y4m")
+    driver = chromium(tmp_path, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                      f"--use-file-for-fake-video-capture={video}")
     try:
         yield driver
     finally:
@@ -70,6 +105,35 @@ def browser(tmp_path) -> webdriver.Chrome:
 
 def shows(text: str):
     return lambda driver: text in driver.find_element(By.TAG_NAME, "body").text
+
+
+def shown_image(driver: webdriver.Chrome) -> bytes:
+    """The picture in the page's photo column, fetched by the browser from Streamlit as it shows it."""
+    source = driver.find_element(By.CSS_SELECTOR, '[data-testid="stImage"] img').get_attribute("src")
+    encoded = driver.execute_async_script("""
+        const [source, done] = arguments;
+        fetch(source).then(r => r.arrayBuffer()).then(buffer => {
+            let text = "";
+            for (const byte of new Uint8Array(buffer)) text += String.fromCharCode(byte);
+            done(btoa(text));
+        });""", source)
+    return base64.b64decode(encoded)
+
+
+def pixels(image: bytes | Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+    picture = Image.open(io.BytesIO(image)) if isinstance(image, bytes) else image
+    picture = picture.convert("RGB")
+    return np.asarray(picture.resize(size) if size else picture, dtype=float)
+
+
+def click_text(driver: webdriver.Chrome, element: str, text: str) -> None:
+    WebDriverWait(driver, 60).until(expected_conditions.element_to_be_clickable(
+        (By.XPATH, f"//{element}[contains(., '{text}')]"))).click()
+
+
+def expected_top(answer: dict) -> str:
+    top = answer["predictions"][0]
+    return f"{BY_CODE[top['code']].name}: {top['probability']:.0%}"
 
 
 def screenshot(driver: webdriver.Chrome, path: Path, size: tuple[int, int], mobile: bool) -> None:
@@ -89,22 +153,51 @@ def screenshot(driver: webdriver.Chrome, path: Path, size: tuple[int, int], mobi
 
 
 def test_upload_in_a_real_browser(page_url, browser, torchserve, inference_url, tmp_path):
-    answer = served_answer(torchserve, inference_url, prepare_photo(PHOTO.read_bytes()).body).json()
-    top = answer["predictions"][0]
-    expected = f"{BY_CODE[top['code']].name}: {top['probability']:.0%}"
+    body = prepare_photo(PHOTO.read_bytes()).body
+    answer = served_answer(torchserve, inference_url, body).json()
 
     started = time.monotonic()
     browser.get(page_url)
     upload = WebDriverWait(browser, 60).until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
     upload.send_keys(str(PHOTO))
-    WebDriverWait(browser, 90).until(shows(expected))
+    WebDriverWait(browser, 90).until(shows(expected_top(answer)))
     print(f"\npage load to result shown: {time.monotonic() - started:.1f}s")
     assert "This is not a diagnosis" in browser.find_element(By.TAG_NAME, "body").text
 
     browser.save_screenshot(str(tmp_path / "desktop.png"))
-    if os.environ.get("SKIN_SCREENSHOTS") == "1":
+    screenshots = os.environ.get("SKIN_SCREENSHOTS") == "1"
+    if screenshots:
         screenshot(browser, tmp_path / "screenshot-desktop.png", DESKTOP, mobile=False)
         screenshot(browser, tmp_path / "screenshot-phone.png", PHONE, mobile=True)
-        for name in ("screenshot-desktop.png", "screenshot-phone.png"):
+
+    # The overlay the browser shows is the heatmap of this photo over the model's own frame.
+    explanation = Explanation.from_response(served_explanation(torchserve, inference_url, body))
+    click_text(browser, "label", "Show what the model looked at")
+    WebDriverWait(browser, 90).until(shows(f"counted most towards {explanation.lesion.name}"))
+    shown, drawn = pixels(shown_image(browser)), pixels(overlay(body, explanation))
+    assert shown.shape == drawn.shape
+    assert np.abs(shown - drawn).mean() < 1
+    if screenshots:
+        screenshot(browser, tmp_path / "screenshot-overlay.png", DESKTOP, mobile=False)
+        for name in ("screenshot-desktop.png", "screenshot-phone.png", "screenshot-overlay.png"):
             shutil.copy(tmp_path / name, REPO / "docs" / name)
+
+
+def test_camera_photo_at_phone_size(page_url, camera_browser, torchserve, inference_url):
+    camera_browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": PHONE[0], "height": PHONE[1], "deviceScaleFactor": 2, "mobile": True})
+    camera_browser.get(page_url)
+    click_text(camera_browser, "button", "Use the camera")
+    click_text(camera_browser, "button", "Take Photo")
+    WebDriverWait(camera_browser, 90).until(shows("Most likely"))
+
+    # The photo the page sent, as it shows it: of the fixtures, the one the fake camera plays.
+    sent = shown_image(camera_browser)
+    picture = pixels(sent)
+    assert picture.shape == (480, 640, 3)
+    distance = {path.name: np.abs(picture - pixels(path.read_bytes(), (640, 480))).mean()
+                for path in PHOTO.parent.glob("*.jpg")}
+    assert min(distance, key=distance.get) == PHOTO.name, distance
+    answer = served_answer(torchserve, inference_url, sent).json()
+    WebDriverWait(camera_browser, 30).until(shows(expected_top(answer)))

@@ -131,3 +131,36 @@ def test_rejected_key_is_explained(page, monkeypatch, fixture_images):
     assert not page.exception
     [error] = page.error
     assert "refused the access key from SKIN_TOKEN" in error.value
+
+
+def served_explanation(torchserve, inference_url: str, body: bytes) -> dict:
+    """TorchServe's explanation of ``body``, asked directly rather than through the page."""
+    answer = requests.post(inference_url.replace("/predictions/", "/explanations/"), data=body,
+                           headers=torchserve.headers(), timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_overlay_toggle_shows_what_the_model_looked_at(page, torchserve, inference_url,
+                                                       fixture_images):
+    original = fixture_images["MEL_ISIC_0024310.jpg"]
+    body = prepare_photo(original).body
+    answer = served_answer(torchserve, inference_url, body).json()
+    explained = served_explanation(torchserve, inference_url, body)
+    assert explained["class"]["code"] == answer["predictions"][0]["code"]
+    page.file_uploader(key="upload").upload("lesion.jpg", original, "image/jpeg").run()
+    [photo] = page.image
+    assert "counted most" not in page_text(page)
+
+    page.toggle(key="overlay").set_value(True).run()
+    assert_ranked_result(page, answer)
+    [drawn] = page.image
+    assert drawn.value != photo.value
+    lesion = BY_CODE[explained["class"]["code"]]
+    assert f"counted most towards {lesion.name}" in page_text(page)
+    page.segmented_control(key="language").set_value("中文").run()
+    assert f"对“{lesion.name_zh}”这一结果影响最大" in page_text(page)
+
+    page.toggle(key="overlay").set_value(False).run()
+    assert [image.value for image in page.image] == [photo.value]
+    assert "影响最大" not in page_text(page)

@@ -192,6 +192,14 @@ def test_a_hostile_strip_is_framed_without_a_huge_intermediate(size):
     assert near(image_to_tensor(framed), RED).all()
 
 
+@pytest.mark.parametrize("frame", [(112, 112), (150, 200), (96, 128)])
+def test_every_photo_size_is_framed_despite_float_rounding(frame):
+    # Square 112 (release 1.0) and 150x200 frames put the crop box 1e-14 px outside many sizes.
+    sizes = [(width, height) for height in range(40, 400) for width in range(height, 2 * height, 13)]
+    for size in sizes:
+        assert fit_to_frame(Image.new("RGB", size), frame).size == (frame[1], frame[0]), size
+
+
 def cast(batch: torch.Tensor, gains: tuple[float, float, float]) -> torch.Tensor:
     """``batch`` as another camera would see it: each channel scaled, then stored as uint8."""
     return (batch.float() * torch.tensor(gains).view(1, 3, 1, 1)).round().clamp(0, 255).to(torch.uint8)

@@ -22,7 +22,8 @@ HANDLER_DIR = REPO / "handler"
 MODEL_STORE = REPO / "model_store"
 DEFAULT_CONFIG = HANDLER_DIR / "model-config.yaml"
 PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "checkpoint.py", "cpus.py",
-                 "kservev2_envelope.py", "model.py", "preprocessing.py", "skin_handler.py", "v2.py")
+                 "explanation.py", "gradcam.py", "kservev2_envelope.py", "model.py", "preprocessing.py",
+                 "skin_handler.py", "v2.py")
 
 
 def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path = MODEL_STORE,
