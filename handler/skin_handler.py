@@ -19,9 +19,9 @@ from handler.batch import Batch, request_bytes
 from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.classes import CLASSES
 from handler.cpus import available_cores
-from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.explanation import UnknownClassError, explanation_body, requested_class
 from handler.gradcam import grad_cam
+from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
 
 logger = logging.getLogger(__name__)
