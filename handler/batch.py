@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from handler.gate import Verdict
 from handler.preprocessing import InvalidImageError
 
 IMAGE_FIELDS = ("data", "file", "body")
@@ -24,7 +25,9 @@ class Batch:
     images: torch.Tensor | None = None
     positions: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each good image
     probabilities: torch.Tensor | None = None
+    verdicts: list[Verdict] = field(default_factory=list)  # the gate's, one per good image
 
 
 def request_bytes(row: dict) -> bytes:
