@@ -13,6 +13,7 @@ from frontend.client import ClientConfig, ServerProblem, SkinClient
 from frontend.photo import prepare_photo
 from frontend.ranking import Ranking
 from frontend.texts import LANGUAGES, Texts
+from frontend.verdict import GateVerdict
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 
@@ -58,6 +59,12 @@ def show_ranking(ranking: Ranking, texts: Texts) -> None:
         st.info(texts.no_flag.format(**summary))
 
 
+def show_refusal(gate: GateVerdict, texts: Texts) -> None:
+    st.subheader(texts.refused_title)
+    st.warning(texts.refusal(gate), icon=":material/photo_camera:")
+    st.caption(texts.refused_note)
+
+
 def show_chart(ranking: Ranking, texts: Texts) -> None:
     st.markdown(f"**{texts.all_classes}**")
     st.altair_chart(ranking_chart(ranking, texts), width="stretch")
@@ -93,7 +100,9 @@ if shot is not None:
             st.caption(texts.unreadable_preview)
     with right:
         ranking = classify(shot, photo.body, texts)
-        if ranking is not None:
+        if ranking is not None and not ranking.gate.accepted:
+            show_refusal(ranking.gate, texts)
+        elif ranking is not None:
             show_ranking(ranking, texts)
-    if ranking is not None:
+    if ranking is not None and ranking.gate.accepted:
         show_chart(ranking, texts)
