@@ -16,7 +16,6 @@ import pytest
 import requests
 import torch
 from torch.nn import functional as F
-from ts.service import Service
 
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release, save_release
 from handler.classes import CODES
@@ -25,7 +24,7 @@ from handler.gradcam import heatmap_shape
 from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
 from loadtest.checks import check_prediction
 from tests.conftest import TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
-from tests.test_handler import load_service
+from tests.test_handler import load_service, run_batch
 from tools.archive import MODEL_STORE, build_archive
 from tools.torchserve import TorchServe
 
@@ -126,12 +125,7 @@ def handle(service, requests_: list[tuple[bytes, bool, str | None]]) -> tuple[li
             parameters.append({"name": "target", "contentType": "", "value": target.encode()})
         headers = [{"name": b"explain", "value": b"True"}] if explains else []
         batch.append({"requestId": f"r{i}".encode(), "parameters": parameters, "headers": headers})
-    processors, rows, ids = Service.retrieve_data_for_inference(batch)
-    service.context.request_processor = processors
-    service.context.request_ids = ids
-    service.context.metrics.request_ids = ids
-    responses = service._entry_point(rows, service.context)
-    return responses, [processor.get_response_status_code() for processor in processors]
+    return run_batch(service, batch)
 
 
 def test_the_heatmap_is_the_releases_class_activation_map(service, release, fixture_images):

@@ -42,17 +42,22 @@ def load_service(archive: Path, unpack_to: Path) -> Service:
         sys.path.remove(str(unpack_to))
 
 
-def classify(service: Service, bodies: list[bytes]) -> tuple[list[dict], list[int]]:
-    """One batch through the handler; returns the responses and their HTTP status codes."""
-    batch = [{"requestId": f"r{i}".encode(), "parameters": [
-        {"name": "body", "contentType": "application/octet-stream", "value": body}]}
-        for i, body in enumerate(bodies)]
-    headers, rows, ids = Service.retrieve_data_for_inference(batch)
-    service.context.request_processor = headers
+def run_batch(service: Service, batch: list[dict]) -> tuple[list[dict], list[int]]:
+    """One batch, in the frontend's wire form, through the handler as TorchServe's worker runs it;
+    returns the responses and their HTTP status codes."""
+    processors, rows, ids = Service.retrieve_data_for_inference(batch)
+    service.context.request_processor = processors
     service.context.request_ids = ids
     service.context.metrics.request_ids = ids
     responses = service._entry_point(rows, service.context)
-    return responses, [processor.get_response_status_code() for processor in headers]
+    return responses, [processor.get_response_status_code() for processor in processors]
+
+
+def classify(service: Service, bodies: list[bytes]) -> tuple[list[dict], list[int]]:
+    """One batch of raw image bodies through the handler."""
+    return run_batch(service, [{"requestId": f"r{i}".encode(), "parameters": [
+        {"name": "body", "contentType": "application/octet-stream", "value": body}]}
+        for i, body in enumerate(bodies)])
 
 
 @pytest.fixture(scope="module")
