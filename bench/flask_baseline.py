@@ -16,16 +16,17 @@ from torchvision import transforms
 
 from handler.checkpoint import load_release
 from handler.classes import CLASSES
+from handler.gate import GATE_FILE, load_gate, penultimate
 from handler.preprocessing import input_shape
 
 
 def create_app(weights: Path) -> Flask:
     model, metadata = load_release(weights)
     size = input_shape(metadata["input_size"])
-    transform = transforms.Compose([
-        transforms.Resize(min(size)), transforms.CenterCrop(size), transforms.ToTensor(),
-        transforms.Normalize(metadata["mean"], metadata["std"]),
-    ])
+    frame = transforms.Compose([transforms.Resize(min(size)), transforms.CenterCrop(size),
+                                transforms.PILToTensor()])
+    normalize = transforms.Normalize(metadata["mean"], metadata["std"])
+    gate = load_gate(weights.with_name(GATE_FILE), weights)
     app = Flask(__name__)
 
     @app.get("/health")
@@ -35,14 +36,17 @@ def create_app(weights: Path) -> Flask:
     @app.post("/predict")
     def predict():
         image = Image.open(io.BytesIO(request.files["file"].read())).convert("RGB")
+        pixels = frame(image)
         with torch.inference_mode():
-            logits = model(transform(image).unsqueeze(0))
+            features, logits = penultimate(model, normalize(pixels.float() / 255).unsqueeze(0))
         probabilities = torch.softmax(logits[0] / float(metadata["temperature"]), dim=0).tolist()
         ranked = sorted(zip(CLASSES, probabilities), key=lambda pair: pair[1], reverse=True)
-        # The referral threshold is part of the answer contract that loadtest.checks applies.
+        # The referral threshold and the gate's verdict are part of the answer contract that
+        # loadtest.checks applies.
         return jsonify({"predictions": [{"code": c.code, "name": c.name, "risk": c.risk,
                                          "probability": p} for c, p in ranked],
-                        "referral": {"threshold": metadata["referral"]["threshold"]}})
+                        "referral": {"threshold": metadata["referral"]["threshold"]},
+                        "gate": gate.check(pixels, image.size, features[0]).as_dict()})
 
     return app
 

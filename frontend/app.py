@@ -19,6 +19,7 @@ from frontend.overlay import overlay_png
 from frontend.photo import Photo, prepare_photo
 from frontend.ranking import Ranking
 from frontend.texts import LANGUAGES, Texts
+from frontend.verdict import GateVerdict
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 Answer = TypeVar("Answer")
@@ -89,6 +90,12 @@ def show_ranking(ranking: Ranking, texts: Texts) -> None:
         st.info(texts.no_flag.format(**summary))
 
 
+def show_refusal(gate: GateVerdict, texts: Texts) -> None:
+    st.subheader(texts.refused_title)
+    st.warning(texts.refusal(gate), icon=":material/photo_camera:")
+    st.caption(texts.refused_note)
+
+
 def show_chart(ranking: Ranking, texts: Texts) -> None:
     st.markdown(f"**{texts.all_classes}**")
     st.altair_chart(ranking_chart(ranking, texts), width="stretch")
@@ -121,7 +128,9 @@ if shot is not None:
         show_photo(shot, photo, texts)
     with right:
         ranking = classify(shot, photo.body, texts)
-        if ranking is not None:
+        if ranking is not None and not ranking.gate.accepted:
+            show_refusal(ranking.gate, texts)
+        elif ranking is not None:
             show_ranking(ranking, texts)
-    if ranking is not None:
+    if ranking is not None and ranking.gate.accepted:
         show_chart(ranking, texts)

@@ -1,4 +1,5 @@
-"""A TorchServe answer as the page shows it: every class, ranked, and whether to raise a flag.
+"""A TorchServe answer as the page shows it: the gate's verdict, every class, ranked, and whether to
+raise a flag.
 
 The flag ("see a dermatologist soon") fires when the malignant and pre-malignant classes (MEL, BCC,
 SCC, AK) together reach the release's referral threshold. Training chooses that threshold on the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from frontend.verdict import GateVerdict
 from handler.classes import BY_CODE, LesionClass
 
 
@@ -25,6 +27,7 @@ class Ranking:
     version: str
     scores: tuple[Score, ...]  # most probable first
     referral_threshold: float  # the release's, from the answer
+    gate: GateVerdict
 
     @classmethod
     def from_response(cls, body: dict) -> "Ranking":
@@ -34,12 +37,13 @@ class Ranking:
                       for p in body["predictions"]]
             model, version = str(body["model"]), str(body["version"])
             threshold = float(body["referral"]["threshold"])
+            gate = GateVerdict.from_response(body["gate"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"unexpected answer from the model server: {exc!r}") from None
         if {s.lesion.code for s in scores} != set(BY_CODE):
             raise ValueError("the model server's classes differ from this frontend's classes.json")
         return cls(model, version, tuple(sorted(scores, key=lambda s: s.probability, reverse=True)),
-                   threshold)
+                   threshold, gate)
 
     @property
     def top(self) -> Score:

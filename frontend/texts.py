@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from frontend.client import Problem
+from frontend.verdict import GateVerdict
 from handler.classes import LesionClass
+from handler.refusals import DETAILS
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,20 @@ class Texts:
     problems: dict[Problem, str]  # {detail}
     overlay_toggle: str
     overlay_caption: str  # {name}: the class the heatmap explains
+    refused_title: str
+    refused_note: str
+    refusals: dict[str, str]  # gate reason -> why and how to take the photo again
 
     def name(self, lesion: LesionClass) -> str:
         return lesion.name_zh if self.chinese else lesion.name
 
     def description(self, lesion: LesionClass) -> str:
         return lesion.description_zh if self.chinese else lesion.description
+
+    def refusal(self, gate: GateVerdict) -> str:
+        """Why the photo was refused and what to do; the server's own sentence for a reason this
+        page does not know yet."""
+        return self.refusals.get(gate.reason, gate.detail)
 
 
 ENGLISH = Texts(
@@ -83,6 +93,9 @@ ENGLISH = Texts(
     overlay_toggle="Show what the model looked at",
     overlay_caption="The part of the photo the model sees. Warm colours mark the areas that counted "
                     "most towards {name}; this shows where the model looked, not why it is right.",
+    refused_title="This photo cannot be classified",
+    refused_note="No class is shown for a photo the model cannot read: its answer would mean nothing.",
+    refusals=dict(DETAILS),
 )
 
 CHINESE = Texts(
@@ -125,6 +138,16 @@ CHINESE = Texts(
     overlay_toggle="显示模型关注的区域",
     overlay_caption="这是模型看到的照片区域。暖色标出对“{name}”这一结果影响最大的部分；"
                     "它说明模型看了哪里，而不说明结果是否正确。",
+    refused_title="无法对这张照片进行分类",
+    refused_note="模型无法读取的照片不显示类别：那样的结果没有意义。",
+    refusals={
+        "too_small": "照片太小，无法看清病变。请发送相机拍摄的原尺寸照片，而不是缩略图或裁剪图。",
+        "too_dark": "照片太暗。请打开皮肤镜的灯光或换到更明亮的地方，然后重新拍摄。",
+        "too_bright": "照片太亮或发白。请避免闪光灯和阳光直射，然后重新拍摄。",
+        "blurred": "照片模糊或看不到细节。请让皮肤镜紧贴皮肤，点按病变处对焦，然后重新拍摄。",
+        "not_dermoscopy": "这看起来不像皮肤病变的皮肤镜照片。请通过皮肤镜拍摄单个病变，病变居中并占据画面的大部分。",
+        "gate_error": "无法检查这张照片。请重试，或重新拍摄一张。",
+    },
 )
 
 LANGUAGES = {"English": ENGLISH, "中文": CHINESE}

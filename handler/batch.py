@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from handler.gate import Verdict
 from handler.preprocessing import InvalidImageError
 
 IMAGE_FIELDS = ("data", "file", "body")
@@ -28,7 +29,9 @@ class Batch:
     images: torch.Tensor | None = None
     positions: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each good image
     probabilities: torch.Tensor | None = None
+    verdicts: list[Verdict] = field(default_factory=list)  # the gate's, one per good image
 
     def select(self, keep: Callable[[int], bool]) -> "Batch":
         """The requests whose index ``keep`` accepts, at their places in the batch; the others are
@@ -37,6 +40,7 @@ class Batch:
         return Batch(size=self.size,
                      images=self.images[rows] if rows else None,
                      positions=[self.positions[row] for row in rows],
+                     sizes=[self.sizes[row] for row in rows],
                      errors={idx: message for idx, message in self.errors.items() if keep(idx)})
 
 

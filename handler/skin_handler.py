@@ -1,8 +1,9 @@
 """TorchServe handler for SKIN: one photo in, all eight lesion classes out, ranked by probability.
 
 The request path reads top to bottom: ``preprocess`` turns each request into an image tensor or a
-per-request error, ``inference`` runs the good images as one batch, ``postprocess`` ranks the classes
-and answers the bad requests with HTTP 400 without failing the rest of the batch. Requests to
+per-request error, ``inference`` runs the good images as one batch and puts each through the
+release's gate (handler/gate.py), ``postprocess`` ranks the classes beside the gate's verdict and
+answers the bad requests with HTTP 400 without failing the rest of the batch. Requests to
 ``/explanations/skin`` take ``explain_handle`` instead, which answers each with a Grad-CAM heatmap.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
@@ -20,6 +22,7 @@ from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.classes import CLASSES
 from handler.cpus import available_cores
 from handler.explanation import UnknownClassError, explanation_body, requested_class
+from handler.gate import GATE_FILE, Verdict, gate_error, load_gate, penultimate
 from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
@@ -38,6 +41,9 @@ class SkinHandler(BaseHandler):
         self.mean, self.std = tuple(self.metadata["mean"]), tuple(self.metadata["std"])
         self.temperature = float(self.metadata["temperature"])
         self.referral_threshold = float(self.metadata["referral"]["threshold"])
+        # The gate file must have been fitted on exactly the weights in this archive.
+        self.gate = load_gate(model_dir / GATE_FILE,
+                              model_dir / context.manifest["model"]["serializedFile"])
         self.model_name = context.manifest["model"]["modelName"]
         self.model_version = context.manifest["model"].get("modelVersion", self.metadata["version"])
         config = (getattr(self, "model_yaml_config", None) or {})
@@ -75,6 +81,7 @@ class SkinHandler(BaseHandler):
                 continue
             tensors.append(eval_transform(image, self.input_size))
             batch.positions.append(idx)
+            batch.sizes.append(image.size)
         if tensors:
             batch.images = torch.stack(tensors)
         self._gauge("SkinPreprocessMs", (time.perf_counter() - started) * 1000, "ms")
@@ -89,16 +96,35 @@ class SkinHandler(BaseHandler):
         with torch.inference_mode():
             if self.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):
-                    logits = self.model(images.contiguous(memory_format=torch.channels_last))
+                    features, logits = penultimate(
+                        self.model, images.contiguous(memory_format=torch.channels_last))
             else:
-                logits = self.model(images)
+                features, logits = penultimate(self.model, images)
             batch.probabilities = torch.softmax(logits.float() / self.temperature, dim=1).cpu()
+        batch.verdicts = self.gate_verdicts(batch, features.float().cpu())
         self._gauge("SkinForwardMs", (time.perf_counter() - started) * 1000, "ms")
         self._gauge("SkinBatchSize", len(batch.positions), "count")
         self.context.metrics.add_counter("SkinImagesHandled", len(batch.positions))
         # Images / batches over any interval is the mean batch size, which one gauge cannot show.
         self.context.metrics.add_counter("SkinBatchesRun", 1)
         return batch
+
+    def gate_verdicts(self, batch: Batch, features: torch.Tensor) -> list[Verdict]:
+        """The gate's verdict on each good image; one that cannot be checked is refused alone."""
+        verdicts = []
+        for row, idx in enumerate(batch.positions):
+            try:
+                verdict = self.gate.check(batch.images[row], batch.sizes[row], features[row])
+            except Exception:  # one odd image must not cost the rest of the batch their answers
+                logger.exception("request %d: the gate could not check the image", idx)
+                verdict = gate_error()
+            verdicts.append(verdict)
+            if verdict.accepted:
+                self.context.metrics.add_counter("SkinGateAccepted", 1, dimensions=[])
+            else:
+                self.context.metrics.add_counter("SkinGateRefused", 1,
+                                                 dimensions=[Dimension("Reason", verdict.reason)])
+        return verdicts
 
     def postprocess(self, batch: Batch) -> list[dict]:
         responses: list[dict] = [{} for _ in range(batch.size)]
@@ -107,7 +133,8 @@ class SkinHandler(BaseHandler):
         if batch.errors:
             self.context.metrics.add_counter("SkinImagesRejected", len(batch.errors))
         for row, idx in enumerate(batch.positions):
-            responses[idx] = self.ranked(batch.probabilities[row].tolist())
+            responses[idx] = self.ranked(batch.probabilities[row].tolist()) | {
+                "gate": batch.verdicts[row].as_dict()}
         return responses
 
     def ranked(self, probabilities: list[float]) -> dict:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a randomly initialised release, its archive, and a real TorchServe serving it.
+"""Shared fixtures: a randomly initialised release with its gate, its archive, and a real TorchServe
+serving it.
 
 The session's TorchServe runs on free ports with its own home, so the suite can run beside a live
 `make serve`. Tests that change server state (scaling, registering) must put it back.
@@ -11,11 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from handler.checkpoint import save_release
+from PIL import Image
+
+from handler.checkpoint import load_release, save_release
 from handler.classes import CODES
+from handler.gate import GATE_FILE, save_gate
 from handler.model import SkinResNet34
-from handler.preprocessing import MEAN, STD
+from handler.preprocessing import MEAN, STD, decode_image
 from tools.archive import build_archive
+from training.gate import fit_gate, frames_of, measure
 from tools.torchserve import TorchServe
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -31,6 +36,12 @@ responseTimeout: 60
 handler:
   threads_per_worker: 1
 """
+# A test release's gate is fitted on the fixture photos with no quantile cut, so its thresholds sit
+# on the fixtures themselves; the page re-encodes a photo and the server batches it differently,
+# which moves each measure a little. These factors widen the thresholds past that, and stay far
+# inside the photos built to be refused (a seventh of the light, 2.5x the light, a blur of 8 px).
+FIXTURE_GATE_MARGINS = {"min_luminance": 0.9, "max_luminance": 1.1, "min_sharpness": 0.8,
+                        "max_distance": 1.2}
 # The suite's processes (pytest, TorchServe workers, Streamlit) share two cores; one torch thread
 # each keeps them from spinning against each other, which costs far more than it saves.
 torch.set_num_threads(1)
@@ -38,13 +49,36 @@ torch.set_num_threads(1)
 
 def write_random_release(directory: Path, input_size: tuple[int, int] = TEST_INPUT_SIZE,
                          version: str = "0.0.1", temperature: float = 1.0) -> Path:
-    """A release with seeded random weights: real archive, real server, no trained model needed."""
+    """A release with seeded random weights and its gate: real archive, real server, no trained
+    model needed."""
     torch.manual_seed(0)
     metadata = {"name": "skin", "version": version, "arch": "resnet34", "classes": list(CODES),
                 "input_size": list(input_size), "colour_constancy": {"method": "shades_of_gray", "power": 6},
                 "mean": list(MEAN), "std": list(STD), "temperature": temperature,
                 "referral": {"threshold": TEST_REFERRAL_THRESHOLD}}
-    return save_release(SkinResNet34().state_dict(), metadata, directory)
+    weights = save_release(SkinResNet34().state_dict(), metadata, directory)
+    write_fixture_gate(weights)
+    return weights
+
+
+def write_fixture_gate(weights: Path) -> Path:
+    """The gate of a test release, fitted in a second on the fixture photos and their mirror images
+    with no quantile cut: every fixture photo lies inside every threshold, and a photo built to be
+    too dark, too bright or blurred lies outside."""
+    model, metadata = load_release(weights)
+    photos, labels = [], []
+    for path in sorted((FIXTURES / "images").glob("*.jpg")):
+        photo = decode_image(path.read_bytes())
+        mirrors = (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180)
+        for view in (photo, *(photo.transpose(mirror) for mirror in mirrors)):
+            photos.append(view)
+            labels.append(CODES.index(path.name.split("_")[0]))
+    frames, sizes = frames_of(photos, metadata["input_size"])
+    measured = measure(model, metadata, frames, sizes, torch.tensor(labels))
+    state = fit_gate(measured, measured, weights, metadata, keep=1.0, quality_quantile=0.0)
+    for name, factor in FIXTURE_GATE_MARGINS.items():
+        state["thresholds"][name] *= factor
+    return save_gate(state, weights.with_name(GATE_FILE))
 
 
 @pytest.fixture(scope="session")

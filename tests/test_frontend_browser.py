@@ -1,8 +1,8 @@
 """One real browser: headless Chromium uploads a photo to the page served by `streamlit run`, turns
 on the heatmap overlay, and, at a phone's size, takes a photo with a camera fed from a fixture.
 
-SKIN_SCREENSHOTS=1 also writes docs/screenshot-desktop.png, docs/screenshot-phone.png and
-docs/screenshot-overlay.png.
+SKIN_SCREENSHOTS=1 also writes docs/screenshot-desktop.png, docs/screenshot-phone.png,
+docs/screenshot-overlay.png and docs/screenshot-refused.png of a photo the gate refuses.
 """
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ from frontend.overlay import overlay
 from frontend.photo import prepare_photo
 from frontend.run import REPO, page_environment, streamlit_command
 from frontend.serve_all import stop_page, wait_for_page
-from handler.classes import BY_CODE
+from frontend.texts import ENGLISH
+from handler.classes import BY_CODE, CLASSES
 from test_frontend_page import served_answer, served_explanation
+from test_gate import darkened, lesion
 from tools.torchserve import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -201,3 +203,23 @@ def test_camera_photo_at_phone_size(page_url, camera_browser, torchserve, infere
     assert min(distance, key=distance.get) == PHOTO.name, distance
     answer = served_answer(torchserve, inference_url, sent).json()
     WebDriverWait(camera_browser, 30).until(shows(expected_top(answer)))
+
+
+def test_a_refused_photo_in_a_real_browser(page_url, browser, torchserve, inference_url, fixture_images,
+                                           tmp_path):
+    photo = tmp_path / "dark.jpg"
+    photo.write_bytes(darkened(lesion(fixture_images)))
+    answer = served_answer(torchserve, inference_url, prepare_photo(photo.read_bytes()).body).json()
+    assert answer["gate"]["reason"] == "too_dark"
+
+    browser.get(page_url)
+    upload = WebDriverWait(browser, 60).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
+    upload.send_keys(str(photo))
+    WebDriverWait(browser, 90).until(shows(ENGLISH.refused_title))
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert ENGLISH.refusals["too_dark"] in text
+    assert not any(c.name in text for c in CLASSES)
+    if os.environ.get("SKIN_SCREENSHOTS") == "1":
+        screenshot(browser, tmp_path / "screenshot-refused.png", DESKTOP, mobile=False)
+        shutil.copy(tmp_path / "screenshot-refused.png", REPO / "docs" / "screenshot-refused.png")

@@ -14,7 +14,9 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from frontend.photo import prepare_photo
-from handler.classes import BY_CODE
+from frontend.texts import CHINESE, ENGLISH
+from handler.classes import BY_CODE, CLASSES
+from test_gate import darkened, lesion
 from tools.torchserve import free_port
 
 APP = Path(__file__).resolve().parent.parent / "frontend" / "app.py"
@@ -101,6 +103,23 @@ def test_language_toggle_shows_chinese_names(page, torchserve, inference_url, fi
     page.segmented_control(key="language").set_value("中文").run()
     assert_ranked_result(page, answer, chinese=True)
     assert "皮肤科" in page_text(page)
+
+
+def test_a_refused_photo_shows_the_reason_and_how_to_retake_it_not_a_class(page, torchserve, inference_url,
+                                                                          fixture_images):
+    dark = darkened(lesion(fixture_images))
+    answer = served_answer(torchserve, inference_url, prepare_photo(dark).body).json()
+    assert answer["gate"]["reason"] == "too_dark" and len(answer["predictions"]) == len(CLASSES)
+    page.file_uploader(key="upload").upload("dark.jpg", dark, "image/jpeg").run()
+    assert not page.exception
+    assert [s.value for s in page.subheader] == [ENGLISH.refused_title]
+    [warning] = [w for w in page.warning if "too dark" in w.value]
+    assert "take it again" in warning.value
+    assert not page.get("vega_lite_chart") and not page.error and not page.info
+    assert not any(c.name in page_text(page) for c in CLASSES)
+    page.segmented_control(key="language").set_value("中文").run()
+    assert [s.value for s in page.subheader] == [CHINESE.refused_title]
+    assert CHINESE.refusals["too_dark"] in page_text(page)
 
 
 def test_server_down_is_explained_without_a_traceback(page, monkeypatch, fixture_images):

@@ -58,8 +58,11 @@ def test_photo_with_alpha_goes_up_unchanged_for_the_server_to_convert():
 THRESHOLD = 0.3  # stands for the release's, which the answer carries
 
 
-def ranking_body(probabilities: dict[str, float]) -> dict:
-    return {"model": "skin", "version": "9.9", "referral": {"threshold": THRESHOLD},
+ACCEPTED_GATE = {"accepted": True, "reason": "accepted", "detail": "passed", "score": 1.0, "threshold": 2.0}
+
+
+def ranking_body(probabilities: dict[str, float], gate: dict = ACCEPTED_GATE) -> dict:
+    return {"model": "skin", "version": "9.9", "referral": {"threshold": THRESHOLD}, "gate": gate,
             "predictions": [{"code": code, "probability": p} for code, p in probabilities.items()]}
 
 
@@ -87,6 +90,18 @@ def test_ranking_is_sorted_and_checked_against_classes_json():
     del probabilities[CLASSES[0].code]
     with pytest.raises(ValueError, match="classes differ"):
         Ranking.from_response(ranking_body(probabilities))
+
+
+def test_a_refusal_is_read_and_an_inconsistent_verdict_rejected():
+    probabilities = {c.code: 1 / len(CLASSES) for c in CLASSES}
+    refusal = {"accepted": False, "reason": "blurred", "detail": "The photo is blurred.", "score": 3.0,
+               "threshold": 9.0}
+    gate = Ranking.from_response(ranking_body(probabilities, refusal)).gate
+    assert (gate.accepted, gate.reason, gate.detail) == (False, "blurred", "The photo is blurred.")
+    with pytest.raises(ValueError, match="inconsistent gate verdict"):
+        Ranking.from_response(ranking_body(probabilities, refusal | {"accepted": True}))
+    with pytest.raises(ValueError, match="unexpected answer"):
+        Ranking.from_response({k: v for k, v in ranking_body(probabilities).items() if k != "gate"})
 
 
 def test_config_from_environment():

@@ -16,21 +16,24 @@ import tempfile
 from pathlib import Path
 
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
+from handler.gate import GATE_FILE, load_gate_state
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER_DIR = REPO / "handler"
 MODEL_STORE = REPO / "model_store"
 DEFAULT_CONFIG = HANDLER_DIR / "model-config.yaml"
 PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "checkpoint.py", "cpus.py",
-                 "explanation.py", "gradcam.py", "kservev2_envelope.py", "model.py", "preprocessing.py",
-                 "skin_handler.py", "v2.py")
+                 "explanation.py", "gate.py", "gradcam.py", "kservev2_envelope.py", "model.py",
+                 "preprocessing.py", "refusals.py", "skin_handler.py", "v2.py")
 
 
 def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path = MODEL_STORE,
                   config_file: Path = DEFAULT_CONFIG, model_name: str = "skin") -> Path:
-    """Run torch-model-archiver; the metadata JSON must sit beside ``weights``."""
-    metadata_path = weights.with_name(METADATA_FILE)
+    """Run torch-model-archiver; the metadata JSON and the gate fitted for these weights must sit
+    beside ``weights``."""
+    metadata_path, gate_path = weights.with_name(METADATA_FILE), weights.with_name(GATE_FILE)
     metadata = load_metadata(metadata_path)
+    load_gate_state(gate_path, weights)
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="skin-archive-") as stage:
         package = Path(stage) / "handler"
@@ -38,6 +41,7 @@ def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path 
         for name in PACKAGE_FILES:
             shutil.copy2(HANDLER_DIR / name, package / name)
         shutil.copy2(metadata_path, Path(stage) / METADATA_FILE)
+        shutil.copy2(gate_path, Path(stage) / GATE_FILE)
         subprocess.run([
             str(Path(sys.executable).parent / "torch-model-archiver"),
             "--model-name", model_name,

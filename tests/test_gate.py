@@ -1,0 +1,147 @@
+"""The gate against a real TorchServe: each refusal from a photo built for it, real lesions accepted,
+Prometheus counters by reason, batch isolation, and the shipped gate on non-lesion images."""
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+import requests
+import torch
+from PIL import Image, ImageFilter
+
+from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
+from handler.model import SkinResNet34
+from handler.refusals import ACCEPTED, DETAILS
+from loadtest.checks import check_prediction
+from test_handler import classify, load_service
+from tests.conftest import write_random_release
+from tools.archive import MODEL_STORE, build_archive
+from training.ood_images import ood_images
+
+LESION = "MEL_ISIC_0024310.jpg"
+SHIPPED_WEIGHTS = MODEL_STORE / WEIGHTS_FILE
+# The shipped gate keeps 97% of validation lesions; on the non-lesion set it must refuse at least this.
+SHIPPED_MIN_REFUSED = 0.8
+
+
+def encoded(image: Image.Image, kind: str = "JPEG") -> bytes:
+    out = io.BytesIO()
+    image.save(out, kind)
+    return out.getvalue()
+
+
+def lesion(fixture_images: dict[str, bytes]) -> Image.Image:
+    return Image.open(io.BytesIO(fixture_images[LESION])).convert("RGB")
+
+
+def tiny_png() -> bytes:
+    """The 1x1 PNG that used to get a confident class."""
+    return encoded(Image.new("RGB", (1, 1), (200, 150, 130)), "PNG")
+
+
+def darkened(photo: Image.Image) -> bytes:
+    """The lesion as a photo without the dermatoscope's light: a seventh of the exposure."""
+    return encoded(photo.point(lambda value: value // 7))
+
+
+def overexposed(photo: Image.Image) -> bytes:
+    """The lesion washed out by a flash: 2.5 times the exposure, clipped."""
+    return encoded(photo.point(lambda value: min(255, int(value * 2.5))))
+
+
+def blurred(photo: Image.Image) -> bytes:
+    """The lesion far out of focus."""
+    return encoded(photo.filter(ImageFilter.GaussianBlur(radius=8)))
+
+
+BUILT = {"too_small": lambda photo: tiny_png(), "too_dark": darkened, "too_bright": overexposed,
+         "blurred": blurred}
+
+
+def post(torchserve, url: str, body: bytes) -> requests.Response:
+    return requests.post(url, data=body, headers=torchserve.headers(), timeout=60)
+
+
+def gate_counters(torchserve) -> dict[str, float]:
+    """SkinGateAccepted and SkinGateRefused per reason, from TorchServe's Prometheus text."""
+    text = requests.get(f"{torchserve.url('metrics')}/metrics", timeout=30).text
+    counters: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r'(SkinGate(?:Accepted|Refused))\{([^}]*)\} (\S+)$', line)
+        if match:
+            reason = re.search(r'Reason="([^"]+)"', match.group(2))
+            key = match.group(1) + (f":{reason.group(1)}" if reason else "")
+            counters[key] = counters.get(key, 0.0) + float(match.group(3))
+    return counters
+
+
+@pytest.mark.parametrize("reason", list(BUILT))
+def test_a_photo_built_for_a_reason_is_refused_for_it_with_all_eight_classes(torchserve, inference_url,
+                                                                             fixture_images, reason):
+    answer = post(torchserve, inference_url, BUILT[reason](lesion(fixture_images)))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    check_prediction(body)  # the eight classes stay, for ops and research
+    gate = body["gate"]
+    assert (gate["accepted"], gate["reason"], gate["detail"]) == (False, reason, DETAILS[reason])
+    if reason == "too_bright":
+        assert gate["score"] > gate["threshold"]
+    else:
+        assert gate["score"] < gate["threshold"]
+
+
+def test_every_real_lesion_photo_is_accepted(torchserve, inference_url, fixture_images):
+    for name, body in fixture_images.items():
+        gate = post(torchserve, inference_url, body).json()["gate"]
+        assert gate["accepted"] and gate["reason"] == ACCEPTED, (name, gate)
+        assert gate["score"] <= gate["threshold"]
+
+
+def test_prometheus_counts_accepted_and_refused_answers_by_reason(torchserve, inference_url,
+                                                                  fixture_images):
+    before = gate_counters(torchserve)
+    post(torchserve, inference_url, fixture_images[LESION])
+    post(torchserve, inference_url, darkened(lesion(fixture_images)))
+    post(torchserve, inference_url, tiny_png())
+    after = gate_counters(torchserve)
+    for key in ("SkinGateAccepted", "SkinGateRefused:too_dark", "SkinGateRefused:too_small"):
+        assert after.get(key, 0) - before.get(key, 0) == 1, (key, before, after)
+
+
+def test_a_refusal_and_a_bad_image_leave_the_rest_of_the_batch_alone(tmp_path, fixture_images):
+    service = load_service(build_archive(weights=write_random_release(tmp_path / "release"),
+                                         export_path=tmp_path / "store"), tmp_path / "unpacked")
+    photo = lesion(fixture_images)
+    responses, statuses = classify(service, [fixture_images[LESION], darkened(photo), b"not an image",
+                                             tiny_png()])
+    assert statuses == [200, 200, 400, 200]
+    assert [responses[i]["gate"]["reason"] for i in (0, 1, 3)] == [ACCEPTED, "too_dark", "too_small"]
+    assert responses[2]["error"] == "invalid_image"
+    alone, _ = classify(service, [fixture_images[LESION]])
+    assert alone[0]["predictions"][0]["code"] == responses[0]["predictions"][0]["code"]
+
+
+def test_the_archive_refuses_a_gate_fitted_for_other_weights(tmp_path):
+    weights = write_random_release(tmp_path / "release")
+    torch.manual_seed(1)
+    save_release(SkinResNet34().state_dict(), load_metadata(weights.with_name(METADATA_FILE)),
+                 weights.parent)
+    with pytest.raises(ValueError, match="fitted for other weights"):
+        build_archive(weights=weights, export_path=tmp_path / "store")
+
+
+def test_the_shipped_gate_refuses_most_non_lesion_photos_and_keeps_the_lesions(tmp_path, fixture_images):
+    """The committed release with its committed gate, through its own archive, as TorchServe loads it."""
+    shipped = load_service(build_archive(weights=SHIPPED_WEIGHTS, export_path=tmp_path / "store"),
+                           tmp_path / "unpacked")
+    others = [encoded(other.image, "PNG") for other in ood_images()]
+    refused = []
+    for start in range(0, len(others), 4):
+        responses, statuses = classify(shipped, others[start:start + 4])
+        assert statuses == [200] * len(responses)
+        refused += [not response["gate"]["accepted"] for response in responses]
+    assert sum(refused) / len(refused) >= SHIPPED_MIN_REFUSED
+    lesions, _ = classify(shipped, list(fixture_images.values())[:4])
+    lesions += classify(shipped, list(fixture_images.values())[4:])[0]
+    assert sum(response["gate"]["accepted"] for response in lesions) >= len(lesions) - 1
