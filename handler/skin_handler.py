@@ -22,9 +22,11 @@ from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.classes import CLASSES
 from handler.cpus import available_cores
 from handler.explanation import UnknownClassError, explanation_body, requested_class
-from handler.gate import GATE_FILE, Verdict, gate_error, load_gate, penultimate
+from handler.gate import GATE_FILE, Verdict, file_sha256, gate_error, load_gate
 from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
+from handler.precision import CALIBRATION_FILE, runner
+from handler.precision_choice import load_calibration, read_served
 from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
 
 logger = logging.getLogger(__name__)
@@ -42,19 +44,24 @@ class SkinHandler(BaseHandler):
         self.temperature = float(self.metadata["temperature"])
         self.referral_threshold = float(self.metadata["referral"]["threshold"])
         # The gate file must have been fitted on exactly the weights in this archive.
-        self.gate = load_gate(model_dir / GATE_FILE,
-                              model_dir / context.manifest["model"]["serializedFile"])
+        weights = model_dir / context.manifest["model"]["serializedFile"]
+        self.gate = load_gate(model_dir / GATE_FILE, weights)
         self.model_name = context.manifest["model"]["modelName"]
         self.model_version = context.manifest["model"].get("modelVersion", self.metadata["version"])
         config = (getattr(self, "model_yaml_config", None) or {})
         if self.device.type == "cpu":
             torch.set_num_threads(self._cpu_threads(config))
-        else:
-            self.model.to(memory_format=torch.channels_last)
-        logger.info("SKIN %s v%s on %s, %d torch threads, input %dx%d px, colour constancy %s, T=%.3f, "
-                    "referral threshold %.3f", self.model_name, self.model_version, self.device,
-                    torch.get_num_threads(), *self.input_size, self.colour_constancy, self.temperature,
-                    self.referral_threshold)
+        # self.model stays float for Grad-CAM's gradients; answers come from the served precision.
+        self.served = read_served(model_dir)
+        calibration = (load_calibration(model_dir / CALIBRATION_FILE, file_sha256(weights))
+                       if self.served["precision"] == "int8" and self.device.type == "cpu" else None)
+        self.runner = runner(self.model, self.served["precision"], self.input_size, calibration,
+                             self.device)
+        logger.info("SKIN %s v%s on %s at %s (%s), %d torch threads, input %dx%d px, colour "
+                    "constancy %s, T=%.3f, referral threshold %.3f", self.model_name,
+                    self.model_version, self.device, self.runner.precision, self.served["source"],
+                    torch.get_num_threads(), *self.input_size, self.colour_constancy,
+                    self.temperature, self.referral_threshold)
 
     @staticmethod
     def _cpu_threads(config: dict) -> int:
@@ -93,15 +100,9 @@ class SkinHandler(BaseHandler):
         started = time.perf_counter()
         images = model_input(batch.images.to(self.device, non_blocking=True), self.colour_constancy,
                              self.mean, self.std)
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.float16):
-                    features, logits = penultimate(
-                        self.model, images.contiguous(memory_format=torch.channels_last))
-            else:
-                features, logits = penultimate(self.model, images)
-            batch.probabilities = torch.softmax(logits.float() / self.temperature, dim=1).cpu()
-        batch.verdicts = self.gate_verdicts(batch, features.float().cpu())
+        features, logits = self.runner(images)
+        batch.probabilities = torch.softmax(logits / self.temperature, dim=1).cpu()
+        batch.verdicts = self.gate_verdicts(batch, features.cpu())
         self._gauge("SkinForwardMs", (time.perf_counter() - started) * 1000, "ms")
         self._gauge("SkinBatchSize", len(batch.positions), "count")
         self.context.metrics.add_counter("SkinImagesHandled", len(batch.positions))
@@ -167,6 +168,8 @@ class SkinHandler(BaseHandler):
             "std": self.metadata["std"],
             "temperature": self.temperature,
             "device": str(self.device),
+            "precision": self.runner.precision,
+            "precision_choice": self.served,
             "torch_threads": torch.get_num_threads(),
             "classes": [{"code": c.code, "name": c.name, "name_zh": c.name_zh, "risk": c.risk}
                         for c in CLASSES],

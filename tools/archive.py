@@ -1,6 +1,13 @@
-"""Build model_store/skin.mar from the release weights and the handler package.
+"""Build model_store/skin.mar from the release weights and the handler package, at a precision.
 
 Usage: python -m tools.archive [--weights model_store/skin_resnet34.pt] [--export-path model_store]
+                               [--precision fp32|bf16|int8] [--force]
+
+The archive runs the precision that ``make precision`` measured for these weights
+(``skin_precision.json``), ``--precision`` when given, else fp32. It records the SHA-256 of
+everything it was built from (weights, metadata, gate, calibration, handler files, model-config,
+precision); an archive whose record matches is up to date, and any other is rebuilt, whatever the
+files' times say (``bench/gpu_run.sh`` writes a GPU archive to the same path).
 
 torch-model-archiver copies each file of an --extra-files folder to the archive root, so the handler
 package is staged as ``<stage>/handler/`` and arrives as the importable package ``handler`` beside
@@ -9,14 +16,19 @@ the entry module, exactly as it is imported in this repository.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
-from handler.gate import GATE_FILE, load_gate_state
+from handler.gate import GATE_FILE, file_sha256, load_gate_state
+from handler.precision import CALIBRATION_FILE, PRECISIONS
+from handler.precision_choice import SERVED_FILE, calibration_path, load_calibration, served_record
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER_DIR = REPO / "handler"
@@ -24,16 +36,23 @@ MODEL_STORE = REPO / "model_store"
 DEFAULT_CONFIG = HANDLER_DIR / "model-config.yaml"
 PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "checkpoint.py", "cpus.py",
                  "explanation.py", "gate.py", "gradcam.py", "kservev2_envelope.py", "model.py",
-                 "preprocessing.py", "refusals.py", "skin_handler.py", "v2.py")
+                 "precision.py", "precision_choice.py", "preprocessing.py", "refusals.py",
+                 "skin_handler.py", "v2.py")
 
 
 def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path = MODEL_STORE,
-                  config_file: Path = DEFAULT_CONFIG, model_name: str = "skin") -> Path:
+                  config_file: Path = DEFAULT_CONFIG, model_name: str = "skin",
+                  precision: str | None = None) -> Path:
     """Run torch-model-archiver; the metadata JSON and the gate fitted for these weights must sit
-    beside ``weights``."""
+    beside ``weights`` (and the int8 calibration, for int8). ``precision`` None takes the
+    release's measured choice."""
     metadata_path, gate_path = weights.with_name(METADATA_FILE), weights.with_name(GATE_FILE)
     metadata = load_metadata(metadata_path)
     load_gate_state(gate_path, weights)
+    served = served_record(weights, precision)
+    if served["precision"] == "int8":
+        load_calibration(calibration_path(weights), file_sha256(weights))
+    served["inputs_sha256"] = inputs_digest(weights, config_file, served)
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="skin-archive-") as stage:
         package = Path(stage) / "handler"
@@ -42,6 +61,9 @@ def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path 
             shutil.copy2(HANDLER_DIR / name, package / name)
         shutil.copy2(metadata_path, Path(stage) / METADATA_FILE)
         shutil.copy2(gate_path, Path(stage) / GATE_FILE)
+        if served["precision"] == "int8":
+            shutil.copy2(calibration_path(weights), Path(stage) / CALIBRATION_FILE)
+        (Path(stage) / SERVED_FILE).write_text(json.dumps(served, indent=2) + "\n")
         subprocess.run([
             str(Path(sys.executable).parent / "torch-model-archiver"),
             "--model-name", model_name,
@@ -57,15 +79,66 @@ def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path 
     return export_path / f"{model_name}.mar"
 
 
+def inputs_digest(weights: Path, config_file: Path, served: dict) -> str:
+    """SHA-256 over everything an archive is built from: a different digest, a different archive."""
+    digest = hashlib.sha256()
+    files = [weights, weights.with_name(METADATA_FILE), weights.with_name(GATE_FILE), config_file,
+             *(HANDLER_DIR / name for name in PACKAGE_FILES)]
+    if served["precision"] == "int8":
+        files.append(calibration_path(weights))
+    for path in files:
+        digest.update(f"{path.name}:{file_sha256(path)}\n".encode())
+    digest.update(json.dumps({key: served[key] for key in ("precision", "choice")},
+                             sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def archived_digest(archive: Path) -> str | None:
+    """The inputs digest an archive recorded when it was built; None for one that recorded none."""
+    try:
+        with zipfile.ZipFile(archive) as mar:
+            return json.loads(mar.read(SERVED_FILE))["inputs_sha256"]
+    except (FileNotFoundError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        return None
+
+
+def is_current(archive: Path, weights: Path, config_file: Path = DEFAULT_CONFIG,
+               precision: str | None = None) -> bool:
+    """Whether ``archive`` was built from exactly these inputs."""
+    served = served_record(weights, precision)
+    return archived_digest(archive) == inputs_digest(weights, config_file, served)
+
+
+def ensure_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path = MODEL_STORE,
+                   config_file: Path = DEFAULT_CONFIG, model_name: str = "skin",
+                   precision: str | None = None) -> tuple[Path, bool]:
+    """The archive of these inputs, rebuilt only when the one at its path differs; returns it and
+    whether it was rebuilt."""
+    archive = export_path / f"{model_name}.mar"
+    if is_current(archive, weights, config_file, precision):
+        return archive, False
+    return build_archive(weights, export_path, config_file, model_name, precision), True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=MODEL_STORE / WEIGHTS_FILE)
     parser.add_argument("--export-path", type=Path, default=MODEL_STORE)
     parser.add_argument("--config-file", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--model-name", default="skin")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="override the release's measured choice (make precision)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args()
-    archive = build_archive(args.weights, args.export_path, args.config_file, args.model_name)
-    print(f"wrote {archive} ({archive.stat().st_size / 1e6:.1f} MB)")
+    if args.force:
+        archive, built = build_archive(args.weights, args.export_path, args.config_file,
+                                       args.model_name, args.precision), True
+    else:
+        archive, built = ensure_archive(args.weights, args.export_path, args.config_file,
+                                        args.model_name, args.precision)
+    served = served_record(args.weights, args.precision)
+    print(f"{'wrote' if built else 'up to date:'} {archive} ({archive.stat().st_size / 1e6:.1f} MB), "
+          f"{served['precision']}, {served['source']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,151 @@
+"""The served network at a precision: fp32, bf16 autocast (channels_last) or int8.
+
+int8 is PyTorch's FX graph mode quantisation with the x86 backend (oneDNN/FBGEMM, VNNI where the
+CPU has it). The gate needs the 512 penultimate features beside the logits, so every precision
+runs one module whose forward returns (features, logits): ``Penultimate`` wraps the float network
+and int8 quantises that wrapper whole.
+
+An int8 release stores only its calibration, the activation observers' state after the
+calibration images went through (a few hundred kB). The worker rebuilds the quantised graph from
+the float weights and that state at start-up; the weights' own scales come from the weights.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+from handler.gate import penultimate
+
+PRECISIONS = ("fp32", "bf16", "int8")
+CALIBRATION_FILE = "skin_int8_calibration.pt"
+QUANTISATION_BACKEND = "x86"
+# Activations on the full 8-bit range (the x86 default keeps 7 bits for CPUs without VNNI, where
+# the 16-bit accumulation could saturate): the 7-bit features moved the gate's Mahalanobis
+# distances enough to flip its verdict on 46% of test lesions, the 8-bit ones on 2%. The layer
+# after the features stays float: it costs nothing and quantising it only adds error to the logits.
+QCONFIG_SOURCE = "onednn"
+FLOAT_MODULES = ("model.fc",)
+
+
+class Penultimate(torch.nn.Module):
+    """The network as the handler runs it: images in, (features, logits) out."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return penultimate(self.model, images)
+
+
+def prepare_int8(model: torch.nn.Module, input_size: tuple[int, int]) -> torch.fx.GraphModule:
+    """A copy of ``model`` with observers on every activation, ready to see calibration images."""
+    torch.backends.quantized.engine = QUANTISATION_BACKEND
+    example = (torch.zeros(1, 3, *input_size),)
+    mapping = get_default_qconfig_mapping(QCONFIG_SOURCE)
+    for name in FLOAT_MODULES:
+        mapping.set_module_name(name, None)
+    with warnings.catch_warnings():
+        # torch 2.14 still ships FX quantisation but warns on every call that torchao's PT2E
+        # replaces it; torchao is not a dependency here (README, docs/benchmarks.md).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return prepare_fx(Penultimate(copy.deepcopy(model)).eval(), mapping, example)
+
+
+def calibrate(model: torch.nn.Module, batches: Iterable[torch.Tensor],
+              input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """The observers' state after ``batches`` (normalised model inputs) went through the network."""
+    prepared = prepare_int8(model, input_size)
+    with torch.inference_mode():
+        for batch in batches:
+            prepared(batch)
+    return observer_state(prepared)
+
+
+def observer_state(prepared: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
+    """The activation observers' buffers; the weight observers see the weights again at conversion."""
+    return {key: value for key, value in prepared.state_dict().items()
+            if key.startswith("activation_post_process_")}
+
+
+def quantise(model: torch.nn.Module, calibration: dict[str, torch.Tensor],
+             input_size: tuple[int, int]) -> torch.fx.GraphModule:
+    """The int8 module of ``model`` under a stored calibration. An empty calibration gives the
+    observers' defaults (scale 1, no range), a deliberately broken quantisation."""
+    prepared = prepare_int8(model, input_size)
+    for name, module in prepared.named_modules():
+        if name.startswith("activation_post_process_"):
+            _load_observer(module, {key.split(".", 1)[1]: value for key, value in calibration.items()
+                                    if key.split(".", 1)[0] == name})
+    with warnings.catch_warnings():
+        # An uncalibrated observer warns that it falls back to defaults; that is the broken case.
+        warnings.simplefilter("ignore")
+        return convert_fx(prepared)
+
+
+def _load_observer(observer: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    # Observer buffers start empty (shape 0) and take the calibrated shape; load_state_dict would
+    # refuse the shape change.
+    for key, value in state.items():
+        setattr(observer, key, value.clone())
+
+
+def save_calibration(calibration: dict[str, torch.Tensor], path: Path) -> Path:
+    torch.save(calibration, path)
+    return path
+
+
+def load_calibration(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@dataclass
+class Runner:
+    """The network at one precision: ``runner(images)`` gives (features, logits) in float32."""
+
+    precision: str
+    module: torch.nn.Module
+    device: torch.device
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode(), self._autocast():
+            if self.precision in ("bf16", "fp16"):
+                images = images.contiguous(memory_format=torch.channels_last)
+            features, logits = self.module(images)
+        return features.float(), logits.float()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        if self.precision == "fp16":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+
+def runner(model: torch.nn.Module, precision: str, input_size: tuple[int, int],
+           calibration: dict[str, torch.Tensor] | None = None,
+           device: torch.device = torch.device("cpu")) -> Runner:
+    """``model`` (float, eval) run at ``precision``; int8 needs the release's ``calibration``.
+    On a GPU every precision runs as fp16 autocast, channels_last: int8 and bf16 are CPU paths.
+    ``model`` itself stays float (Grad-CAM needs its gradients)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        return Runner("fp16", Penultimate(model.to(memory_format=torch.channels_last)), device)
+    if precision == "int8":
+        if calibration is None:
+            raise ValueError(f"int8 needs the release's calibration ({CALIBRATION_FILE}): run "
+                             "`make precision`")
+        return Runner("int8", quantise(model, calibration, input_size), device)
+    if precision == "bf16":
+        return Runner("bf16", Penultimate(copy.deepcopy(model).to(memory_format=torch.channels_last)),
+                      device)
+    return Runner("fp32", Penultimate(model), device)

@@ -1,0 +1,161 @@
+"""Choose the precision the release is served at, on the machine at hand (``make precision``).
+
+    python -m training.serving_precision --weights model_store/skin_resnet34.pt \
+        --data ../shared/data/ham10000 ../shared/data/isic2019-84px
+
+Calibrates int8 on training images (the release's own lesion-grouped split), scores fp32, bf16 and
+int8 on the test split, and times each at a served batch. The accuracy gate: against fp32, top-1
+agreement >= 98%, balanced accuracy within 0.005, and (every answer carries it) the gate's verdict
+agreeing on >= 98% of the images. The fastest precision that passes is written, with every figure, to ``skin_precision.json`` beside the weights, and the int8 calibration to
+``skin_int8_calibration.pt``; ``make archive`` packs the choice. Both are keyed by the weights'
+SHA-256, so a new release cannot ship with an old choice.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handler.checkpoint import load_release
+from handler.gate import GATE_FILE, Gate, load_gate
+from handler.precision import PRECISIONS, Runner, calibrate, runner
+from handler.preprocessing import input_shape, model_input
+from handler.precision_choice import choice_path, save_calibration_for
+from training.datasets import read_folders
+from training.metrics import balanced_accuracy
+from training.precision import cpu_info
+from training.presets import load_images
+from training.splits import split_folders
+
+MIN_AGREEMENT = 0.98
+MAX_BMA_CHANGE = 0.005
+SPEED_BATCH = 8
+
+
+@dataclass(frozen=True)
+class Scored:
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+def accuracy_gate(reference: torch.Tensor, candidate: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Top-1 agreement of ``candidate`` logits with the fp32 ``reference``, both BMAs, and whether
+    the candidate passes (agreement >= 98%, BMA within 0.005 of fp32's)."""
+    truth = labels.numpy()
+    reference_bma = balanced_accuracy(truth, reference.argmax(1).numpy())
+    bma = balanced_accuracy(truth, candidate.argmax(1).numpy())
+    agreement = float((reference.argmax(1) == candidate.argmax(1)).float().mean())
+    return {"top1_agreement": round(agreement, 4), "bma": round(bma, 4),
+            "bma_change": round(bma - reference_bma, 4),
+            "passed": agreement >= MIN_AGREEMENT and abs(bma - reference_bma) <= MAX_BMA_CHANGE}
+
+
+def gate_agreement(gate: Gate, reference: torch.Tensor, candidate: torch.Tensor) -> float:
+    """Share of images on which the gate's out-of-distribution check decides the same way."""
+    def kept(features: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([gate.distance(row) <= gate.max_distance for row in features])
+    return float((kept(reference) == kept(candidate)).float().mean())
+
+
+def score(run: Runner, inputs: torch.Tensor, batch_size: int = 64) -> Scored:
+    features, logits = zip(*(run(inputs[start:start + batch_size])
+                             for start in range(0, len(inputs), batch_size)))
+    return Scored(torch.cat(logits), torch.cat(features))
+
+
+def images_per_s(run: Runner, batch: torch.Tensor, seconds: float) -> float:
+    """Forward passes of one served batch, back to back for ``seconds`` after a warm-up."""
+    run(batch)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or done == 0:
+        run(batch)
+        done += len(batch)
+    return done / (time.perf_counter() - started)
+
+
+def choose(candidates: dict[str, dict]) -> str:
+    """The fastest candidate that passed the accuracy gate (fp32 always does)."""
+    passed = {name: figures["images_per_s"] for name, figures in candidates.items() if figures["passed"]}
+    return max(passed, key=passed.get)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=Path("model_store/skin_resnet34.pt"))
+    parser.add_argument("--data", type=Path, nargs="+",
+                        default=[Path("../shared/data/ham10000"), Path("../shared/data/isic2019-84px")])
+    parser.add_argument("--calibration-images", type=int, default=1000,
+                        help="training images the int8 calibration sees")
+    parser.add_argument("--test-limit", type=int, default=0,
+                        help="score at most this many test images, evenly spread (0: all)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--seconds", type=float, default=5.0, help="timing per precision")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, metadata = load_release(args.weights)
+    size = input_shape(metadata["input_size"])
+    samples, split = split_folders(read_folders(args.data), seed=metadata["split"]["seed"])
+    rng = np.random.default_rng(0)
+    calibration_ids = sorted(rng.choice(split.train, min(args.calibration_images, len(split.train)),
+                                        replace=False).tolist())
+    step = max(1, len(split.test) // args.test_limit) if args.test_limit else 1
+    test_ids = split.test[::step]
+
+    def inputs(indices: list[int]) -> torch.Tensor:
+        frames = load_images([samples[i].path for i in indices], size)
+        return model_input(frames, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
+                           tuple(metadata["std"]))
+
+    started = time.perf_counter()
+    calibration_inputs = inputs(calibration_ids)
+    observers = calibrate(model, calibration_inputs.split(64), size)
+    calibration_s = time.perf_counter() - started
+    test_inputs = inputs(test_ids)
+    labels = torch.tensor([samples[i].label for i in test_ids])
+    gate = load_gate(args.weights.with_name(GATE_FILE), args.weights)
+    runners = {name: runner(model, name, size, observers) for name in PRECISIONS}
+    scored = {name: score(run, test_inputs) for name, run in runners.items()}
+    candidates = {}
+    for name, run in runners.items():
+        figures = accuracy_gate(scored["fp32"].logits, scored[name].logits, labels)
+        figures["gate_agreement"] = round(gate_agreement(gate, scored["fp32"].features,
+                                                         scored[name].features), 4)
+        # Every answer carries the gate's verdict, so it must hold as well as the top class does.
+        figures["passed"] = figures["passed"] and figures["gate_agreement"] >= MIN_AGREEMENT
+        figures["images_per_s"] = round(images_per_s(run, test_inputs[:SPEED_BATCH], args.seconds), 1)
+        candidates[name] = figures
+        print(f"{name}: {figures}", flush=True)
+    chosen = choose(candidates)
+    choice = {
+        "weights_sha256": save_calibration_for(observers, args.weights, len(calibration_ids)),
+        "chosen": chosen,
+        "rule": f"fastest precision with top-1 agreement >= {MIN_AGREEMENT} with fp32 and balanced "
+                f"accuracy within {MAX_BMA_CHANGE} of fp32's on the test split, and the gate's "
+                f"out-of-distribution verdict agreeing with fp32's on >= {MIN_AGREEMENT} of them",
+        "candidates": candidates,
+        "test_images": len(test_ids),
+        "calibration": {"images": len(calibration_ids), "from": "train split", "seconds": round(calibration_s, 1)},
+        "speed": {"batch": SPEED_BATCH, "threads": args.threads, "seconds": args.seconds,
+                  "measured": "model only (features and logits), on preprocessed test images"},
+        "cpu": cpu_info(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+    }
+    path = choice_path(args.weights)
+    path.write_text(json.dumps(choice, indent=2) + "\n")
+    print(f"chose {chosen}; wrote {path} and the int8 calibration beside it")
+    return choice
+
+
+if __name__ == "__main__":
+    main()
