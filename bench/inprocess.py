@@ -1,4 +1,5 @@
-"""The limit: the handler's own decoding, transform and model, batched, in this process, no HTTP."""
+"""The limit: the handler's own decoding, transform and model at a precision, batched, in this
+process, no HTTP."""
 from __future__ import annotations
 
 import statistics
@@ -8,15 +9,15 @@ import time
 import torch
 
 from bench.configs import cores
+from handler.precision import Runner
 from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
 
 
-def classify(model: torch.nn.Module, metadata: dict, images: list[bytes]) -> torch.Tensor:
+def classify(run: Runner, metadata: dict, images: list[bytes]) -> torch.Tensor:
     """What one TorchServe batch costs the worker: decode, frame, colour-correct and normalise,
-    forward, softmax."""
+    forward (features and logits, as the gate needs them), softmax."""
     batch = torch.stack([frame(metadata, data) for data in images])
-    with torch.inference_mode():
-        logits = model(served_input(metadata, batch))
+    _, logits = run(served_input(metadata, batch))
     return torch.softmax(logits / float(metadata["temperature"]), dim=1)
 
 
@@ -31,7 +32,7 @@ def served_input(metadata: dict, batch: torch.Tensor) -> torch.Tensor:
                        tuple(metadata["std"]))
 
 
-def measure_limit(model: torch.nn.Module, metadata: dict, images: list[bytes], batch_size: int,
+def measure_limit(run: Runner, metadata: dict, images: list[bytes], batch_size: int,
                   duration_s: float, streams: int) -> float:
     """Images/s with ``streams`` threads classifying batches side by side, torch threads shared.
 
@@ -39,15 +40,15 @@ def measure_limit(model: torch.nn.Module, metadata: dict, images: list[bytes], b
     processes; 1 stream with N torch threads is the other way to fill N cores.
     """
     torch.set_num_threads(max(1, cores() // streams))
-    classify(model, metadata, images[:batch_size])  # first call allocates; not part of the figure
+    classify(run, metadata, images[:batch_size])  # first call allocates; not part of the figure
     done = [0] * streams
     deadline = time.perf_counter() + duration_s
 
     def stream(index: int) -> None:
         position = index * batch_size
         while time.perf_counter() < deadline:
-            classify(model, metadata, [images[(position + i) % len(images)]
-                                       for i in range(batch_size)])
+            classify(run, metadata, [images[(position + i) % len(images)]
+                                     for i in range(batch_size)])
             position += streams * batch_size
             done[index] += batch_size
 
@@ -60,17 +61,27 @@ def measure_limit(model: torch.nn.Module, metadata: dict, images: list[bytes], b
     return sum(done) / (time.perf_counter() - started)
 
 
-def model_only_latency(model: torch.nn.Module, metadata: dict, image: bytes, threads: int,
+def model_only_latency(run: Runner, metadata: dict, image: bytes, threads: int,
                        duration_s: float) -> float:
     """p50 milliseconds of one already-decoded image's forward pass with ``threads`` threads."""
     torch.set_num_threads(threads)
     one = served_input(metadata, frame(metadata, image).unsqueeze(0))
+    run(one)
+    return _median_ms(lambda: run(one), duration_s)
+
+
+def decode_latency(metadata: dict, image: bytes, duration_s: float) -> float:
+    """p50 milliseconds to decode one photo and turn it into the network's input, as the handler
+    does (JPEG draft mode, framing, colour constancy, normalisation), on one thread."""
+    torch.set_num_threads(1)
+    return _median_ms(lambda: served_input(metadata, frame(metadata, image).unsqueeze(0)), duration_s)
+
+
+def _median_ms(step, duration_s: float) -> float:
     timings = []
-    with torch.inference_mode():
-        model(one)
-        deadline = time.perf_counter() + duration_s
-        while time.perf_counter() < deadline or len(timings) < 5:
-            tick = time.perf_counter()
-            model(one)
-            timings.append((time.perf_counter() - tick) * 1000)
+    deadline = time.perf_counter() + duration_s
+    while time.perf_counter() < deadline or len(timings) < 5:
+        tick = time.perf_counter()
+        step()
+        timings.append((time.perf_counter() - tick) * 1000)
     return statistics.median(timings)

@@ -8,7 +8,10 @@ from bench.configs import ServeConfig
 # Set-ups within this share of the best throughput count as equally fast; the one with the lowest
 # single-request latency among them wins (that is how maxBatchDelay gets tuned).
 THROUGHPUT_TIE = 0.03
-TARGETS = {"served_vs_limit": 0.90, "served_vs_flask": 2.0, "single_vs_model_only": 1.3}
+# The issue's targets: the limit is the in-process one at the served precision (the machine's).
+TARGETS = {"served_vs_limit": 0.5, "served_vs_flask": 5.0, "single_vs_model_only": 1.5,
+           "cold_start_s": 10.0}
+AT_MOST = {"single_vs_model_only", "cold_start_s"}
 
 
 @dataclass
@@ -29,11 +32,13 @@ def best_served(rows: list[Row]) -> Row:
     return min(close, key=lambda row: row.single_p50_ms or float("inf"))
 
 
-def ratios(limit: Row, model_only_p50_ms: float, flask: Row, best: Row) -> dict[str, float]:
+def ratios(limit: Row, model_only_p50_ms: float, flask: Row, best: Row,
+           cold_start_s: float) -> dict[str, float]:
     return {
         "served_vs_limit": best.images_per_s / limit.images_per_s,
         "served_vs_flask": best.images_per_s / flask.images_per_s,
         "single_vs_model_only": (best.single_p50_ms or float("nan")) / model_only_p50_ms,
+        "cold_start_s": cold_start_s,
     }
 
 
@@ -50,18 +55,41 @@ def format_table(rows: list[Row], concurrency: int) -> str:
         "\n".join([header, *lines])
 
 
-def format_ratios(values: dict[str, float], best: Row, model_only: dict[int, float]) -> str:
-    """``model_only`` maps torch threads to the p50 of one image's forward pass."""
-    names = {"served_vs_limit": "best TorchServe / in-process limit",
+def format_decode(decode_ms: dict[str, float]) -> str:
+    """Decode + preprocessing per photo at each size (one thread, p50)."""
+    return ("Decode + preprocessing per photo (JPEG draft mode, framing, colour constancy, "
+            "normalisation; 1 thread, p50)\n\n| photo | ms |\n|---|---:|\n"
+            + "\n".join(f"| {size} | {ms:.1f} |" for size, ms in decode_ms.items()))
+
+
+def format_limits(limits: dict[str, dict[str, float]], served: str, streams: int, batch: int) -> str:
+    """In-process img/s, precision by photo size; the served precision marked."""
+    sizes = list(next(iter(limits.values())))
+    header = (f"In-process limit, img/s (handler preprocessing + model, batch {batch}, "
+              f"{streams} streams x 1 thread)\n\n| precision | " + " | ".join(sizes) + " |\n|---|"
+              + "---:|" * len(sizes))
+    lines = [f"| {name}{' (served)' if name == served else ''} | "
+             + " | ".join(f"{by_size[size]:.1f}" for size in sizes) + " |"
+             for name, by_size in limits.items()]
+    return "\n".join([header, *lines])
+
+
+def format_ratios(values: dict[str, float], best: Row, model_only: dict[int, float],
+                  model_only_fp32_ms: float) -> str:
+    """``model_only`` maps torch threads to the p50 of one image's forward pass at the served
+    precision; fp32's beside it at the most threads."""
+    names = {"served_vs_limit": "best TorchServe / in-process limit at the served precision",
              "served_vs_flask": "best TorchServe / Flask baseline",
-             "single_vs_model_only": "single-request p50 / model-only latency"}
+             "single_vs_model_only": "single-request p50 / model-only latency",
+             "cold_start_s": "cold start to READY, s"}
     lines = [f"best TorchServe set-up: {best.label}",
              "model-only latency (one image, forward pass, p50): " + ", ".join(
                  f"{p50:.1f} ms with {threads} thread{'s' if threads > 1 else ''}"
-                 for threads, p50 in sorted(model_only.items(), reverse=True))]
+                 for threads, p50 in sorted(model_only.items(), reverse=True))
+             + f" (fp32: {model_only_fp32_ms:.1f} ms with {max(model_only)} threads)"]
     for key, value in values.items():
-        comparison = ">=" if key != "single_vs_model_only" else "<="
-        met = value >= TARGETS[key] if comparison == ">=" else value <= TARGETS[key]
+        comparison = "<=" if key in AT_MOST else ">="
+        met = value <= TARGETS[key] if key in AT_MOST else value >= TARGETS[key]
         lines.append(f"{names[key]}: {value:.2f} (target {comparison} {TARGETS[key]}: "
                      f"{'met' if met else 'NOT met'})")
     return "\n".join(lines)

@@ -1,11 +1,16 @@
 """``python -m bench``: one run, same images, same weights, three ways of serving them.
 
-(a) the limit: the handler's preprocessing and model in this process, batched, no HTTP;
-(b) TorchServe with our handler, batch 1 and 8, 1 and 2 workers (workers x threads <= cores);
-(c) a minimal single-process Flask app (bench/flask_baseline.py), batch 1.
-Prints a table (img/s, p50, p99 at a fixed concurrency, single-request p50) and the ratios the
-issue targets; a full run writes the best TorchServe set-up back as the shipped defaults.
-``--quick`` runs two TorchServe set-ups for a few seconds each (for the tests).
+(a) the limit: the handler's preprocessing and model in this process, batched, no HTTP, at each
+    precision (fp32, bf16, int8) and each image size (HAM10000's 200x150, 1024x768 as the page
+    sends, 4000x3000 as a phone takes); the ratios use the served precision at 1024x768;
+(b) TorchServe with our handler at the release's served precision, batch 1 and 8, 1 and 2 workers
+    (workers x threads <= cores), at 1024x768; a full run repeats the best set-up at the other sizes;
+(c) a minimal single-process Flask app (bench/flask_baseline.py), batch 1, fp32.
+Also: the CPU and the flags that decide which precision is fast, decode + preprocessing cost per
+image at each size, and cold start to READY. Prints tables (img/s, p50, p99 at a fixed
+concurrency, single-request p50) and the ratios the issue targets; a full run writes the best
+TorchServe set-up back as the shipped defaults. ``--quick`` runs two TorchServe set-ups for a few
+seconds each (for the tests).
 """
 from __future__ import annotations
 
@@ -25,19 +30,27 @@ import torch
 from bench.client import LoadResult, Sender, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, \
     build_worker_archives, cores
-from bench.inprocess import measure_limit, model_only_latency
-from bench.report import Row, best_served, format_ratios, format_table, ratios
+from bench.inprocess import decode_latency, measure_limit, model_only_latency
+from bench.precisions import precision_runners
+from bench.report import Row, best_served, format_decode, format_limits, format_ratios, \
+    format_table, ratios
 from bench.write_back import write_back
 from handler.checkpoint import WEIGHTS_FILE, load_release
-from loadtest.images import default_image_dir, load_images
+from handler.precision import PRECISIONS
+from handler.precision_choice import served_record
+from loadtest.images import at_size, default_image_dir, load_images
 from ops.management import Management
 from tools.archive import MODEL_STORE
 from tools.torchserve import REPO, TorchServe, free_port
+from training.precision import cpu_info
 
 LIMIT_BATCH = 8
 # Bounds every closed loop in count as well as time.
 MAX_REQUESTS_PER_S = 2000
 FLASK_START_S = 120
+# (width, height); None sends the files as stored. The ratios are taken at MAIN_SIZE.
+IMAGE_SIZES = {"200x150": None, "1024x768": (1024, 768), "4000x3000": (4000, 3000)}
+MAIN_SIZE = "1024x768"
 
 
 def measured_row(label: str, loaded: LoadResult, single: LoadResult,
@@ -56,8 +69,10 @@ def measure(send: Sender, images: list[bytes],
     return loaded, single
 
 
-def bench_torchserve(configs: tuple[ServeConfig, ...], weights: Path, images: list[bytes],
-                     args: argparse.Namespace, work: Path) -> list[Row]:
+def bench_torchserve(configs: tuple[ServeConfig, ...], weights: Path, sized: dict[str, list[bytes]],
+                     args: argparse.Namespace, work: Path) -> tuple[list[Row], float]:
+    """Each set-up at MAIN_SIZE; in a full run the best one again at the other sizes. Also returns
+    the seconds from starting TorchServe with the best set-up's archive to its model READY."""
     store = work / "model_store"
     store.mkdir()
     build_worker_archives(weights, store, {config.workers for config in configs})
@@ -69,23 +84,49 @@ def bench_torchserve(configs: tuple[ServeConfig, ...], weights: Path, images: li
         api = Management(url=server.url("management"), key_file=server.key_file)
         wait_for(lambda: api.models() is not None, "TorchServe", 120)
         for config in configs:
-            print(f"  {config.label()} ...", flush=True)
-            api.register(archive_name(config.workers), config.batch_size, config.max_batch_delay,
-                         config.workers, name=config.name)
-            url = f"{server.url('inference')}/predictions/{config.name}"
-            headers = {**server.headers("inference"), "Content-Type": "image/jpeg"}
-
-            def send(session: requests.Session, image: bytes) -> requests.Response:
-                return session.post(url, data=image, headers=headers, timeout=60)
-
-            rows.append(measured_row(config.label(), *measure(send, images, args), config=config))
-            api.unregister(config.name)
+            rows.append(served_row(server, api, config, sized[MAIN_SIZE], MAIN_SIZE, args))
+        best = best_served(rows)
+        if not args.quick:
+            rows += [served_row(server, api, best.config, images, size, args)
+                     for size, images in sized.items() if size != MAIN_SIZE]
     finally:
         server.stop()
-    return rows
+    return rows, cold_start(store, archive_name(best.config.workers), work / "cold")
+
+
+def served_row(server: TorchServe, api: Management, config: ServeConfig, images: list[bytes],
+               size: str, args: argparse.Namespace) -> Row:
+    label = config.label() + ("" if size == MAIN_SIZE else f", {size} photos")
+    print(f"  {label} ...", flush=True)
+    api.register(archive_name(config.workers), config.batch_size, config.max_batch_delay,
+                 config.workers, name=config.name)
+    url = f"{server.url('inference')}/predictions/{config.name}"
+    headers = {**server.headers("inference"), "Content-Type": "image/jpeg"}
+
+    def send(session: requests.Session, image: bytes) -> requests.Response:
+        return session.post(url, data=image, headers=headers, timeout=60)
+
+    try:
+        return measured_row(label, *measure(send, images, args),
+                            config=config if size == MAIN_SIZE else None)
+    finally:
+        api.unregister(config.name)
+
+
+def cold_start(store: Path, archive: str, home: Path) -> float:
+    """Seconds from launching TorchServe with ``archive`` to its first READY worker."""
+    server = TorchServe.on_free_ports(home, model_store=store, models=f"skin={archive}")
+    started = time.perf_counter()
+    server.start()
+    try:
+        server.wait_ready("skin", timeout=120)
+        return time.perf_counter() - started
+    finally:
+        server.stop()
 
 
 def bench_flask(weights: Path, images: list[bytes], args: argparse.Namespace) -> Row:
+    """The Flask baseline at MAIN_SIZE."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "bench.flask_baseline", "--weights",
                                 str(weights), "--port", str(port)], cwd=REPO,
@@ -118,12 +159,18 @@ def wait_for(ready, what: str, timeout_s: float) -> None:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
+    cpu = cpu_info()
     memory_gib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
                       .splitlines() if line.startswith("MemTotal")) / 2**20
-    return (f"{cpu}, {cores()} cores, {memory_gib:.0f} GiB, {platform.system()} "
+    return (f"{cpu['model']}, {cores()} cores, {memory_gib:.0f} GiB, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def cpu_flags() -> str:
+    """The flags that decide which precision is fast, present and absent."""
+    present = set(cpu_info()["flags"])
+    return ", ".join(f"{flag} {'yes' if flag in present else 'no'}"
+                     for flag in ("amx_int8", "amx_bf16", "avx512_vnni", "avx512_bf16"))
 
 
 def parse_args() -> argparse.Namespace:
@@ -149,41 +196,63 @@ def main() -> None:
     torch.set_num_threads(cores())
     out = args.out or REPO / "reports" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    images = [data for _, data in load_images(args.images, args.image_count)]
+    originals = load_images(args.images, args.image_count)
+    sized = {size: [data for _, data in at_size(originals, shape)] for size, shape in IMAGE_SIZES.items()}
     image_dir = args.images or default_image_dir()
-    print(f"machine: {machine()}\nweights: {args.weights}\nimages: {len(images)} from {image_dir}",
-          flush=True)
+    served = served_record(args.weights)
+    print(f"machine: {machine()}\nCPU flags: {cpu_flags()}\nweights: {args.weights}\n"
+          f"served precision: {served['precision']} ({served['source']})\n"
+          f"images: {len(originals)} from {image_dir}, sent at {', '.join(sized)}", flush=True)
 
-    print("in-process limit ...", flush=True)
     model, metadata = load_release(args.weights)
-    rows = []
-    for streams in sorted({1, cores()}):
-        rows.append(Row(label=f"in-process limit: handler preprocessing + model, batch "
-                              f"{LIMIT_BATCH}, {streams} stream{'s' if streams > 1 else ''} x "
-                              f"{cores() // streams} thread{'s' if cores() > streams else ''}",
-                        images_per_s=measure_limit(model, metadata, images, LIMIT_BATCH,
-                                                   args.duration, streams)))
-    model_only = {threads: model_only_latency(model, metadata, images[0], threads, args.single)
+    runs, calibration = precision_runners(model, metadata, args.weights, sized[MAIN_SIZE][:32])
+    print(f"int8 calibration: {calibration}\ndecode + preprocessing ...", flush=True)
+    decode = {size: decode_latency(metadata, images[0], args.single) for size, images in sized.items()}
+    print("in-process limit per precision and size ...", flush=True)
+    limits = {precision: {size: measure_limit(runs[precision], metadata, images, LIMIT_BATCH,
+                                              args.duration, cores())
+                          for size, images in sized.items()} for precision in PRECISIONS}
+    model_only = {threads: model_only_latency(runs[served["precision"]], metadata,
+                                              sized[MAIN_SIZE][0], threads, args.single)
                   for threads in sorted({1, cores()})}
-    del model  # its memory is better left to the servers measured next
-    limit = max(rows, key=lambda row: row.images_per_s)
+    model_only_fp32 = model_only_latency(runs["fp32"], metadata, sized[MAIN_SIZE][0], cores(),
+                                         args.single)
+    del model, runs  # their memory is better left to the servers measured next
+    streams = f"{cores()} streams x 1 thread, batch {LIMIT_BATCH}, {MAIN_SIZE}"
+    limit = Row(label=f"in-process limit, served precision {served['precision']}, {streams}",
+                images_per_s=limits[served["precision"]][MAIN_SIZE])
+    rows = [limit]
+    if served["precision"] != "fp32":
+        rows.append(Row(label=f"in-process limit, fp32, {streams}",
+                        images_per_s=limits["fp32"][MAIN_SIZE]))
     with tempfile.TemporaryDirectory(prefix="skin-bench-") as work:
-        rows += bench_torchserve(QUICK_CONFIGS if args.quick else FULL_CONFIGS, args.weights,
-                                 images, args, Path(work))
+        served_rows, ready_s = bench_torchserve(QUICK_CONFIGS if args.quick else FULL_CONFIGS,
+                                                args.weights, sized, args, Path(work))
+    rows += served_rows
     print("Flask baseline ...", flush=True)
-    flask = bench_flask(args.weights, images, args)
+    flask = bench_flask(args.weights, sized[MAIN_SIZE], args)
     rows.append(flask)
 
     best = best_served(rows)
-    values = ratios(limit, model_only[cores()], flask, best)
-    table = format_table(rows, args.concurrency)
-    summary = format_ratios(values, best, model_only)
-    print(f"\n{table}\n\n{summary}")
-    (out / "table.md").write_text(f"{table}\n\n{summary}\n")
+    values = ratios(limit, model_only[cores()], flask, best, ready_s)
+    sections = [f"CPU: {cpu_info()['model']}; {cpu_flags()}",
+                format_decode(decode),
+                format_limits(limits, served["precision"], cores(), LIMIT_BATCH),
+                f"TorchServe serves {served['precision']} ({served['source']}); all rows below "
+                f"send {MAIN_SIZE} JPEGs unless they say otherwise.\n\n"
+                + format_table(rows, args.concurrency),
+                format_ratios(values, best, model_only, model_only_fp32)]
+    text = "\n\n".join(sections)
+    print(f"\n{text}")
+    (out / "table.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps({
-        "machine": machine(), "weights": str(args.weights), "model_version": metadata["version"],
-        "input_size": metadata["input_size"], "images": str(image_dir), "quick": args.quick,
-        "concurrency": args.concurrency, "model_only_p50_ms": model_only,
+        "machine": machine(), "cpu": cpu_info(), "weights": str(args.weights),
+        "model_version": metadata["version"], "input_size": metadata["input_size"],
+        "served_precision": served["precision"], "precision_source": served["source"],
+        "int8_calibration": calibration, "images": str(image_dir), "quick": args.quick,
+        "concurrency": args.concurrency, "decode_ms": decode, "limits": limits,
+        "model_only_p50_ms": model_only, "model_only_fp32_p50_ms": model_only_fp32,
+        "cold_start_to_ready_s": ready_s,
         "rows": [{**asdict(row), "config": asdict(row.config) if row.config else None}
                  for row in rows],
         "ratios": values}, indent=2) + "\n")

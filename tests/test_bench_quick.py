@@ -1,4 +1,5 @@
-"""``python -m bench --quick`` runs every kind of set-up for real and prints its table.
+"""``python -m bench --quick`` runs every kind of set-up for real and prints its tables: the CPU's
+flags, decode cost and the in-process limit at each precision and photo size, TorchServe, Flask.
 
 Figures are not asserted (speed targets belong in the benchmark's output), only the structure, that
 every set-up answered without errors, and that a quick run leaves the shipped defaults alone.
@@ -22,16 +23,26 @@ def test_quick_mode_prints_the_table(tmp_path):
                              "--out", str(tmp_path / "out")],
                             cwd=REPO, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert table[0] == "| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms |"
+    lines = result.stdout.splitlines()
+    start = lines.index("| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms |")
+    table = [line for line in lines[start:] if line.startswith("| ")]
     labels = [line.split(" | ")[0][2:] for line in table[1:]]
     limits = [label for label in labels if label.startswith("in-process limit")]
     assert limits and labels[:len(limits)] == limits
     assert [label.split(",")[0] for label in labels[len(limits):]] == [
         "TorchServe batch 1", "TorchServe batch 8", "Flask baseline"]
-    for name in ("best TorchServe / in-process limit", "best TorchServe / Flask baseline",
-                 "single-request p50 / model-only latency"):
+    for name in ("best TorchServe / in-process limit at the served precision",
+                 "best TorchServe / Flask baseline", "single-request p50 / model-only latency",
+                 "cold start to READY, s"):
         assert f"{name}: " in result.stdout
+    assert "CPU flags: amx_int8 " in result.stdout and "avx512_vnni " in result.stdout
+    assert "served precision: fp32 (default" in result.stdout  # a random release has no choice
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert all(row["images_per_s"] > 0 and row["errors"] == 0 for row in results["rows"])
+    sizes = ["200x150", "1024x768", "4000x3000"]
+    assert list(results["decode_ms"]) == sizes and all(ms > 0 for ms in results["decode_ms"].values())
+    assert {name: list(by_size) for name, by_size in results["limits"].items()} == {
+        name: sizes for name in ("fp32", "bf16", "int8")}
+    assert all(value > 0 for by_size in results["limits"].values() for value in by_size.values())
+    assert 0 < results["cold_start_to_ready_s"] < 120
     assert (DEFAULT_CONFIG.read_text(), BASE_CONFIG.read_text()) == shipped
