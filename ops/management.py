@@ -66,12 +66,23 @@ class Management:
         return self.call("GET", "/models", params={"limit": 1000})["models"]
 
     def describe(self, name: str) -> list[dict]:
-        """Every version of ``name``, each with its workers (plus local RSS) and its job queue."""
+        """Every version of ``name``, each with its workers (plus local RSS), its job queue and the
+        precision its handler serves at."""
         versions = self.call("GET", f"/models/{name}/all")
         for version in versions:
             for worker in version.get("workers", []):
                 worker["rssMB"] = worker_rss_mb(worker.get("pid"))
+            version["precision"] = self.precision(name, version["modelVersion"])
         return versions
+
+    def precision(self, name: str, version: str) -> dict | None:
+        """The handler's precision record (``?customized=true``); None when no worker can say."""
+        try:
+            described = self.call("GET", f"/models/{name}/{version}", params={"customized": "true"})
+            custom = json.loads(described[0]["customizedMetadata"])
+        except (OpsError, KeyError, IndexError, TypeError, ValueError):
+            return None
+        return custom.get("precision_choice")
 
     def scale(self, name: str, min_workers: int, max_workers: int,
               version: str | None = None) -> str:

@@ -21,6 +21,7 @@ def render_describe(versions: list[dict]) -> str:
             f"response timeout {version['responseTimeout']} s",
             f"  queue        {queue.get('pendingRequests', '?')} pending, "
             f"{queue.get('remainingCapacity', '?')} free",
+            f"  precision    {render_precision(version.get('precision'))}",
         ]
         for worker in version.get("workers", []):
             rss = f"{worker['rssMB']:.0f} MB RSS" if worker.get("rssMB") is not None else "RSS n/a"
@@ -30,6 +31,23 @@ def render_describe(versions: list[dict]) -> str:
             lines.append("  no workers")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def render_precision(served: dict | None) -> str:
+    """What the handler runs and, when it was measured, the figures that chose it."""
+    if not served:
+        return "unknown (no worker answered)"
+    text = f"{served['precision']}, {served['source']}"
+    choice = served.get("choice")
+    if choice:
+        figures = choice["candidates"]
+        text += "; img/s " + ", ".join(f"{name} {values['images_per_s']:.0f}"
+                                       for name, values in figures.items())
+        mine = figures.get(served["precision"])
+        if mine:
+            text += (f"; top-1 agreement {mine['top1_agreement']:.3f}, BMA change "
+                     f"{mine['bma_change']:+.4f} on {choice['test_images']} test images")
+    return text
 
 
 def _ms(value: float | None) -> str:
