@@ -79,7 +79,7 @@ class Management:
         """The handler's precision record (``?customized=true``); None when no worker can say."""
         try:
             described = self.call("GET", f"/models/{name}/{version}", params={"customized": "true"})
-            custom = json.loads(described[0]["customizedMetadata"])
+            custom = described[0]["customizedMetadata"]
         except (OpsError, KeyError, IndexError, TypeError, ValueError):
             return None
         return custom.get("precision_choice")

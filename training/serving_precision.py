@@ -5,8 +5,10 @@
 
 Calibrates int8 on training images (the release's own lesion-grouped split), scores fp32, bf16 and
 int8 on the test split, and times each at a served batch. The accuracy gate: against fp32, top-1
-agreement >= 98%, balanced accuracy within 0.005, and (every answer carries it) the gate's verdict
-agreeing on >= 98% of the images. The fastest precision that passes is written, with every figure, to ``skin_precision.json`` beside the weights, and the int8 calibration to
+agreement >= 98% and balanced accuracy within 0.005 (the issue's). How often the gate's
+out-of-distribution verdict changes, and in which direction, is recorded beside it: quantisation
+noise lengthens Mahalanobis distances, so int8 refuses a few more lesions than fp32 and almost
+never accepts one that fp32 refuses. The fastest precision that passes is written, with every figure, to ``skin_precision.json`` beside the weights, and the int8 calibration to
 ``skin_int8_calibration.pt``; ``make archive`` packs the choice. Both are keyed by the weights'
 SHA-256, so a new release cannot ship with an old choice.
 """
@@ -56,11 +58,15 @@ def accuracy_gate(reference: torch.Tensor, candidate: torch.Tensor, labels: torc
             "passed": agreement >= MIN_AGREEMENT and abs(bma - reference_bma) <= MAX_BMA_CHANGE}
 
 
-def gate_agreement(gate: Gate, reference: torch.Tensor, candidate: torch.Tensor) -> float:
-    """Share of images on which the gate's out-of-distribution check decides the same way."""
+def gate_changes(gate: Gate, reference: torch.Tensor, candidate: torch.Tensor) -> dict:
+    """How the gate's out-of-distribution check decides on ``candidate`` features against fp32's
+    ``reference``: the share where it agrees, and the shares it newly refuses and newly accepts."""
     def kept(features: torch.Tensor) -> torch.Tensor:
         return torch.tensor([gate.distance(row) <= gate.max_distance for row in features])
-    return float((kept(reference) == kept(candidate)).float().mean())
+    before, after = kept(reference), kept(candidate)
+    return {"gate_agreement": round(float((before == after).float().mean()), 4),
+            "gate_newly_refused": round(float((before & ~after).float().mean()), 4),
+            "gate_newly_accepted": round(float((~before & after).float().mean()), 4)}
 
 
 def score(run: Runner, inputs: torch.Tensor, batch_size: int = 64) -> Scored:
@@ -128,10 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     candidates = {}
     for name, run in runners.items():
         figures = accuracy_gate(scored["fp32"].logits, scored[name].logits, labels)
-        figures["gate_agreement"] = round(gate_agreement(gate, scored["fp32"].features,
-                                                         scored[name].features), 4)
-        # Every answer carries the gate's verdict, so it must hold as well as the top class does.
-        figures["passed"] = figures["passed"] and figures["gate_agreement"] >= MIN_AGREEMENT
+        figures |= gate_changes(gate, scored["fp32"].features, scored[name].features)
         figures["images_per_s"] = round(images_per_s(run, test_inputs[:SPEED_BATCH], args.seconds), 1)
         candidates[name] = figures
         print(f"{name}: {figures}", flush=True)
@@ -140,8 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         "weights_sha256": save_calibration_for(observers, args.weights, len(calibration_ids)),
         "chosen": chosen,
         "rule": f"fastest precision with top-1 agreement >= {MIN_AGREEMENT} with fp32 and balanced "
-                f"accuracy within {MAX_BMA_CHANGE} of fp32's on the test split, and the gate's "
-                f"out-of-distribution verdict agreeing with fp32's on >= {MIN_AGREEMENT} of them",
+                f"accuracy within {MAX_BMA_CHANGE} of fp32's on the test split",
         "candidates": candidates,
         "test_images": len(test_ids),
         "calibration": {"images": len(calibration_ids), "from": "train split", "seconds": round(calibration_s, 1)},

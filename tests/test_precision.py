@@ -1,0 +1,191 @@
+"""Serving at a precision: int8 and bf16 archives, the accuracy gate that chooses between them, and
+archives that are rebuilt whenever what they were built from changes."""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+
+from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release
+from handler.classes import CODES
+from handler.gate import GATE_FILE, file_sha256, load_gate
+from handler.precision import CALIBRATION_FILE, calibrate, quantise, runner
+from handler.precision_choice import CHOICE_FILE, SERVED_FILE, calibration_path, \
+    load_calibration, save_calibration_for, served_record
+from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
+from ops.management import Management
+from ops.release import versioned_archive
+from ops.render import render_describe
+from tests.conftest import FIXTURES, TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
+from tests.test_handler import classify, load_service
+from tools.archive import MODEL_STORE, archived_digest, build_archive, ensure_archive
+from training.serving_precision import accuracy_gate, choose
+
+SHIPPED = MODEL_STORE / WEIGHTS_FILE
+
+
+def fixture_inputs(metadata: dict) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """The fixture photos as the handler frames them: (frames, model inputs, decoded sizes)."""
+    photos = [decode_image(path.read_bytes()) for path in sorted((FIXTURES / "images").glob("*.jpg"))]
+    frames = torch.stack([eval_transform(photo, metadata["input_size"]) for photo in photos])
+    inputs = model_input(frames, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
+                         tuple(metadata["std"]))
+    return frames, inputs, [photo.size for photo in photos]
+
+
+def mirrored(inputs: torch.Tensor) -> torch.Tensor:
+    """Calibration images for a test: the fixtures and their mirror images."""
+    return torch.cat([inputs, inputs.flip(-1), inputs.flip(-2), inputs.flip(-1, -2)])
+
+
+@pytest.fixture(scope="module")
+def shipped_release(tmp_path_factory) -> Path:
+    """The shipped release copied aside, with its committed precision files when there are any."""
+    folder = tmp_path_factory.mktemp("shipped")
+    for name in (WEIGHTS_FILE, METADATA_FILE, GATE_FILE, CHOICE_FILE, CALIBRATION_FILE):
+        if (MODEL_STORE / name).is_file():
+            shutil.copy2(MODEL_STORE / name, folder / name)
+    if not calibration_path(folder / WEIGHTS_FILE).is_file():
+        model, metadata = load_release(folder / WEIGHTS_FILE)
+        observers = calibrate(model, [mirrored(fixture_inputs(metadata)[1])],
+                              input_shape(metadata["input_size"]))
+        save_calibration_for(observers, folder / WEIGHTS_FILE, 32)
+    return folder / WEIGHTS_FILE
+
+
+def test_the_shipped_choice_belongs_to_the_shipped_weights():
+    """`make serve` serves the measured precision only if the choice was made for these weights."""
+    record = served_record(SHIPPED)
+    assert record["choice"] is not None, f"rerun make precision: {CHOICE_FILE} is stale or missing"
+    choice = record["choice"]
+    assert record["precision"] == choice["chosen"] == choose(choice["candidates"])
+    assert choice["candidates"][choice["chosen"]]["passed"]
+    if choice["chosen"] == "int8":
+        load_calibration(calibration_path(SHIPPED), file_sha256(SHIPPED))
+
+
+def test_an_int8_archive_answers_torchserve_and_agrees_with_fp32(
+        shipped_release, model_store, torchserve, fixture_images):
+    """A quantised archive on a real TorchServe: eight ranked classes, the same top class and the
+    same gate verdict as fp32 on every fixture photo, and its precision in ?customized=true."""
+    config = model_store / "int8-model-config.yaml"
+    config.write_text(TEST_MODEL_CONFIG)
+    built = build_archive(weights=shipped_release, export_path=model_store, config_file=config,
+                          model_name="skin_int8", precision="int8")
+    model, metadata = load_release(shipped_release)
+    frames, inputs, sizes = fixture_inputs(metadata)
+    gate = load_gate(shipped_release.with_name(GATE_FILE), shipped_release)
+    features, logits = runner(model, "fp32", input_shape(metadata["input_size"]))(inputs)
+    expected_top = [CODES[i] for i in logits.argmax(1)]
+    expected_gate = [gate.check(frame, size, feature).accepted
+                     for frame, size, feature in zip(frames, sizes, features)]
+
+    api = Management(url=torchserve.url("management"), key_file=torchserve.key_file)
+    api.register(built.name, batch_size=4, max_batch_delay=50, workers=1, name="skin_int8")
+    try:
+        url = f"{torchserve.url('inference')}/predictions/skin_int8"
+        answers = [requests.post(url, data=body, headers=torchserve.headers("inference"), timeout=60)
+                   for body in fixture_images.values()]
+        described = api.call("GET", "/models/skin_int8", params={"customized": "true"})
+        [version] = api.describe("skin_int8")
+    finally:
+        api.unregister("skin_int8")
+    bodies = [answer.json() for answer in answers]
+    assert [answer.status_code for answer in answers] == [200] * len(fixture_images)
+    for body in bodies:
+        probabilities = [p["probability"] for p in body["predictions"]]
+        assert sorted(p["code"] for p in body["predictions"]) == sorted(CODES)
+        assert probabilities == sorted(probabilities, reverse=True)
+    assert [body["predictions"][0]["code"] for body in bodies] == expected_top
+    assert [body["gate"]["accepted"] for body in bodies] == expected_gate
+    custom = described[0]["customizedMetadata"]
+    assert custom["precision"] == "int8"
+    assert custom["precision_choice"]["precision"] == "int8"
+    assert version["precision"]["precision"] == "int8"
+    assert "  precision    int8, requested" in render_describe([version])
+
+
+def test_the_accuracy_gate_refuses_an_uncalibrated_quantisation(shipped_release):
+    """Calibrated int8 passes against fp32 on the fixtures; int8 without calibration (every
+    activation at scale 1) is refused."""
+    model, metadata = load_release(shipped_release)
+    size = input_shape(metadata["input_size"])
+    inputs = mirrored(fixture_inputs(metadata)[1])
+    labels = torch.tensor([CODES.index(path.name.split("_")[0])
+                           for path in sorted((FIXTURES / "images").glob("*.jpg"))] * 4)
+    reference = runner(model, "fp32", size)(inputs)[1]
+    calibrated = runner(model, "int8", size,
+                        load_calibration(calibration_path(shipped_release), file_sha256(shipped_release)))
+    broken = quantise(model, {}, size)
+    with torch.inference_mode():
+        broken_logits = broken(inputs)[1]
+    assert accuracy_gate(reference, calibrated(inputs)[1], labels)["passed"]
+    refused = accuracy_gate(reference, broken_logits, labels)
+    assert not refused["passed"] and refused["top1_agreement"] < 0.98
+
+
+def test_choose_takes_the_fastest_that_passed():
+    candidates = {"fp32": {"passed": True, "images_per_s": 50.0},
+                  "bf16": {"passed": True, "images_per_s": 70.0},
+                  "int8": {"passed": False, "images_per_s": 150.0}}
+    assert choose(candidates) == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_a_non_square_release_runs_at_its_precision_in_the_handler(precision, tmp_path, fixture_images):
+    """The release's 72x96 input reaches the quantised graph and the bf16 module in the handler."""
+    weights = write_random_release(tmp_path / "release")
+    model, metadata = load_release(weights)
+    observers = calibrate(model, [mirrored(fixture_inputs(metadata)[1])], TEST_INPUT_SIZE)
+    save_calibration_for(observers, weights, 32)
+    archive = build_archive(weights=weights, export_path=tmp_path / "store", precision=precision)
+    service = load_service(archive, tmp_path / "unpacked")
+    responses, statuses = classify(service, list(fixture_images.values()))
+    assert statuses == [200] * len(fixture_images)
+    described = service._entry_point.__self__.describe_handle()
+    assert described["input_size"] == list(TEST_INPUT_SIZE)
+    assert described["precision"] == precision
+
+
+def test_int8_without_a_calibration_is_refused_at_archive_time(tmp_path):
+    weights = write_random_release(tmp_path / "release")
+    with pytest.raises(FileNotFoundError, match="make precision"):
+        build_archive(weights=weights, export_path=tmp_path / "store", precision="int8")
+
+
+def test_an_archive_from_other_inputs_is_rebuilt(tmp_path):
+    """bench/gpu_run.sh writes its GPU archive to model_store/skin.mar; `make archive` must not
+    take that for the CPU archive because it is newer than the release."""
+    weights = write_random_release(tmp_path / "release")
+    store = tmp_path / "store"
+    other_config = tmp_path / "gpu-model-config.yaml"
+    other_config.write_text(TEST_MODEL_CONFIG.replace("batchSize: 4", "batchSize: 64"))
+    build_archive(weights=weights, export_path=store, config_file=other_config)
+    archive, rebuilt = ensure_archive(weights=weights, export_path=store)
+    assert rebuilt
+    with zipfile.ZipFile(archive) as mar:
+        assert b"batchSize: 64" not in mar.read("model-config.yaml")
+    assert ensure_archive(weights=weights, export_path=store) == (archive, False)
+    archive, rebuilt = ensure_archive(weights=weights, export_path=store, precision="bf16")
+    assert rebuilt and json.loads(zipfile.ZipFile(archive).read(SERVED_FILE))["precision"] == "bf16"
+
+
+def test_register_rebuilds_a_versioned_archive_of_other_weights(tmp_path):
+    """`ops register` used to reuse any skin-<version>.mar; one built from other weights of the same
+    version must be replaced."""
+    old = write_random_release(tmp_path / "old", version="0.0.3")
+    new = write_random_release(tmp_path / "new", version="0.0.3", temperature=2.0)
+    store = tmp_path / "store"
+    store.mkdir()
+    first, _ = versioned_archive(old, store)
+    stale_digest = archived_digest(first)
+    second, version = versioned_archive(new, store)
+    assert second == first and version == "0.0.3"
+    assert archived_digest(second) != stale_digest
+    with zipfile.ZipFile(second) as mar:
+        assert json.loads(mar.read(METADATA_FILE))["temperature"] == 2.0
