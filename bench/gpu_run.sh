@@ -13,7 +13,8 @@ HOME_DIR=.run/gpu
 mkdir -p "$OUT"
 
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" | tee "$OUT/device.txt"
-# The GPU archive replaces the build output model_store/skin.mar; `make archive` restores the CPU one.
+# The GPU archive replaces the build output model_store/skin.mar; `make archive` restores the CPU one
+# (the GPU archive records other inputs, so it is never taken for the CPU one).
 $PY -m tools.archive --weights "$WEIGHTS" --config-file bench/gpu-model-config.yaml
 $PY -m tools.torchserve --home "$HOME_DIR" > "$OUT/torchserve.log" 2>&1 &
 SERVER=$!
