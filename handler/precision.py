@@ -16,7 +16,6 @@ import copy
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.ao.quantization import get_default_qconfig_mapping
@@ -98,15 +97,6 @@ def _load_observer(observer: torch.nn.Module, state: dict[str, torch.Tensor]) ->
     # refuse the shape change.
     for key, value in state.items():
         setattr(observer, key, value.clone())
-
-
-def save_calibration(calibration: dict[str, torch.Tensor], path: Path) -> Path:
-    torch.save(calibration, path)
-    return path
-
-
-def load_calibration(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @dataclass
