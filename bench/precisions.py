@@ -19,10 +19,10 @@ def precision_runners(model: torch.nn.Module, metadata: dict, weights: Path,
     """A runner per precision, and where int8's calibration came from."""
     size = input_shape(metadata["input_size"])
     try:
-        observers = load_calibration(calibration_path(weights), file_sha256(weights))
+        calibration = load_calibration(calibration_path(weights), file_sha256(weights))
         source = f"the release's ({calibration_path(weights).name})"
     except (FileNotFoundError, ValueError):
         frames = torch.stack([frame(metadata, data) for data in images])
-        observers = calibrate(model, [served_input(metadata, frames)], size)
+        calibration = calibrate(model, [served_input(metadata, frames)], size)
         source = f"the bench's {len(images)} images (the release has none for these weights)"
-    return {name: runner(model, name, size, observers) for name in PRECISIONS}, source
+    return {name: runner(model, name, size, calibration) for name in PRECISIONS}, source

@@ -5,9 +5,10 @@ CPU has it). The gate needs the 512 penultimate features beside the logits, so e
 runs one module whose forward returns (features, logits): ``Penultimate`` wraps the float network
 and int8 quantises that wrapper whole.
 
-An int8 release stores only its calibration, the activation observers' state after the
-calibration images went through (a few hundred kB). The worker rebuilds the quantised graph from
-the float weights and that state at start-up; the weights' own scales come from the weights.
+An int8 release stores only its calibration: each activation's scale and zero point, found by
+histogram observers as the calibration images went through (a few kB). The worker rebuilds the
+quantised graph from the float weights and those at start-up; the weights' own scales come from
+the weights.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.observer import FixedQParamsObserver
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from handler.gate import penultimate
@@ -63,40 +65,35 @@ def prepare_int8(model: torch.nn.Module, input_size: tuple[int, int]) -> torch.f
 
 def calibrate(model: torch.nn.Module, batches: Iterable[torch.Tensor],
               input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """The observers' state after ``batches`` (normalised model inputs) went through the network."""
+    """Each activation's quantisation parameters after ``batches`` (normalised model inputs) went
+    through the network: ``{observer: tensor([scale, zero_point, quant_min, quant_max])}``."""
     prepared = prepare_int8(model, input_size)
     with torch.inference_mode():
         for batch in batches:
             prepared(batch)
-    return observer_state(prepared)
-
-
-def observer_state(prepared: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
-    """The activation observers' buffers; the weight observers see the weights again at conversion."""
-    return {key: value for key, value in prepared.state_dict().items()
-            if key.startswith("activation_post_process_")}
+    calibration = {}
+    for name, observer in prepared.named_modules():
+        if name.startswith("activation_post_process_"):
+            scale, zero_point = observer.calculate_qparams()
+            calibration[name] = torch.tensor([float(scale), float(zero_point), observer.quant_min,
+                                              observer.quant_max], dtype=torch.float64)
+    return calibration
 
 
 def quantise(model: torch.nn.Module, calibration: dict[str, torch.Tensor],
              input_size: tuple[int, int]) -> torch.fx.GraphModule:
-    """The int8 module of ``model`` under a stored calibration. An empty calibration gives the
-    observers' defaults (scale 1, no range), a deliberately broken quantisation."""
+    """The int8 module of ``model`` under a stored calibration. An empty calibration leaves the
+    observers at their defaults (scale 1, no range): a deliberately broken quantisation."""
     prepared = prepare_int8(model, input_size)
-    for name, module in prepared.named_modules():
-        if name.startswith("activation_post_process_"):
-            _load_observer(module, {key.split(".", 1)[1]: value for key, value in calibration.items()
-                                    if key.split(".", 1)[0] == name})
+    for name, qparams in calibration.items():
+        # Fixed parameters skip the histogram search at conversion: the worker starts 0.7 s sooner.
+        scale, zero_point, quant_min, quant_max = qparams.tolist()
+        setattr(prepared, name, FixedQParamsObserver(scale, int(zero_point), dtype=torch.quint8,
+                                                     quant_min=int(quant_min), quant_max=int(quant_max)))
     with warnings.catch_warnings():
         # An uncalibrated observer warns that it falls back to defaults; that is the broken case.
         warnings.simplefilter("ignore")
         return convert_fx(prepared)
-
-
-def _load_observer(observer: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    # Observer buffers start empty (shape 0) and take the calibrated shape; load_state_dict would
-    # refuse the shape change.
-    for key, value in state.items():
-        setattr(observer, key, value.clone())
 
 
 @dataclass

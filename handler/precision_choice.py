@@ -27,23 +27,24 @@ def calibration_path(weights: Path) -> Path:
     return Path(weights).with_name(CALIBRATION_FILE)
 
 
-def save_calibration_for(observers: dict[str, torch.Tensor], weights: Path, images: int) -> str:
+def save_calibration_for(calibration: dict[str, torch.Tensor], weights: Path, images: int) -> str:
     """Write the int8 calibration of ``weights`` beside them; returns the weights' SHA-256."""
     sha = file_sha256(weights)
-    torch.save({"weights_sha256": sha, "images": images, "observers": observers},
+    torch.save({"weights_sha256": sha, "images": images, "activations": calibration},
                calibration_path(weights))
     return sha
 
 
 def load_calibration(path: Path, weights_sha256: str) -> dict[str, torch.Tensor]:
-    """The observers' state at ``path``, checked to be calibrated on exactly these weights."""
+    """The activations' quantisation parameters at ``path`` (handler.precision.calibrate), checked
+    to be calibrated on exactly these weights."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} is missing: int8 needs the release's calibration "
                                 "(make precision)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["weights_sha256"] != weights_sha256:
         raise ValueError(f"{path} was calibrated on other weights: rerun make precision")
-    return state["observers"]
+    return state["activations"]
 
 
 def release_choice(weights: Path) -> dict | None:

@@ -53,9 +53,9 @@ def shipped_release(tmp_path_factory) -> Path:
             shutil.copy2(MODEL_STORE / name, folder / name)
     if not calibration_path(folder / WEIGHTS_FILE).is_file():
         model, metadata = load_release(folder / WEIGHTS_FILE)
-        observers = calibrate(model, [mirrored(fixture_inputs(metadata)[1])],
+        calibration = calibrate(model, [mirrored(fixture_inputs(metadata)[1])],
                               input_shape(metadata["input_size"]))
-        save_calibration_for(observers, folder / WEIGHTS_FILE, 32)
+        save_calibration_for(calibration, folder / WEIGHTS_FILE, 32)
     return folder / WEIGHTS_FILE
 
 
@@ -142,8 +142,8 @@ def test_a_non_square_release_runs_at_its_precision_in_the_handler(precision, tm
     """The release's 72x96 input reaches the quantised graph and the bf16 module in the handler."""
     weights = write_random_release(tmp_path / "release")
     model, metadata = load_release(weights)
-    observers = calibrate(model, [mirrored(fixture_inputs(metadata)[1])], TEST_INPUT_SIZE)
-    save_calibration_for(observers, weights, 32)
+    calibration = calibrate(model, [mirrored(fixture_inputs(metadata)[1])], TEST_INPUT_SIZE)
+    save_calibration_for(calibration, weights, 32)
     archive = build_archive(weights=weights, export_path=tmp_path / "store", precision=precision)
     service = load_service(archive, tmp_path / "unpacked")
     responses, statuses = classify(service, list(fixture_images.values()))

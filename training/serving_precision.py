@@ -124,12 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     started = time.perf_counter()
     calibration_inputs = inputs(calibration_ids)
-    observers = calibrate(model, calibration_inputs.split(64), size)
+    calibration = calibrate(model, calibration_inputs.split(64), size)
     calibration_s = time.perf_counter() - started
     test_inputs = inputs(test_ids)
     labels = torch.tensor([samples[i].label for i in test_ids])
     gate = load_gate(args.weights.with_name(GATE_FILE), args.weights)
-    runners = {name: runner(model, name, size, observers) for name in PRECISIONS}
+    runners = {name: runner(model, name, size, calibration) for name in PRECISIONS}
     scored = {name: score(run, test_inputs) for name, run in runners.items()}
     candidates = {}
     for name, run in runners.items():
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: {figures}", flush=True)
     chosen = choose(candidates)
     choice = {
-        "weights_sha256": save_calibration_for(observers, args.weights, len(calibration_ids)),
+        "weights_sha256": save_calibration_for(calibration, args.weights, len(calibration_ids)),
         "chosen": chosen,
         "rule": f"fastest precision with top-1 agreement >= {MIN_AGREEMENT} with fp32 and balanced "
                 f"accuracy within {MAX_BMA_CHANGE} of fp32's on the test split",
