@@ -100,7 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training images the int8 calibration sees")
     parser.add_argument("--test-limit", type=int, default=0,
                         help="score at most this many test images, evenly spread (0: all)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for timing; 1 is a served worker's share (2 workers x 1 "
+                             "thread on 2 cores)")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per precision")
     return parser.parse_args(argv)
 
