@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for timing; 1 is a served worker's share (2 workers x 1 "
                              "thread on 2 cores)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="timing per precision")
+    parser.add_argument("--seconds", type=float, default=10.0, help="timing per precision")
     return parser.parse_args(argv)
 
 
