@@ -70,8 +70,10 @@ class SkinHandler(BaseHandler):
         batch = Batch(size=len(data))
         tensors = []
         for idx, row in enumerate(data):
+            # Every step of one request stays inside its try: one hostile image fails alone.
             try:
                 image = decode_image(request_bytes(row), draft_size=max(self.input_size))
+                frame = eval_transform(image, self.input_size)
             except InvalidImageError as exc:
                 batch.errors[idx] = str(exc)
                 continue
@@ -79,7 +81,7 @@ class SkinHandler(BaseHandler):
                 logger.warning("request %d: undecodable image: %r", idx, exc)
                 batch.errors[idx] = f"the image could not be decoded: {exc}"
                 continue
-            tensors.append(eval_transform(image, self.input_size))
+            tensors.append(frame)
             batch.positions.append(idx)
             batch.sizes.append(image.size)
         if tensors:
