@@ -18,7 +18,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from handler.batch import Batch, request_bytes
-from handler.checkpoint import METADATA_FILE, load_metadata
+from handler.checkpoint import METADATA_FILE, load_metadata, load_release
 from handler.classes import CLASSES
 from handler.cpus import available_cores
 from handler.explanation import UnknownClassError, explanation_body, requested_class
@@ -55,6 +55,11 @@ class SkinHandler(BaseHandler):
                     "referral threshold %.3f", self.model_name, self.model_version, self.device,
                     torch.get_num_threads(), *self.input_size, self.colour_constancy, self.temperature,
                     self.referral_threshold)
+
+    def _load_pickled_model(self, model_dir: str, model_file: str, model_pt_path: str) -> torch.nn.Module:
+        # BaseHandler's torch.load leaves weights_only to torch's default, which an older torch or
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off: a release file may hold tensors and nothing else.
+        return load_release(Path(model_pt_path))[0]
 
     @staticmethod
     def _cpu_threads(config: dict) -> int:
