@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from handler.preprocessing import InvalidImageError, decode_image
+from handler.preprocessing import decode_image
 
 # Eight times the served input's longer side leaves the server's framing plenty of detail.
 LONG_SIDE = 1024
@@ -25,12 +25,7 @@ def prepare_photo(data: bytes, long_side: int = LONG_SIDE) -> Photo:
     The page decodes with the server's own rules (formats, pixel limit, shape), so what it cannot
     read raises ``InvalidImageError`` saying why, and nothing is sent.
     """
-    try:
-        image = decode_image(data, draft_size=long_side)
-    except InvalidImageError:
-        raise
-    except Exception as exc:  # Pillow raises many types on damaged or hostile files
-        raise InvalidImageError(f"the image could not be decoded: {exc}") from None
+    image = decode_image(data, draft_size=long_side)
     image.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
     # Only the pixels travel: a new image carries none of the original's EXIF, XMP or ICC data.
     pixels = Image.frombytes("RGB", image.size, image.tobytes())

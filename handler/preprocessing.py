@@ -56,7 +56,7 @@ def decode_image(data: bytes, draft_size: int | None = None,
         image.load()
         image = ImageOps.exif_transpose(reduce_to(image, draft_size))
         return reduce_to(to_rgb(image), draft_size)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # Pillow raises many types on damaged or hostile files
         raise InvalidImageError(f"the image could not be decoded: {exc}") from None
 
 
@@ -77,6 +77,8 @@ def open_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageFile.Ima
         ) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InvalidImageError(f"the image has too many pixels to be a photo: {exc}") from None
+    except Exception as exc:  # a damaged header can raise from inside a format's parser
+        raise InvalidImageError(f"the image header could not be read: {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidImageError(
