@@ -16,6 +16,7 @@ import numpy as np
 import requests
 from PIL import Image
 
+from handler.checkpoint import WEIGHTS_FILE
 from tools.archive import MODEL_STORE, build_archive
 from tools.torchserve import TorchServe
 
@@ -55,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="skin-decode-memory-") as scratch:
         store, config = Path(scratch) / "store", Path(scratch) / "one-worker.yaml"
         config.write_text(ONE_WORKER)
-        build_archive(weights=MODEL_STORE / "skin_resnet34.pt", export_path=store, config_file=config)
+        build_archive(weights=MODEL_STORE / WEIGHTS_FILE, export_path=store, config_file=config)
         with TorchServe.on_free_ports(Path(scratch) / "home", model_store=store).running() as server:
             described = requests.get(f"{server.url('management')}/models/skin",
                                      headers=server.headers("management"), timeout=30).json()
