@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -20,6 +19,7 @@ from handler.batch import request_bytes
 from handler.preprocessing import (INPUT_SIZE, InvalidImageError, MAX_IMAGE_PIXELS, decode_image,
                                    eval_transform, fit_to_frame, image_to_tensor, normalize,
                                    open_image, shades_of_gray)
+from tools.decode_memory import smooth_photo
 
 EXIF_ORIENTATION = 0x0112
 
@@ -143,17 +143,6 @@ def test_jpeg_draft_never_decodes_below_the_requested_size():
     photo = encode(Image.new("RGB", (4000, 3000), (200, 120, 90)), "JPEG")
     image = decode_image(photo, draft_size=224)
     assert min(image.size) >= 224 and image.size[0] < 4000
-
-
-def smooth_photo(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
-    """Gradients over the whole picture: compresses to a few MB at 48 MP, as the tests need, and any
-    mistake of scale or position in the framing shows in the frame."""
-    width, height = size
-    y, x = np.mgrid[0:height, 0:width]
-    bands = [x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)]
-    if mode == "RGBA":
-        bands.append(np.full((height, width), 200))
-    return Image.fromarray(np.stack(bands, -1).astype(np.uint8), mode)
 
 
 @pytest.mark.parametrize("mode,fmt", [("RGB", "PNG"), ("RGBA", "PNG"), ("RGB", "WEBP"), ("RGB", "TIFF")])

@@ -24,9 +24,10 @@ SIZE = (8000, 6000)  # 48 MP, a 48-megapixel phone's full-resolution mode
 ONE_WORKER = "minWorkers: 1\nmaxWorkers: 1\nbatchSize: 1\nmaxBatchDelay: 1\nresponseTimeout: 120\n"
 
 
-def smooth_photo(mode: str) -> Image.Image:
-    """Gradients: decodes to full size like any photo, yet compresses under the 32 MiB request limit."""
-    width, height = SIZE
+def smooth_photo(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
+    """Gradients over the whole picture: decodes to full size like any photo, yet compresses to a
+    few MB at 48 MP, and any mistake of scale or position in the framing shows in the frame."""
+    width, height = size
     x = (np.arange(width, dtype=np.uint32) * 255 // width).astype(np.uint8)
     y = (np.arange(height, dtype=np.uint32) * 255 // height).astype(np.uint8)
     bands = [np.broadcast_to(x, (height, width)), np.broadcast_to(y[:, None], (height, width)),
@@ -50,9 +51,9 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 def main() -> None:
-    photos = {"PNG RGB": encoded(smooth_photo("RGB"), "PNG"),
-              "PNG RGBA": encoded(smooth_photo("RGBA"), "PNG"),
-              "JPEG": encoded(smooth_photo("RGB"), "JPEG")}
+    photos = {"PNG RGB": encoded(smooth_photo(SIZE), "PNG"),
+              "PNG RGBA": encoded(smooth_photo(SIZE, "RGBA"), "PNG"),
+              "JPEG": encoded(smooth_photo(SIZE), "JPEG")}
     with tempfile.TemporaryDirectory(prefix="skin-decode-memory-") as scratch:
         store, config = Path(scratch) / "store", Path(scratch) / "one-worker.yaml"
         config.write_text(ONE_WORKER)
