@@ -20,8 +20,10 @@ from frontend.photo import Photo, prepare_photo
 from frontend.ranking import Ranking
 from frontend.texts import LANGUAGES, Texts
 from frontend.verdict import GateVerdict
+from handler.preprocessing import InvalidImageError
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+# What the server accepts (handler.preprocessing.ACCEPTED_FORMATS), by the names files carry.
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 Answer = TypeVar("Answer")
 
 
@@ -57,9 +59,6 @@ def explain(shot: UploadedFile, body: bytes, texts: Texts) -> Explanation | None
 
 def show_photo(shot: UploadedFile, photo: Photo, texts: Texts) -> None:
     """The photo; with the toggle on, the part the model saw, coloured by what it looked at."""
-    if not photo.viewable:
-        st.caption(texts.unreadable_preview)
-        return
     picture = st.empty()  # above the toggle, though drawn after it
     if st.toggle(texts.overlay_toggle, key="overlay"):
         explanation = explain(shot, photo.body, texts)
@@ -121,8 +120,13 @@ if source == "camera":
 else:
     shot = st.file_uploader(texts.uploader_label, type=UPLOAD_TYPES, key="upload")
 
+photo = None
 if shot is not None:
-    photo = prepare_photo(shot.getvalue())
+    try:
+        photo = prepare_photo(shot.getvalue())
+    except InvalidImageError as problem:
+        st.error(texts.unreadable.format(detail=problem))
+if photo is not None:
     left, right = st.columns([2, 3])
     with left:
         show_photo(shot, photo, texts)

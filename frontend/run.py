@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.torchserve import BASE_CONFIG, read_properties
+
 REPO = Path(__file__).resolve().parent.parent
 APP = Path(__file__).with_name("app.py")
 TLS_DIR = REPO / ".run" / "tls"
@@ -65,9 +67,16 @@ def tls_from_env() -> Tls | None:
     return ensure_certificate() if os.environ.get("SKIN_SSL") == "1" else None
 
 
+def upload_limit_mb(config: Path = BASE_CONFIG) -> int:
+    """TorchServe's ``max_request_size`` in Streamlit's megabytes (MiB): the page takes any file
+    the server would, and refuses up front what the server would answer with 413."""
+    return int(read_properties(config)["max_request_size"]) // 2**20
+
+
 def streamlit_command(port: int = DEFAULT_PORT, tls: Tls | None = None) -> list[str]:
     command = [sys.executable, "-m", "streamlit", "run", str(APP),
                "--server.headless", "true", "--server.port", str(port),
+               "--server.maxUploadSize", str(upload_limit_mb()),
                "--browser.gatherUsageStats", "false",
                # A failure the page does not handle shows a short notice, never a traceback.
                "--client.showErrorDetails", "none", "--client.toolbarMode", "viewer"]

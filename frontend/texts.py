@@ -30,7 +30,7 @@ class Texts:
     probability_column: str
     risk_names: dict[str, str]
     model_version: str  # {model}, {version}
-    unreadable_preview: str
+    unreadable: str  # {detail}: why the page could not read the file
     problems: dict[Problem, str]  # {detail}
     overlay_toggle: str
     overlay_caption: str  # {name}: the class the heatmap explains
@@ -59,7 +59,7 @@ ENGLISH = Texts(
     source_label="Photo",
     upload="Upload a file",
     camera="Use the camera",
-    uploader_label="A dermoscopy photo (JPEG, PNG, WebP or BMP)",
+    uploader_label="A dermoscopy photo (JPEG, PNG, WebP, BMP, GIF or TIFF)",
     camera_label="Take a dermoscopy photo",
     working="Classifying…",
     most_likely="Most likely",
@@ -76,7 +76,7 @@ ENGLISH = Texts(
     probability_column="probability",
     risk_names={"malignant": "malignant", "pre-malignant": "pre-malignant", "benign": "benign"},
     model_version="Model {model}, version {version}",
-    unreadable_preview="This file cannot be shown as an image.",
+    unreadable="This file cannot be read as a photo ({detail}). Nothing was sent.",
     problems={
         Problem.NOT_RUNNING: "The model server is not running (nothing answers at {detail}). "
                              "Start it with `make serve` in the SKIN folder, then try again.",
@@ -107,7 +107,7 @@ CHINESE = Texts(
     source_label="照片",
     upload="上传文件",
     camera="使用相机",
-    uploader_label="皮肤镜照片（JPEG、PNG、WebP 或 BMP）",
+    uploader_label="皮肤镜照片（JPEG、PNG、WebP、BMP、GIF 或 TIFF）",
     camera_label="拍摄皮肤镜照片",
     working="正在分类…",
     most_likely="最可能",
@@ -122,7 +122,7 @@ CHINESE = Texts(
     probability_column="概率",
     risk_names={"malignant": "恶性", "pre-malignant": "癌前病变", "benign": "良性"},
     model_version="模型 {model}，版本 {version}",
-    unreadable_preview="无法将此文件显示为图像。",
+    unreadable="无法将此文件读取为照片（{detail}）。未发送任何内容。",
     problems={
         Problem.NOT_RUNNING: "模型服务器未运行（{detail} 无响应）。请在 SKIN 目录中运行 "
                              "`make serve` 启动后重试。",
