@@ -20,9 +20,11 @@ import gevent
 from locust import HttpUser, constant, constant_throughput, events, task
 from locust.runners import WorkerRunner
 
+from api.client import inference_path, protocol_from_env
+from api.contract import check_prediction, key_refused
+from api.keys import KeySource
 from handler import v2
 from loadtest.images import load_images
-from tools.torchserve import inference_path, protocol_from_env, read_key
 
 IMAGES = load_images(Path(os.environ["SKIN_IMAGE_DIR"]) if os.environ.get("SKIN_IMAGE_DIR") else None)
 MODEL = os.environ.get("SKIN_MODEL", "skin")
