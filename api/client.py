@@ -83,9 +83,11 @@ class Endpoint:
 
     def _send(self, method: str, url: str, timeout: float | tuple[float, float],
               kwargs: dict) -> requests.Response:
-        headers = {**kwargs.pop("headers", {}), **self.keys.headers()}
+        # Built afresh for every try: a retry after a refusal carries the re-read key.
+        headers = {**kwargs.get("headers", {}), **self.keys.headers()}
         try:
-            return self.session.request(method, url, headers=headers, timeout=timeout, **kwargs)
+            return self.session.request(method, url, timeout=timeout,
+                                        **{**kwargs, "headers": headers})
         except requests.Timeout as exc:
             if isinstance(exc, requests.ConnectionError):  # a connect timeout: nothing listens
                 raise ServerProblem(Problem.NOT_RUNNING, log=f"{method} {url}: {exc}") from None
