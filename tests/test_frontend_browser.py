@@ -27,11 +27,12 @@ from frontend.explanation import Explanation
 from frontend.overlay import overlay
 from frontend.photo import prepare_photo
 from frontend.run import REPO, page_environment, streamlit_command
-from frontend.serve_all import stop_page, wait_for_page
+from frontend.serve_all import wait_for_page
 from frontend.texts import ENGLISH
 from handler.classes import BY_CODE, CLASSES
 from test_frontend_page import served_answer, served_explanation
 from test_gate import darkened, lesion
+from tools.processes import stop_process
 from tools.torchserve import BASE_CONFIG, free_port, read_properties
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -59,7 +60,7 @@ def page_url(torchserve, inference_url) -> str:
         wait_for_page(page, port, None)
         yield f"http://localhost:{port}"
     finally:
-        stop_page(page)
+        stop_process(page)
 
 
 def write_y4m(photo: Path, path: Path, size: tuple[int, int] = (640, 480)) -> Path:

@@ -13,10 +13,12 @@ from PIL import ExifTags, Image
 from frontend.client import ClientConfig, Problem, ServerProblem, SkinClient
 from frontend.photo import LONG_SIDE, prepare_photo
 from frontend.ranking import Ranking
-from frontend.run import REPO, ensure_certificate, page_environment, streamlit_command
-from frontend.serve_all import stop_page, wait_for_page
+from frontend.certificate import ensure_certificate
+from frontend.run import LOOPBACK, REPO, page_address, page_environment, streamlit_command
+from frontend.serve_all import wait_for_page
 from handler.classes import CLASSES
 from handler.preprocessing import InvalidImageError
+from tools.processes import stop_process
 from tools.torchserve import free_port, read_key, read_properties
 
 
@@ -144,7 +146,7 @@ def test_a_refusal_is_read_and_an_inconsistent_verdict_rejected():
 
 def test_config_from_environment():
     assert ClientConfig.from_env({}) == ClientConfig()
-    assert ClientConfig().key_file == REPO / ".run" / "serve" / "key_file.json"
+    assert ClientConfig().key_file == REPO / ".run" / "serve" / "page_key.json"  # the inference key alone
     config = ClientConfig.from_env({"SKIN_INFERENCE_URL": "http://h:1/p",
                                     "SKIN_KEY_FILE": "/k.json", "SKIN_TOKEN": "t"})
     assert (config.url, str(config.key_file), config.token) == ("http://h:1/p", "/k.json", "t")
@@ -164,30 +166,30 @@ def test_client_reads_a_rotated_key_again(torchserve, inference_url, tmp_path, f
     image = prepare_photo(fixture_images["SCC_ISIC_0024329.jpg"]).body
     with pytest.raises(ServerProblem) as failure:
         client.classify(image)
-    assert failure.value.problem is Problem.KEY and str(key_file) in failure.value.detail
+    assert failure.value.problem is Problem.KEY
     # What TorchServe does on POST /token: a new key in the same file.
     key_file.write_text(json.dumps({"inference": {"key": read_key(torchserve.key_file)}}))
     assert len(client.classify(image).scores) == len(CLASSES)
 
 
 def test_https_page_with_the_generated_certificate(tmp_path):
-    tls = ensure_certificate(tmp_path / "tls")
+    tls = ensure_certificate(tmp_path / "tls", LOOPBACK)
     extensions = subprocess.run(
         ["openssl", "x509", "-in", str(tls.cert), "-noout", "-ext",
          "subjectAltName,extendedKeyUsage"], capture_output=True, text=True, check=True).stdout
     assert "IP Address:127.0.0.1" in extensions and "DNS:localhost" in extensions
     assert "TLS Web Server Authentication" in extensions
-    assert ensure_certificate(tmp_path / "tls").cert.read_bytes() == tls.cert.read_bytes()
+    assert ensure_certificate(tmp_path / "tls", LOOPBACK).cert.read_bytes() == tls.cert.read_bytes()
     port = free_port()
     page = subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=page_environment(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_page(page, port, tls)
-        health = requests.get(f"https://localhost:{port}/_stcore/health", verify=tls.cert,
+        health = requests.get(f"https://{page_address(tls)}:{port}/_stcore/health", verify=tls.ca,
                               timeout=5)
         assert health.text == "ok"
     finally:
-        stop_page(page)
+        stop_process(page)
 
 
 def test_oversized_upload_is_reported_as_too_large(torchserve, inference_url):

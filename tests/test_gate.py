@@ -14,7 +14,7 @@ from PIL import Image, ImageFilter
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
 from handler.model import SkinResNet34
 from handler.refusals import ACCEPTED, DETAILS
-from loadtest.checks import check_prediction
+from api.contract import check_prediction
 from test_handler import classify, load_service
 from tests.conftest import write_random_release
 from tools.archive import MODEL_STORE, build_archive

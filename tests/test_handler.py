@@ -20,7 +20,7 @@ import ts
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release
 from handler.classes import BY_CODE, CLASSES, CODES
 from handler.preprocessing import decode_image, eval_transform, model_input
-from loadtest.checks import check_prediction
+from api.contract import check_prediction
 from tests.conftest import TEST_INPUT_SIZE, TEST_REFERRAL_THRESHOLD, write_random_release
 from tools.archive import HANDLER_DIR, MODEL_STORE, build_archive
 

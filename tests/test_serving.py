@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from handler.classes import CODES
-from loadtest.checks import check_prediction
+from api.contract import check_prediction
 from tools.torchserve import read_properties, BASE_CONFIG
 
 

@@ -13,7 +13,7 @@ import requests
 from frontend.client import ClientConfig, SkinClient
 from handler import v2
 from handler.classes import CODES
-from loadtest.checks import check_prediction
+from api.contract import check_prediction
 from test_serving import handler_counters
 
 IMAGE = "MEL_ISIC_0024310.jpg"
