@@ -79,7 +79,6 @@ ENGLISH = Texts(
     risk_names={"malignant": "malignant", "pre-malignant": "pre-malignant", "benign": "benign"},
     model_version="Model {model}, version {version}",
     unreadable="This file cannot be read as a photo ({detail}). Nothing was sent.",
-    unreadable_preview="This file cannot be shown as an image.",
     # Nothing here names a URL, a file or a command: a phone user can act on none of them, and the
     # page's log (frontend.client) holds what an operator needs.
     problems={
