@@ -42,7 +42,7 @@ serve: archive
 
 /usr/bin/chromedriver:
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei
 
 test: $(INSTALLED) /usr/bin/chromedriver
 	$(PY) -m pytest

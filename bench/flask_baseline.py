@@ -42,7 +42,7 @@ def create_app(weights: Path) -> Flask:
         probabilities = torch.softmax(logits[0] / float(metadata["temperature"]), dim=0).tolist()
         ranked = sorted(zip(CLASSES, probabilities), key=lambda pair: pair[1], reverse=True)
         # The referral threshold and the gate's verdict are part of the answer contract that
-        # loadtest.checks applies.
+        # api.contract applies.
         return jsonify({"predictions": [{"code": c.code, "name": c.name, "risk": c.risk,
                                          "probability": p} for c, p in ranked],
                         "referral": {"threshold": metadata["referral"]["threshold"]},

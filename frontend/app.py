@@ -12,6 +12,7 @@ from typing import TypeVar
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
+from frontend.access import require_pass_phrase
 from frontend.chart import ranking_chart
 from frontend.client import ClientConfig, ServerProblem, SkinClient
 from frontend.explanation import Explanation
@@ -20,8 +21,10 @@ from frontend.photo import Photo, prepare_photo
 from frontend.ranking import Ranking
 from frontend.texts import LANGUAGES, Texts
 from frontend.verdict import GateVerdict
+from handler.preprocessing import InvalidImageError
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+# What the server accepts (handler.preprocessing.ACCEPTED_FORMATS), by the names files carry.
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 Answer = TypeVar("Answer")
 
 
@@ -57,9 +60,6 @@ def explain(shot: UploadedFile, body: bytes, texts: Texts) -> Explanation | None
 
 def show_photo(shot: UploadedFile, photo: Photo, texts: Texts) -> None:
     """The photo; with the toggle on, the part the model saw, coloured by what it looked at."""
-    if not photo.viewable:
-        st.caption(texts.unreadable_preview)
-        return
     picture = st.empty()  # above the toggle, though drawn after it
     if st.toggle(texts.overlay_toggle, key="overlay"):
         explanation = explain(shot, photo.body, texts)
@@ -106,6 +106,7 @@ st.set_page_config(page_title="SKIN", page_icon=":material/dermatology:")
 language = st.segmented_control("Language / 语言", list(LANGUAGES), default="English",
                                 key="language", label_visibility="collapsed")
 texts = LANGUAGES[language or "English"]  # a second tap deselects; keep English then
+require_pass_phrase(texts)
 
 st.title(texts.title)
 st.warning(texts.disclaimer, icon=":material/medical_information:")
@@ -121,8 +122,13 @@ if source == "camera":
 else:
     shot = st.file_uploader(texts.uploader_label, type=UPLOAD_TYPES, key="upload")
 
+photo = None
 if shot is not None:
-    photo = prepare_photo(shot.getvalue())
+    try:
+        photo = prepare_photo(shot.getvalue())
+    except InvalidImageError as problem:
+        st.error(texts.unreadable.format(detail=problem))
+if photo is not None:
     left, right = st.columns([2, 3])
     with left:
         show_photo(shot, photo, texts)

@@ -1,12 +1,16 @@
-"""`make serve`: TorchServe and the SKIN page together, both stopped on Ctrl-C or SIGTERM.
+"""`make serve`: TorchServe and the SKIN page together, both stopped on Ctrl-C, SIGTERM or SIGHUP.
 
     python -m frontend.serve_all            # TorchServe on 8080-8082 (home .run/serve), page 8501
-    SKIN_SSL=1 python -m frontend.serve_all  # the page over HTTPS on all interfaces, for phones
+    SKIN_SSL=1 python -m frontend.serve_all  # the page over HTTPS on the LAN address, for phones
     SKIN_PROTOCOL=v2 python -m frontend.serve_all  # TorchServe speaks KServe v2; so does the page
+
+The page gets the inference key alone (page_key.json); the keys are renewed at half their lifetime
+(SKIN_KEY_ROTATION_S overrides the interval).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -15,21 +19,28 @@ from pathlib import Path
 
 import requests
 
-from frontend.run import (DEFAULT_PORT, REPO, Tls, page_environment, page_url, streamlit_command,
-                          tls_from_env)
-from tools.torchserve import DEFAULT_HOME, TorchServe, protocol_from_env
+from api.client import protocol_from_env
+from frontend.certificate import Tls
+from frontend.run import (DEFAULT_PORT, REPO, access_environment, announce, page_address,
+                          page_environment, streamlit_command, tls_from_env)
+from tools.processes import die_with_parent, stop_process
+from tools.torchserve import DEFAULT_HOME, TorchServe
 
 PAGE_START_TIMEOUT_S = 60
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def start_page(server: TorchServe, port: int, tls: Tls | None) -> subprocess.Popen:
-    """Streamlit, pointed at ``server``; in its own session so that a Ctrl-C reaches only us."""
+def start_page(server: TorchServe, port: int, tls: Tls | None,
+               access: dict[str, str]) -> subprocess.Popen:
+    """Streamlit, pointed at ``server``. In its own session so that a Ctrl-C reaches only us, and
+    ended by the kernel if we die, so that it never serves on alone."""
     environment = page_environment({
         "SKIN_INFERENCE_URL": server.inference_url(), "SKIN_PROTOCOL": server.protocol,
-        "SKIN_KEY_FILE": str(server.key_file)})
+        "SKIN_KEY_FILE": str(server.page_key_file), **access})
     with open(server.home / "streamlit.out", "wb") as log:
         return subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=environment,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent)
 
 
 def wait_for_page(page: subprocess.Popen, port: int, tls: Tls | None) -> None:
@@ -39,23 +50,14 @@ def wait_for_page(page: subprocess.Popen, port: int, tls: Tls | None) -> None:
         if page.poll() is not None:
             raise RuntimeError(f"Streamlit exited with {page.returncode}")
         try:
-            # The self-signed certificate names 127.0.0.1, so it verifies itself.
-            if requests.get(f"{scheme}://127.0.0.1:{port}/_stcore/health", timeout=2,
-                            verify=str(tls.cert) if tls else True).ok:
+            # The page's certificate chains to the local CA and names the address it listens on.
+            if requests.get(f"{scheme}://{page_address(tls)}:{port}/_stcore/health", timeout=2,
+                            verify=str(tls.ca) if tls else True).ok:
                 return
         except requests.ConnectionError:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"the page did not answer within {PAGE_START_TIMEOUT_S}s")
-
-
-def stop_page(page: subprocess.Popen) -> None:
-    page.terminate()
-    try:
-        page.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        page.kill()
-        page.wait()
 
 
 def raise_interrupt(*_) -> None:
@@ -71,22 +73,29 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the page's port")
     args = parser.parse_args()
     tls = tls_from_env()
+    access = access_environment(tls)
     options = {"model_store": args.model_store, "protocol": protocol_from_env()}
     server = (TorchServe.on_free_ports(args.home, **options) if args.free_ports
               else TorchServe(home=args.home, **options))
-    # Set both explicitly: a launcher may have started us with SIGINT ignored.
-    signal.signal(signal.SIGINT, raise_interrupt)
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    page = None
+    rotation = os.environ.get("SKIN_KEY_ROTATION_S")
+    # Set them all explicitly: a launcher may have started us with SIGINT or SIGHUP ignored, and a
+    # closed terminal (SIGHUP) must stop everything as Ctrl-C does.
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, raise_interrupt)
+    page = rotator = None
     try:
         server.start()
-        page = start_page(server, args.port, tls)
+        # The page reads its key file at its first request, by when the key is copied there.
+        page = start_page(server, args.port, tls, access)
         print(f"Starting TorchServe ({server.inference_url()}) and the page; "
               f"logs in {server.home}", flush=True)
         waited = server.wait_ready()
+        server.write_page_key()
+        rotator = server.key_rotator(float(rotation) if rotation else None)
+        rotator.start()
         wait_for_page(page, args.port, tls)
-        print(f"\nSKIN is ready after {waited:.0f}s. Open {page_url(args.port, tls)}"
-              "  (Ctrl-C stops both)", flush=True)
+        print(f"\nSKIN is ready after {waited:.0f}s. {announce(args.port, tls, access)}"
+              "\n(Ctrl-C stops both)", flush=True)
         while page.poll() is None and server.process.poll() is None:
             time.sleep(1)
         print("A process exited on its own; stopping the other.", file=sys.stderr)
@@ -99,10 +108,12 @@ def main() -> int:
         return 1
     finally:
         # A second Ctrl-C must not cut the clean-up short and leave a server behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)
+        if rotator is not None:
+            rotator.stop()
         if page is not None:
-            stop_page(page)
+            stop_process(page)
         server.stop()
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frontend.client import Problem
+from api.contract import Problem
 from frontend.verdict import GateVerdict
 from handler.classes import LesionClass
 from handler.refusals import DETAILS
@@ -30,13 +30,15 @@ class Texts:
     probability_column: str
     risk_names: dict[str, str]
     model_version: str  # {model}, {version}
-    unreadable_preview: str
+    unreadable: str  # {detail}: why the page could not read the file
     problems: dict[Problem, str]  # {detail}
     overlay_toggle: str
     overlay_caption: str  # {name}: the class the heatmap explains
     refused_title: str
     refused_note: str
     refusals: dict[str, str]  # gate reason -> why and how to take the photo again
+    pass_phrase_label: str
+    pass_phrase_wrong: str
 
     def name(self, lesion: LesionClass) -> str:
         return lesion.name_zh if self.chinese else lesion.name
@@ -59,7 +61,7 @@ ENGLISH = Texts(
     source_label="Photo",
     upload="Upload a file",
     camera="Use the camera",
-    uploader_label="A dermoscopy photo (JPEG, PNG, WebP or BMP)",
+    uploader_label="A dermoscopy photo (JPEG, PNG, WebP, BMP, GIF or TIFF)",
     camera_label="Take a dermoscopy photo",
     working="Classifying…",
     most_likely="Most likely",
@@ -76,19 +78,23 @@ ENGLISH = Texts(
     probability_column="probability",
     risk_names={"malignant": "malignant", "pre-malignant": "pre-malignant", "benign": "benign"},
     model_version="Model {model}, version {version}",
-    unreadable_preview="This file cannot be shown as an image.",
+    unreadable="This file cannot be read as a photo ({detail}). Nothing was sent.",
+    # Nothing here names a URL, a file or a command: a phone user can act on none of them, and the
+    # page's log (frontend.client) holds what an operator needs.
     problems={
-        Problem.NOT_RUNNING: "The model server is not running (nothing answers at {detail}). "
-                             "Start it with `make serve` in the SKIN folder, then try again.",
-        Problem.NOT_LOADED: "The model server is up but the skin model is not loaded yet "
-                            "({detail}). Wait a minute and try again.",
+        Problem.NOT_RUNNING: "The model server is not answering. Try again in a minute; if it "
+                             "keeps failing, tell whoever runs SKIN.",
+        Problem.NOT_LOADED: "The model is still loading. Wait a minute and try again.",
         Problem.INVALID_IMAGE: "The server could not read this image: {detail}",
         Problem.TOO_LARGE: "The file is too large for the server. Use a smaller photo.",
         Problem.BUSY: "The model server is busy or restarting. Try again in a few seconds.",
-        Problem.KEY: "The model server refused the access key from {detail}. Restart it with "
-                     "`make serve`, or set SKIN_KEY_FILE / SKIN_TOKEN to its current key.",
-        Problem.TIMEOUT: "The model server took too long to answer ({detail}). Try again.",
-        Problem.UNEXPECTED: "The model server gave an unexpected answer: {detail}",
+        Problem.KEY: "The model server did not accept this page's access key. Tell whoever runs "
+                     "SKIN; restarting SKIN gives the page a new key.",
+        Problem.TIMEOUT: "The model server took too long to answer. Try again.",
+        Problem.SERVER_ERROR: "The model server failed while reading this photo, twice. Try again "
+                              "in a minute; if it keeps failing, tell whoever runs SKIN.",
+        Problem.UNEXPECTED: "The model server gave an answer this page cannot read. Tell whoever "
+                            "runs SKIN.",
     },
     overlay_toggle="Show what the model looked at",
     overlay_caption="The part of the photo the model sees. Warm colours mark the areas that counted "
@@ -96,6 +102,8 @@ ENGLISH = Texts(
     refused_title="This photo cannot be classified",
     refused_note="No class is shown for a photo the model cannot read: its answer would mean nothing.",
     refusals=dict(DETAILS),
+    pass_phrase_label="Pass phrase (shown where SKIN was started)",
+    pass_phrase_wrong="That is not the pass phrase. Type it as SKIN printed it at start.",
 )
 
 CHINESE = Texts(
@@ -107,7 +115,7 @@ CHINESE = Texts(
     source_label="照片",
     upload="上传文件",
     camera="使用相机",
-    uploader_label="皮肤镜照片（JPEG、PNG、WebP 或 BMP）",
+    uploader_label="皮肤镜照片（JPEG、PNG、WebP、BMP、GIF 或 TIFF）",
     camera_label="拍摄皮肤镜照片",
     working="正在分类…",
     most_likely="最可能",
@@ -122,18 +130,17 @@ CHINESE = Texts(
     probability_column="概率",
     risk_names={"malignant": "恶性", "pre-malignant": "癌前病变", "benign": "良性"},
     model_version="模型 {model}，版本 {version}",
-    unreadable_preview="无法将此文件显示为图像。",
+    unreadable="无法将此文件读取为照片（{detail}）。未发送任何内容。",
     problems={
-        Problem.NOT_RUNNING: "模型服务器未运行（{detail} 无响应）。请在 SKIN 目录中运行 "
-                             "`make serve` 启动后重试。",
-        Problem.NOT_LOADED: "模型服务器已启动，但皮肤模型尚未加载（{detail}）。请稍候一分钟再试。",
+        Problem.NOT_RUNNING: "模型服务器没有响应。请一分钟后重试；如果仍然失败，请告知 SKIN 的管理员。",
+        Problem.NOT_LOADED: "模型仍在加载。请稍候一分钟再试。",
         Problem.INVALID_IMAGE: "服务器无法读取此图像：{detail}",
         Problem.TOO_LARGE: "文件太大，服务器无法接收。请使用较小的照片。",
         Problem.BUSY: "模型服务器繁忙或正在重启，请几秒后重试。",
-        Problem.KEY: "模型服务器拒绝了来自 {detail} 的访问密钥。请用 `make serve` 重启，"
-                     "或将 SKIN_KEY_FILE / SKIN_TOKEN 设为当前密钥。",
-        Problem.TIMEOUT: "模型服务器响应超时（{detail}），请重试。",
-        Problem.UNEXPECTED: "模型服务器返回了意外的结果：{detail}",
+        Problem.KEY: "模型服务器不接受本页面的访问密钥。请告知 SKIN 的管理员；重启 SKIN 会给页面新的密钥。",
+        Problem.TIMEOUT: "模型服务器响应超时，请重试。",
+        Problem.SERVER_ERROR: "模型服务器在读取这张照片时两次出错。请一分钟后重试；如果仍然失败，请告知 SKIN 的管理员。",
+        Problem.UNEXPECTED: "模型服务器返回了本页面无法读取的结果。请告知 SKIN 的管理员。",
     },
     overlay_toggle="显示模型关注的区域",
     overlay_caption="这是模型看到的照片区域。暖色标出对“{name}”这一结果影响最大的部分；"
@@ -148,6 +155,8 @@ CHINESE = Texts(
         "not_dermoscopy": "这看起来不像皮肤病变的皮肤镜照片。请通过皮肤镜拍摄单个病变，病变居中并占据画面的大部分。",
         "gate_error": "无法检查这张照片。请重试，或重新拍摄一张。",
     },
+    pass_phrase_label="口令（显示在启动 SKIN 的地方）",
+    pass_phrase_wrong="口令不正确。请按 SKIN 启动时显示的内容输入。",
 )
 
 LANGUAGES = {"English": ENGLISH, "中文": CHINESE}

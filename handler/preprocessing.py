@@ -11,7 +11,7 @@ import io
 import warnings
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # (height, width). Dermoscopy photos are 4:3; a square input would cut the lesion's border.
 INPUT_SIZE = (96, 128)
@@ -19,8 +19,19 @@ INPUT_SIZE = (96, 128)
 SHADES_OF_GRAY_POWER = 6
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-# A 50-megapixel phone photo (8160x6120) fits; a decompression bomb does not.
-MAX_IMAGE_PIXELS = 64_000_000
+# A 50-megapixel phone photo (8160x6120, or 8192x6144) fits; a decompression bomb does not.
+MAX_IMAGE_PIXELS = 52_000_000
+# Panoramas stop near 4:1; a longer strip is no lesion photo, and framing it would keep a sliver.
+MAX_ASPECT_RATIO = 10
+# What phones, cameras and scanners save (JPEG's opener also reads MPO, a phone's multi-picture
+# JPEG). Pillow knows some 40 formats, EPS among them, which runs Ghostscript where it is
+# installed; each one more is attack surface and no photo.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+FORMAT_NAMES = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+# ISO BMFF brands of HEIF files (an iPhone's "High Efficiency" photos): refused with how to fix it.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif")
+# Modes that Image.reduce averages meaningfully; palette, bilevel and 16-bit images convert first.
+_REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"}
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
@@ -33,34 +44,61 @@ def decode_image(data: bytes, draft_size: int | None = None,
                  max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode bytes into an upright RGB image.
 
-    ``draft_size`` lets JPEG decoding skip detail finer than that size (a large speed-up for phone
-    photos); the result is never smaller than ``draft_size`` on either side when the image is not.
+    ``draft_size`` lets decoding skip detail finer than that size: JPEG decodes at 1/2 to 1/8 scale
+    (no full-size image is ever allocated), other formats are reduced by whole factors right after
+    decoding, before any copy. The result is never smaller than ``draft_size`` on either side when
+    the image is not.
     """
+    image = open_image(data, max_pixels)
+    if draft_size:
+        image.draft("RGB", (draft_size, draft_size))
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(reduce_to(image, draft_size))
+        return reduce_to(to_rgb(image), draft_size)
+    except Exception as exc:  # Pillow raises many types on damaged or hostile files
+        raise InvalidImageError(f"the image could not be decoded: {exc}") from None
+
+
+def open_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> ImageFile.ImageFile:
+    """Read only the header of an accepted format and check the size and shape it announces."""
     if not data:
         raise InvalidImageError("the request body is empty; send the image bytes")
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        raise InvalidImageError("HEIC/HEIF photos are not accepted; send a JPEG (on an iPhone: "
+                                "Settings > Camera > Formats > Most Compatible)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise InvalidImageError(
-            f"the body ({len(data)} bytes) is not an image Pillow can read; send a JPEG, PNG, WebP or BMP"
+            f"the body ({len(data)} bytes) is not an image in an accepted format; send a {FORMAT_NAMES}"
         ) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InvalidImageError(f"the image has too many pixels to be a photo: {exc}") from None
+    except Exception as exc:  # a damaged header can raise from inside a format's parser
+        raise InvalidImageError(f"the image header could not be read: {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidImageError(
             f"the image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
         )
-    if draft_size and image.format == "JPEG":
-        image.draft("RGB", (draft_size, draft_size))
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImageError(f"the image could not be decoded: {exc}") from None
-    return to_rgb(image)
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise InvalidImageError(
+            f"the image is {width}x{height} pixels, a strip rather than a photo; the longer side "
+            f"may be at most {MAX_ASPECT_RATIO} times the shorter"
+        )
+    return image
+
+
+def reduce_to(image: Image.Image, size: int | None) -> Image.Image:
+    """``image`` shrunk by the largest whole factor that keeps both sides at least ``size`` (box
+    averaging, alpha-aware); unchanged when there is no such factor or its mode cannot average."""
+    factor = min(image.size) // size if size else 1
+    if factor < 2 or image.mode not in _REDUCIBLE_MODES:
+        return image
+    return image.reduce(factor)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

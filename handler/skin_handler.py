@@ -18,7 +18,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from handler.batch import Batch, request_bytes
-from handler.checkpoint import METADATA_FILE, load_metadata
+from handler.checkpoint import METADATA_FILE, load_metadata, load_release
 from handler.classes import CLASSES
 from handler.cpus import available_cores
 from handler.explanation import UnknownClassError, explanation_body, requested_class
@@ -63,6 +63,11 @@ class SkinHandler(BaseHandler):
                     torch.get_num_threads(), *self.input_size, self.colour_constancy,
                     self.temperature, self.referral_threshold)
 
+    def _load_pickled_model(self, model_dir: str, model_file: str, model_pt_path: str) -> torch.nn.Module:
+        # BaseHandler's torch.load leaves weights_only to torch's default, which an older torch or
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off: a release file may hold tensors and nothing else.
+        return load_release(Path(model_pt_path))[0]
+
     @staticmethod
     def _cpu_threads(config: dict) -> int:
         """Threads per worker such that workers x threads <= cores; more only oversubscribes."""
@@ -77,8 +82,10 @@ class SkinHandler(BaseHandler):
         batch = Batch(size=len(data))
         tensors = []
         for idx, row in enumerate(data):
+            # Every step of one request stays inside its try: one hostile image fails alone.
             try:
                 image = decode_image(request_bytes(row), draft_size=max(self.input_size))
+                frame = eval_transform(image, self.input_size)
             except InvalidImageError as exc:
                 batch.errors[idx] = str(exc)
                 continue
@@ -86,7 +93,7 @@ class SkinHandler(BaseHandler):
                 logger.warning("request %d: undecodable image: %r", idx, exc)
                 batch.errors[idx] = f"the image could not be decoded: {exc}"
                 continue
-            tensors.append(eval_transform(image, self.input_size))
+            tensors.append(frame)
             batch.positions.append(idx)
             batch.sizes.append(image.size)
         if tensors:

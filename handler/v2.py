@@ -5,8 +5,8 @@ BYTES. A v2 response carries the same answer as the v1 JSON, as named outputs:
 
 - ``codes`` (BYTES, shape [8]): the class codes, most probable first;
 - ``probabilities`` (FP32, shape [8]): their probabilities, in the same order;
-- one BYTES output of shape [1] per other field of the v1 answer (``referral``, and ``gate`` once
-  the handler returns one), whose only element is that field as JSON text.
+- one BYTES output of shape [1] per other field of the v1 answer (``referral`` and ``gate``), whose
+  only element is that field as JSON text.
 
 The handler builds responses with :func:`response`; clients (the page, the load test, the tests)
 build requests with :func:`request` and read responses back into the v1 answer with

@@ -20,10 +20,11 @@ import gevent
 from locust import HttpUser, constant, constant_throughput, events, task
 from locust.runners import WorkerRunner
 
+from api.client import inference_path, protocol_from_env
+from api.contract import check_prediction, key_refused
+from api.keys import KeySource
 from handler import v2
-from loadtest.checks import check_prediction
 from loadtest.images import load_images
-from tools.torchserve import inference_path, protocol_from_env, read_key
 
 IMAGES = load_images(Path(os.environ["SKIN_IMAGE_DIR"]) if os.environ.get("SKIN_IMAGE_DIR") else None)
 MODEL = os.environ.get("SKIN_MODEL", "skin")
@@ -65,18 +66,21 @@ class SkinUser(HttpUser):
     wait_time = constant_throughput(RATE_PER_USER) if RATE_PER_USER > 0 else constant(0)
 
     def on_start(self) -> None:
-        key = (os.environ.get("SKIN_TOKEN")
-               or read_key(Path(os.environ["SKIN_KEY_FILE"]), "inference"))
-        self.client.headers.update({"Authorization": f"Bearer {key}"})
+        self.keys = KeySource(Path(os.environ["SKIN_KEY_FILE"]), "inference",
+                              os.environ.get("SKIN_TOKEN") or None)
         if os.environ.get("SKIN_HOST_HEADER"):
             self.client.headers["Host"] = os.environ["SKIN_HOST_HEADER"]
 
     @task
     def classify(self) -> None:
         _name, image = _next_image()
-        body = ({"json": v2.request(image)} if PROTOCOL == "v2"
-                else {"data": image, "headers": {"Content-Type": "image/jpeg"}})
-        with self.client.post(PATH, name=PATH, catch_response=True, **body) as response:
+        # The key source re-reads a rotated key file before the request; a refusal that still
+        # comes (the file was being rewritten) counts, and the next request reads the file again.
+        headers = {**self.keys.headers(), **({} if PROTOCOL == "v2" else {"Content-Type": "image/jpeg"})}
+        body = {"json": v2.request(image)} if PROTOCOL == "v2" else {"data": image}
+        with self.client.post(PATH, name=PATH, catch_response=True, headers=headers, **body) as response:
+            if key_refused(response):
+                self.keys.refresh(wait_s=0)
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
                 return

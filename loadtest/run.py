@@ -17,9 +17,10 @@ from urllib.parse import urlparse
 
 from loadtest.images import default_image_dir
 from loadtest.report import format_summary, plot_latency, read_totals
+from api.client import DEFAULT_METRICS_URL, PROTOCOLS
 from ops.errors import OpsError
-from ops.metrics import DEFAULT_METRICS_URL, scrape, time_split
-from tools.torchserve import DEFAULT_KEY_FILE, PROTOCOL_OVERRIDES
+from ops.metrics import scrape, time_split
+from tools.torchserve import DEFAULT_KEY_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -107,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest",
                                      description="Headless locust run against SKIN on loopback.")
     parser.add_argument("--host", default=DEFAULT_HOST, help="inference address (%(default)s)")
-    parser.add_argument("--protocol", choices=sorted(PROTOCOL_OVERRIDES), default="v1",
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="v1",
                         help="v1 (/predictions/skin) or v2 (KServe's /v2/models/skin/infer)")
     parser.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE)
     parser.add_argument("--token", help="bearer token instead of the key file (a cluster's ingress)")

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from api.client import DEFAULT_MANAGEMENT_URL, DEFAULT_METRICS_URL
 from ops.errors import OpsError
-from ops.management import DEFAULT_MANAGEMENT_URL, Management
-from ops.metrics import DEFAULT_METRICS_URL, scrape, summarize
+from ops.management import Management
+from ops.metrics import scrape, summarize
+from ops.names import archive_name, model_name
 from ops.render import render_describe, render_metrics, render_models
 from tools.torchserve import DEFAULT_KEY_FILE
 
@@ -88,20 +90,21 @@ def register(api: Management, args: argparse.Namespace) -> tuple[dict, str]:
     from ops.release import DEFAULT_MODEL_STORE, DEFAULT_WEIGHTS, shipped_batching, \
         versioned_archive
 
+    name = model_name(args.name)
+    archive = None if args.archive is None else archive_name(args.archive)
     shipped = shipped_batching()
-    archive = args.archive
     if archive is None:
         weights = args.weights or DEFAULT_WEIGHTS
         try:
             archive = versioned_archive(weights, args.model_store or DEFAULT_MODEL_STORE,
-                                        args.name)[0].name
+                                        name)[0].name
         except (FileNotFoundError, ValueError) as exc:
             raise OpsError(f"cannot build an archive from {weights}: {exc}") from None
         except subprocess.CalledProcessError as exc:
             raise OpsError(f"torch-model-archiver failed with exit status {exc.returncode}") from None
     status = api.register(archive, pick(args.batch_size, shipped["batchSize"]),
                           pick(args.max_batch_delay, shipped["maxBatchDelay"]),
-                          pick(args.workers, shipped["minWorkers"]), args.name)
+                          pick(args.workers, shipped["minWorkers"]), name)
     return {"status": status, "archive": archive}, f"{status} (from {archive})"
 
 

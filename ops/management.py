@@ -5,17 +5,17 @@ CLI, the load test and the soak run can print it as one line.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-import requests
 
+from api.client import DEFAULT_MANAGEMENT_URL, ManagementClient
+from api.contract import Problem, ServerProblem, json_field, key_refused
+from api.keys import KeySource
 from ops.errors import OpsError
-from tools.torchserve import DEFAULT_KEY_FILE, read_key
+from tools.torchserve import DEFAULT_KEY_FILE
 
-DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
 # Registering or scaling synchronously waits for workers to load a ResNet34: give it time.
 SLOW_CALL_S = 300
 FAST_CALL_S = 10
@@ -25,37 +25,32 @@ FAST_CALL_S = 10
 class Management:
     url: str = DEFAULT_MANAGEMENT_URL
     key_file: Path = DEFAULT_KEY_FILE
+    client: ManagementClient = field(init=False, repr=False)
 
-    def headers(self) -> dict[str, str]:
-        try:
-            return {"Authorization": f"Bearer {read_key(self.key_file, 'management')}"}
-        except FileNotFoundError:
-            raise OpsError(f"key file {self.key_file} not found: is TorchServe running, "
-                           "and is --key-file its key_file.json?") from None
-        except (KeyError, json.JSONDecodeError):
-            raise OpsError(f"{self.key_file} has no management key; is it TorchServe's "
-                           "key_file.json?") from None
+    def __post_init__(self) -> None:
+        self.client = ManagementClient(self.url, KeySource(self.key_file, "management"))
 
     def call(self, method: str, path: str, params: dict | None = None,
              timeout: float = FAST_CALL_S) -> dict | list:
+        if not self.key_file.exists():
+            raise OpsError(f"key file {self.key_file} not found: is TorchServe running, "
+                           "and is --key-file its key_file.json?")
         try:
-            response = requests.request(method, f"{self.url}{path}", params=params,
-                                        headers=self.headers(), timeout=timeout)
-        except requests.ConnectionError:
+            response = self.client.call(method, path, params=params, timeout=timeout)
+        except ServerProblem as failure:
+            if failure.problem is Problem.TIMEOUT:
+                raise OpsError(f"{method} {path} got no answer within {timeout:.0f}s from "
+                               f"{self.url}") from None
             raise OpsError(f"cannot reach the management API at {self.url}: is TorchServe "
                            "running (make serve)?") from None
-        except requests.Timeout:
-            raise OpsError(f"{method} {path} got no answer within {timeout:.0f}s from "
-                           f"{self.url}") from None
         try:
             body = response.json()
         except ValueError:
             body = {"message": response.text.strip()}
         if response.status_code >= 400:
-            detail = body if isinstance(body, dict) else {}
-            message = detail.get("message", response.reason)
+            message = json_field(response, "message") if isinstance(body, dict) else response.reason
             # TorchServe answers a wrong key with 400, which reads like a bad request: say so.
-            if detail.get("type") == "InvalidKeyException":
+            if key_refused(response):
                 message = (f"the management key in {self.key_file} was refused "
                            f"(expired, or from another TorchServe): {message}")
             raise OpsError(f"{method} {path}: HTTP {response.status_code}: {message}")

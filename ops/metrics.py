@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.client import DEFAULT_METRICS_URL, metrics_text
+from api.contract import Problem, ServerProblem
 from ops.errors import OpsError
 
-DEFAULT_METRICS_URL = "http://127.0.0.1:8082"
+SCRAPE_TIMEOUT_S = 10.0
 MODEL_LABELS = ("model_name", "ModelName")
 # Sample names as the Prometheus parser gives them: counters end in "_total".
 HOST_METRICS = ("Requests2XX_total", "Requests4XX_total", "Requests5XX_total", "CPUUtilization",
@@ -28,19 +29,21 @@ MODEL_COUNTERS = ("ts_inference_requests_total", "ts_inference_latency_microseco
 ModelMetrics = dict[str, dict[str, float]]
 
 
-def scrape(metrics_url: str = DEFAULT_METRICS_URL) -> tuple[dict[str, float], ModelMetrics]:
+def scrape(metrics_url: str = DEFAULT_METRICS_URL,
+           timeout: float = SCRAPE_TIMEOUT_S) -> tuple[dict[str, float], ModelMetrics]:
     """Host-level metrics and per-model metrics from one GET of ``/metrics``."""
     try:
-        response = requests.get(f"{metrics_url}/metrics", timeout=10)
-    except requests.ConnectionError:
-        raise OpsError(f"cannot reach the metrics API at {metrics_url}: is TorchServe running "
-                       "(make serve)?") from None
-    if response.status_code != 200:
-        raise OpsError(f"GET {metrics_url}/metrics: HTTP {response.status_code}: "
-                       f"{response.text.strip()[:200]}")
+        text = metrics_text(metrics_url, timeout)
+    except ServerProblem as failure:
+        if failure.problem is Problem.NOT_RUNNING:
+            raise OpsError(f"cannot reach the metrics API at {metrics_url}: is TorchServe running "
+                           "(make serve)?") from None
+        if failure.problem is Problem.TIMEOUT:
+            raise OpsError(f"GET {metrics_url}/metrics got no answer within {timeout:.0f}s") from None
+        raise OpsError(failure.log) from None
     host: dict[str, float] = {}
     models: ModelMetrics = defaultdict(dict)
-    for family in text_string_to_metric_families(response.text):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name = sample.name
             model = next((sample.labels[key] for key in MODEL_LABELS if key in sample.labels), None)

@@ -7,6 +7,7 @@ The session's TorchServe runs on free ports with its own home, so the suite can 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,12 @@ import torch
 
 from PIL import Image
 
-from handler.checkpoint import load_release, save_release
+from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release, save_release
 from handler.classes import CODES
 from handler.gate import GATE_FILE, save_gate
 from handler.model import SkinResNet34
 from handler.preprocessing import MEAN, STD, decode_image
-from tools.archive import build_archive
+from tools.archive import MODEL_STORE, build_archive
 from training.gate import fit_gate, frames_of, measure
 from tools.torchserve import TorchServe
 
@@ -40,8 +41,8 @@ handler:
 # on the fixtures themselves; the page re-encodes a photo and the server batches it differently,
 # which moves each measure a little. These factors widen the thresholds past that, and stay far
 # inside the photos built to be refused (a seventh of the light, 2.5x the light, a blur of 8 px).
-FIXTURE_GATE_MARGINS = {"min_luminance": 0.9, "max_luminance": 1.1, "min_sharpness": 0.8,
-                        "max_distance": 1.2}
+FIXTURE_GATE_MARGINS = {"min_luminance": 0.9, "max_luminance": 1.1, "min_sharpness": 0.8}
+MIRRORS = (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180)
 # The suite's processes (pytest, TorchServe workers, Streamlit) share two cores; one torch thread
 # each keeps them from spinning against each other, which costs far more than it saves.
 torch.set_num_threads(1)
@@ -63,21 +64,23 @@ def write_random_release(directory: Path, input_size: tuple[int, int] = TEST_INP
 
 def write_fixture_gate(weights: Path) -> Path:
     """The gate of a test release, fitted in a second on the fixture photos and their mirror images
-    with no quantile cut: every fixture photo lies inside every threshold, and a photo built to be
-    too dark, too bright or blurred lies outside."""
+    with no quantile cut: every fixture photo lies inside every quality threshold, and a photo built
+    to be too dark, too bright or blurred lies outside. Its distance check accepts everything: a
+    random network has no notion of a lesion, and a JPEG re-encode moves its features far, so
+    ``not_dermoscopy`` is tested on the shipped release (``shipped_server``)."""
     model, metadata = load_release(weights)
     photos, labels = [], []
     for path in sorted((FIXTURES / "images").glob("*.jpg")):
         photo = decode_image(path.read_bytes())
-        mirrors = (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180)
-        for view in (photo, *(photo.transpose(mirror) for mirror in mirrors)):
-            photos.append(view)
-            labels.append(CODES.index(path.name.split("_")[0]))
+        views = [photo, *(photo.transpose(mirror) for mirror in MIRRORS)]
+        photos += views
+        labels += [CODES.index(path.name.split("_")[0])] * len(views)
     frames, sizes = frames_of(photos, metadata["input_size"])
     measured = measure(model, metadata, frames, sizes, torch.tensor(labels))
     state = fit_gate(measured, measured, weights, metadata, keep=1.0, quality_quantile=0.0)
     for name, factor in FIXTURE_GATE_MARGINS.items():
         state["thresholds"][name] *= factor
+    state["thresholds"]["max_distance"] = sys.float_info.max  # finite: answers are JSON
     return save_gate(state, weights.with_name(GATE_FILE))
 
 
@@ -115,6 +118,27 @@ def torchserve_v2(model_store, tmp_path_factory) -> TorchServe:
     the same archive, with only the configuration's service envelope changed."""
     home = tmp_path_factory.mktemp("torchserve_v2")
     with TorchServe.on_free_ports(home, model_store=model_store, protocol="v2").running(timeout=180) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def shipped_server(tmp_path_factory) -> TorchServe:
+    """The shipped release (trained weights, their gate) as ``skin`` and, as ``untrained``, the same
+    release with the random weights of a network that never saw a lesion, side by side in one real
+    TorchServe: for what only a trained model shows (heatmaps on the lesion, refusing non-lesions)."""
+    metadata = load_metadata(MODEL_STORE / METADATA_FILE)
+    torch.manual_seed(0)
+    untrained = save_release(SkinResNet34().state_dict(), metadata, tmp_path_factory.mktemp("untrained"))
+    write_fixture_gate(untrained)
+    store = tmp_path_factory.mktemp("shipped_store")
+    config = store / "test-model-config.yaml"
+    config.write_text(TEST_MODEL_CONFIG)
+    build_archive(weights=MODEL_STORE / WEIGHTS_FILE, export_path=store, config_file=config)
+    build_archive(weights=untrained, export_path=store, config_file=config, model_name="untrained")
+    home = tmp_path_factory.mktemp("shipped_torchserve")
+    server = TorchServe.on_free_ports(home, model_store=store, models="skin=skin.mar,untrained=untrained.mar")
+    with server.running(timeout=300):
+        server.wait_ready("untrained", timeout=300)
         yield server
 
 

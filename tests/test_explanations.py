@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,12 @@ import requests
 import torch
 from torch.nn import functional as F
 
-from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release, save_release
+from handler.checkpoint import METADATA_FILE, load_release
 from handler.classes import CODES
-from handler.model import SkinResNet34
 from handler.gradcam import heatmap_shape
 from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
-from loadtest.checks import check_prediction
-from tests.conftest import TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
+from api.contract import check_prediction
+from tests.conftest import TEST_INPUT_SIZE, write_random_release
 from tests.test_handler import load_service, run_batch
 from tools.archive import MODEL_STORE, build_archive
 from tools.torchserve import TorchServe
@@ -198,33 +196,6 @@ def test_central_share_weighs_cells_by_their_part_in_the_box():
     assert central_share(1 - centre) == pytest.approx((0.5 * 192 - 24) / (192 - 24))
 
 
-@pytest.fixture(scope="module")
-def shipped_server(tmp_path_factory) -> TorchServe:
-    """The shipped release as ``skin`` and, as ``untrained``, the same release with the random
-    weights of a network that never saw a lesion, side by side in one TorchServe."""
-    # Release 1.0 predates the referral threshold that releases now must carry; explanations do
-    # not read it, so any value lets 1.0 be served as it is.
-    metadata = {"referral": {"threshold": 0.5}, **SHIPPED}
-    shipped = tmp_path_factory.mktemp("shipped")
-    shutil.copy2(MODEL_STORE / WEIGHTS_FILE, shipped / WEIGHTS_FILE)
-    (shipped / METADATA_FILE).write_text(json.dumps(metadata), encoding="utf-8")
-    torch.manual_seed(0)
-    untrained = save_release(SkinResNet34().state_dict(), metadata, tmp_path_factory.mktemp("untrained"))
-    store = tmp_path_factory.mktemp("shipped_store")
-    config = store / "test-model-config.yaml"
-    config.write_text(TEST_MODEL_CONFIG)
-    build_archive(weights=shipped / WEIGHTS_FILE, export_path=store, config_file=config)
-    build_archive(weights=untrained, export_path=store, config_file=config, model_name="untrained")
-    home = tmp_path_factory.mktemp("shipped_torchserve")
-    server = TorchServe.on_free_ports(home, model_store=store, models="skin=skin.mar,untrained=untrained.mar")
-    with server.running(timeout=300):
-        server.wait_ready("untrained", timeout=300)
-        yield server
-
-
-@pytest.mark.xfail(SHIPPED["version"] == "1.0", strict=True, raises=AssertionError, reason=(
-    "release 1.0's heatmaps are no more central than an untrained network's: on these fixtures "
-    "the centred half-area box holds 56% of 1.0's heatmap mass and 58% of an untrained ResNet34's"))
 def test_the_trained_heatmap_lies_mostly_on_the_centred_lesion(shipped_server, fixture_images):
     """HAM10000 photos centre the lesion, so a heatmap that follows it puts most of its mass in the
     centred box of half the frame's area, where one that ignored the photo would put half. An

@@ -27,12 +27,13 @@ from frontend.explanation import Explanation
 from frontend.overlay import overlay
 from frontend.photo import prepare_photo
 from frontend.run import REPO, page_environment, streamlit_command
-from frontend.serve_all import stop_page, wait_for_page
+from frontend.serve_all import wait_for_page
 from frontend.texts import ENGLISH
 from handler.classes import BY_CODE, CLASSES
 from test_frontend_page import served_answer, served_explanation
 from test_gate import darkened, lesion
-from tools.torchserve import free_port
+from tools.processes import stop_process
+from tools.torchserve import BASE_CONFIG, free_port, read_properties
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -59,7 +60,7 @@ def page_url(torchserve, inference_url) -> str:
         wait_for_page(page, port, None)
         yield f"http://localhost:{port}"
     finally:
-        stop_page(page)
+        stop_process(page)
 
 
 def write_y4m(photo: Path, path: Path, size: tuple[int, int] = (640, 480)) -> Path:
@@ -223,3 +224,14 @@ def test_a_refused_photo_in_a_real_browser(page_url, browser, torchserve, infere
     if os.environ.get("SKIN_SCREENSHOTS") == "1":
         screenshot(browser, tmp_path / "screenshot-refused.png", DESKTOP, mobile=False)
         shutil.copy(tmp_path / "screenshot-refused.png", REPO / "docs" / "screenshot-refused.png")
+
+
+def test_the_page_takes_files_up_to_torchserves_request_limit(page_url, browser, tmp_path):
+    limit = int(read_properties(BASE_CONFIG)["max_request_size"])
+    browser.get(page_url)
+    WebDriverWait(browser, 60).until(shows(f"{limit // 2**20}MB per file"))
+    too_large = tmp_path / "too-large.jpg"
+    too_large.write_bytes(b"\xff" * (limit + 2**20))
+    browser.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(too_large))
+    # Streamlit refuses it in the browser, instead of TorchServe answering 413 after the upload.
+    WebDriverWait(browser, 60).until(shows(f"File must be {limit / 2**20:.1f}MB or smaller"))

@@ -8,14 +8,17 @@ import subprocess
 
 import pytest
 import requests
-from PIL import Image
+from PIL import ExifTags, Image
 
 from frontend.client import ClientConfig, Problem, ServerProblem, SkinClient
-from frontend.photo import LONG_SIDE, Photo, prepare_photo
+from frontend.photo import LONG_SIDE, prepare_photo
 from frontend.ranking import Ranking
-from frontend.run import REPO, ensure_certificate, page_environment, streamlit_command
-from frontend.serve_all import stop_page, wait_for_page
+from frontend.certificate import ensure_certificate
+from frontend.run import LOOPBACK, REPO, page_address, page_environment, streamlit_command
+from frontend.serve_all import wait_for_page
 from handler.classes import CLASSES
+from handler.preprocessing import InvalidImageError
+from tools.processes import stop_process
 from tools.torchserve import free_port, read_key, read_properties
 
 
@@ -36,7 +39,7 @@ def test_large_photo_goes_up_small_and_upright():
     shrunk = Image.open(io.BytesIO(photo.body))
     assert shrunk.size == (LONG_SIDE * 3 // 4, LONG_SIDE)
     assert shrunk.getpixel((shrunk.width - 5, 5))[0] < 60  # orientation 6: dark corner top-right
-    assert len(photo.body) < len(original) / 4 and photo.viewable
+    assert len(photo.body) < len(original) / 4
 
 
 def test_small_photo_keeps_its_size():
@@ -44,15 +47,52 @@ def test_small_photo_keeps_its_size():
     assert shrunk.size == (600, 450) and shrunk.format == "JPEG"
 
 
-def test_unreadable_file_goes_up_unchanged_for_the_server_to_explain():
-    body = b"not an image at all"
-    assert prepare_photo(body) == Photo(body, viewable=False)
+def test_what_the_page_cannot_read_is_refused_with_the_reason_and_not_sent():
+    with pytest.raises(InvalidImageError, match="not an image in an accepted format"):
+        prepare_photo(b"not an image at all")
+    with pytest.raises(InvalidImageError, match="a strip rather than a photo"):
+        prepare_photo(encoded(Image.new("RGB", (2000, 100)), "PNG"))
 
 
-def test_photo_with_alpha_goes_up_unchanged_for_the_server_to_convert():
+def encoded(image: Image.Image, fmt: str, **params) -> bytes:
     out = io.BytesIO()
-    Image.new("RGBA", (64, 64), (10, 20, 30, 0)).save(out, "PNG")
-    assert prepare_photo(out.getvalue()) == Photo(out.getvalue(), viewable=True)
+    image.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def with_location() -> Image.Exif:
+    exif = Image.Exif()
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps[ExifTags.GPS.GPSLatitudeRef], gps[ExifTags.GPS.GPSLatitude] = "N", (48.0, 12.0, 30.0)
+    gps[ExifTags.GPS.GPSLongitudeRef], gps[ExifTags.GPS.GPSLongitude] = "E", (16.0, 22.0, 10.0)
+    return exif
+
+
+def grey_palette() -> Image.Image:
+    image = Image.new("P", (64, 48), 1)
+    image.putpalette([0, 0, 0, 128, 128, 128] + [0, 0, 0] * 254)
+    return image
+
+
+@pytest.mark.parametrize("name,original,expected", [
+    ("transparent RGBA", encoded(Image.new("RGBA", (64, 48), (10, 20, 30, 0)), "PNG", exif=with_location()), (255, 255, 255)),
+    ("palette", encoded(grey_palette(), "PNG"), (128, 128, 128)),
+    ("16-bit grey", encoded(Image.new("I;16", (64, 48), 128 * 256), "PNG"), (128, 128, 128)),
+    ("JPEG with GPS", encoded(Image.new("RGB", (64, 48), (128, 128, 128)), "JPEG", exif=with_location(),
+                              icc_profile=b"\0" * 128), (128, 128, 128)),
+    ("PNG with GPS", encoded(Image.new("RGB", (64, 48), (128, 128, 128)), "PNG", exif=with_location()),
+     (128, 128, 128)),
+])
+def test_every_photo_goes_up_as_its_rgb_pixels_alone(name, original, expected):
+    sent = Image.open(io.BytesIO(prepare_photo(original).body))
+    assert (sent.format, sent.mode, sent.size) == ("JPEG", "RGB", (64, 48)), name
+    assert all(abs(a - b) <= 3 for a, b in zip(sent.getpixel((32, 24)), expected)), (name, sent.getpixel((32, 24)))
+    assert not sent.getexif() and not set(sent.info) & {"exif", "icc_profile", "xmp"}, (name, sent.info)
+
+
+def test_a_location_in_the_original_is_what_the_test_removes():
+    original = encoded(Image.new("RGB", (64, 48)), "JPEG", exif=with_location())
+    assert Image.open(io.BytesIO(original)).getexif().get_ifd(ExifTags.IFD.GPSInfo)
 
 
 THRESHOLD = 0.3  # stands for the release's, which the answer carries
@@ -106,7 +146,7 @@ def test_a_refusal_is_read_and_an_inconsistent_verdict_rejected():
 
 def test_config_from_environment():
     assert ClientConfig.from_env({}) == ClientConfig()
-    assert ClientConfig().key_file == REPO / ".run" / "serve" / "key_file.json"
+    assert ClientConfig().key_file == REPO / ".run" / "serve" / "page_key.json"  # the inference key alone
     config = ClientConfig.from_env({"SKIN_INFERENCE_URL": "http://h:1/p",
                                     "SKIN_KEY_FILE": "/k.json", "SKIN_TOKEN": "t"})
     assert (config.url, str(config.key_file), config.token) == ("http://h:1/p", "/k.json", "t")
@@ -126,30 +166,30 @@ def test_client_reads_a_rotated_key_again(torchserve, inference_url, tmp_path, f
     image = prepare_photo(fixture_images["SCC_ISIC_0024329.jpg"]).body
     with pytest.raises(ServerProblem) as failure:
         client.classify(image)
-    assert failure.value.problem is Problem.KEY and str(key_file) in failure.value.detail
+    assert failure.value.problem is Problem.KEY
     # What TorchServe does on POST /token: a new key in the same file.
     key_file.write_text(json.dumps({"inference": {"key": read_key(torchserve.key_file)}}))
     assert len(client.classify(image).scores) == len(CLASSES)
 
 
 def test_https_page_with_the_generated_certificate(tmp_path):
-    tls = ensure_certificate(tmp_path / "tls")
+    tls = ensure_certificate(tmp_path / "tls", LOOPBACK)
     extensions = subprocess.run(
         ["openssl", "x509", "-in", str(tls.cert), "-noout", "-ext",
          "subjectAltName,extendedKeyUsage"], capture_output=True, text=True, check=True).stdout
     assert "IP Address:127.0.0.1" in extensions and "DNS:localhost" in extensions
     assert "TLS Web Server Authentication" in extensions
-    assert ensure_certificate(tmp_path / "tls").cert.read_bytes() == tls.cert.read_bytes()
+    assert ensure_certificate(tmp_path / "tls", LOOPBACK).cert.read_bytes() == tls.cert.read_bytes()
     port = free_port()
     page = subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=page_environment(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_page(page, port, tls)
-        health = requests.get(f"https://localhost:{port}/_stcore/health", verify=tls.cert,
+        health = requests.get(f"https://{page_address(tls)}:{port}/_stcore/health", verify=tls.ca,
                               timeout=5)
         assert health.text == "ok"
     finally:
-        stop_page(page)
+        stop_process(page)
 
 
 def test_oversized_upload_is_reported_as_too_large(torchserve, inference_url):

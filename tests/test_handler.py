@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import pickle
 import sys
 import zipfile
 from pathlib import Path
@@ -19,7 +20,7 @@ import ts
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release
 from handler.classes import BY_CODE, CLASSES, CODES
 from handler.preprocessing import decode_image, eval_transform, model_input
-from loadtest.checks import check_prediction
+from api.contract import check_prediction
 from tests.conftest import TEST_INPUT_SIZE, TEST_REFERRAL_THRESHOLD, write_random_release
 from tools.archive import HANDLER_DIR, MODEL_STORE, build_archive
 
@@ -193,3 +194,32 @@ def test_the_shipped_release_is_what_make_serve_serves(tmp_path, fixture_images)
     responses, statuses = classify(shipped, list(fixture_images.values()))
     assert statuses == [200] * len(fixture_images)
     assert {response["version"] for response in responses} == {metadata["version"]}
+
+
+class OpensAFile:
+    """Unpickled, it opens (creates) a file: what a tampered release could do with any code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_the_worker_loads_release_weights_as_tensors_only(archive, tmp_path, monkeypatch):
+    """BaseHandler's own torch.load leaves weights_only to torch's default, which this variable turns
+    off; the handler must load a release as tensors whatever the default."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "code-ran"
+    with zipfile.ZipFile(archive) as mar:
+        state = torch.load(io.BytesIO(mar.read(WEIGHTS_FILE)), weights_only=True)
+    state["payload"] = OpensAFile(marker)
+    tampered_weights = io.BytesIO()
+    torch.save(state, tampered_weights)
+    tampered = tmp_path / "tampered.mar"
+    with zipfile.ZipFile(archive) as mar, zipfile.ZipFile(tampered, "w") as out:
+        for item in mar.infolist():
+            out.writestr(item, tampered_weights.getvalue() if item.filename == WEIGHTS_FILE else mar.read(item))
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_service(tampered, tmp_path / "unpacked")
+    assert not marker.exists()

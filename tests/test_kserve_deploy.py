@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from handler import v2
-from loadtest.checks import check_prediction
+from api.contract import check_prediction
 from tools.archive import DEFAULT_CONFIG
 from tools.deploy_config import KSERVE_INFERENCE_PORT, KSERVE_STORAGE
 from tools.kserve_bundle import ARCHIVE_DIR, CONFIG_PATH, archive_manifest, write_bundle

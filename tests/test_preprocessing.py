@@ -18,7 +18,8 @@ from PIL import Image, ImageDraw
 from handler.batch import request_bytes
 from handler.preprocessing import (INPUT_SIZE, InvalidImageError, MAX_IMAGE_PIXELS, decode_image,
                                    eval_transform, fit_to_frame, image_to_tensor, normalize,
-                                   shades_of_gray)
+                                   open_image, shades_of_gray)
+from tools.decode_memory import smooth_photo
 
 EXIF_ORIENTATION = 0x0112
 
@@ -83,6 +84,48 @@ def test_dimensions_beyond_the_pixel_limit_are_refused_before_decoding():
         decode_image(header_only)
 
 
+def test_a_fifty_megapixel_phone_photo_fits_and_more_is_refused_from_the_header():
+    assert open_image(encode(Image.new("1", (8192, 6144)), "PNG")).size == (8192, 6144)
+    with pytest.raises(InvalidImageError, match="53,084,160 pixels; the limit is 52,000,000"):
+        open_image(encode(Image.new("1", (8640, 6144)), "PNG"))
+
+
+@pytest.mark.parametrize("size", [(1_000_000, 1), (1, 1_000_000), (100_000, 1), (1, 100_000),
+                                  (1100, 100), (100, 1100)])
+def test_a_strip_longer_than_ten_to_one_is_refused(size):
+    with pytest.raises(InvalidImageError, match=f"{size[0]}x{size[1]} pixels, a strip"):
+        decode_image(encode(Image.new("RGB", size), "PNG"))
+
+
+def test_a_ten_to_one_panorama_is_still_a_photo():
+    assert decode_image(encode(Image.new("RGB", (1000, 100)), "PNG")).size == (1000, 100)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_the_formats_phones_and_cameras_save_are_read(fmt):
+    image = Image.new("RGB", (40, 30), (128, 128, 128))
+    assert decode_image(encode(image, fmt)).size == (40, 30)
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "PCX", "ICO", "SGI", "DDS"])
+def test_formats_no_phone_sends_are_refused_unread(fmt):
+    with pytest.raises(InvalidImageError, match="not an image in an accepted format; send a JPEG, PNG"):
+        decode_image(encode(Image.new("RGB", (40, 30), (128, 128, 128)), fmt))
+
+
+def test_postscript_never_reaches_ghostscript():
+    eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 40 30\n"
+           b"/Times-Roman findfont 12 scalefont setfont 5 10 moveto (lesion) show\n%%EOF\n")
+    with pytest.raises(InvalidImageError, match="not an image in an accepted format"):
+        decode_image(eps)
+
+
+def test_heic_is_refused_with_how_to_send_a_jpeg():
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    with pytest.raises(InvalidImageError, match="HEIC.*Most Compatible"):
+        decode_image(heic)
+
+
 @pytest.mark.parametrize("data,message", [(b"", "empty"), (b"just some text", "not an image"),
                                           (b"\xff\xd8\xff\xe0" + b"\x00" * 20, "not an image|could not be decoded")])
 def test_garbage_raises_a_clear_error(data, message):
@@ -100,6 +143,33 @@ def test_jpeg_draft_never_decodes_below_the_requested_size():
     photo = encode(Image.new("RGB", (4000, 3000), (200, 120, 90)), "JPEG")
     image = decode_image(photo, draft_size=224)
     assert min(image.size) >= 224 and image.size[0] < 4000
+
+
+@pytest.mark.parametrize("mode,fmt", [("RGB", "PNG"), ("RGBA", "PNG"), ("RGB", "WEBP"), ("RGB", "TIFF")])
+def test_a_large_photo_is_reduced_on_decoding_and_frames_as_at_full_size(mode, fmt):
+    data = encode(smooth_photo((1600, 1200), mode), fmt)
+    reduced = decode_image(data, draft_size=128)
+    assert min(reduced.size) >= 128 and reduced.width < 400, reduced.size
+    full = eval_transform(decode_image(data), INPUT_SIZE).float()
+    assert (eval_transform(reduced, INPUT_SIZE).float() - full).abs().mean() < 1.5
+
+
+def test_a_reduced_photo_keeps_its_exif_orientation():
+    stored = smooth_photo((1152, 864))  # reduced by 6 exactly, so turning commutes with reducing
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    decoded = decode_image(encode(stored, "PNG", exif=exif.tobytes()), draft_size=128)
+    assert decoded.width < decoded.height  # turned upright, after the reduction
+    upright = decode_image(encode(stored.transpose(Image.Transpose.ROTATE_270), "PNG"), draft_size=128)
+    assert torch.equal(image_to_tensor(decoded), image_to_tensor(upright))
+
+
+def test_a_large_png_with_alpha_decodes_without_full_size_copies():
+    # 12 MP RGBA is 48 MB decoded; compositing it on white at full size took about 240 MB more.
+    data = encode(smooth_photo((4000, 3000), "RGBA"), "PNG", compress_level=1)
+    with address_space_headroom(160 * 1024 * 1024):
+        image = decode_image(data, draft_size=128)
+    assert image.mode == "RGB" and min(image.size) >= 128
 
 
 def test_eval_transform_keeps_the_native_aspect_and_normalize_matches_mean_std():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import math
 import struct
 import zlib
@@ -12,7 +11,7 @@ import pytest
 import requests
 
 from handler.classes import CODES
-from loadtest.checks import check_prediction
+from api.contract import check_prediction
 from tools.torchserve import read_properties, BASE_CONFIG
 
 
@@ -128,6 +127,36 @@ def test_one_bad_image_inside_a_batch_of_good_ones(inference_url, auth, fixture_
         answers = list(pool.map(lambda body: post(inference_url, auth, data=body), bodies))
     assert [a.status_code for a in answers] == [200, 400, 200, 200]
     assert "not an image" in answers[1].json()["detail"]
+
+
+def png_strip(size: tuple[int, int]) -> bytes:
+    """A valid RGB PNG of one colour, a few hundred bytes whatever its size: 1,000,000 x 1 is 1 kB."""
+    width, height = size
+    row = b"\x00" + b"\x80" * (3 * width)
+    idat = zlib.compress(row * height, 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_hostile_strips_among_good_photos_fail_alone(inference_url, auth, fixture_images):
+    good = list(fixture_images.values())[:5]
+    alone = [post(inference_url, auth, data=image).json() for image in good]
+    strips = [png_strip(size) for size in [(1_000_000, 1), (1, 100_000), (100_000, 1)]]
+    # Interleaved and sent at once, so that the server's batches of 4 mix strips and photos.
+    bodies = [good[0], strips[0], good[1], good[2], strips[1], good[3], strips[2], good[4]]
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        answers = list(pool.map(lambda body: post(inference_url, auth, data=body), bodies))
+    strip_answers = [answers[i] for i in (1, 4, 6)]
+    assert [a.status_code for a in strip_answers] == [400] * 3, [a.text for a in strip_answers]
+    assert all("a strip rather than a photo" in a.json()["detail"] for a in strip_answers)
+    photo_answers = [answers[i] for i in (0, 2, 3, 5, 7)]
+    assert [a.status_code for a in photo_answers] == [200] * 5, [a.text for a in photo_answers]
+    for expected, answer in zip(alone, photo_answers):
+        assert assert_ranked(answer.json()) == [p["code"] for p in expected["predictions"]]
 
 
 def test_no_token_or_a_wrong_token_is_refused(torchserve, inference_url, fixture_images):

@@ -13,7 +13,7 @@ import requests
 from frontend.client import ClientConfig, SkinClient
 from handler import v2
 from handler.classes import CODES
-from loadtest.checks import check_prediction
+from api.contract import check_prediction
 from test_serving import handler_counters
 
 IMAGE = "MEL_ISIC_0024310.jpg"
@@ -51,12 +51,14 @@ def test_v2_response_ranks_the_classes_as_the_v1_answer_does(torchserve, torchse
     body = answer.json()
     assert body["id"] == "lesion-42" and body["model_name"] == "skin" and body["model_version"]
     outputs = {output["name"]: output for output in body["outputs"]}
-    assert set(outputs) == {"codes", "probabilities", "referral"}
+    assert set(outputs) == {"codes", "probabilities", "referral", "gate"}
     assert outputs["codes"]["datatype"] == "BYTES" and outputs["codes"]["shape"] == [8]
     assert sorted(outputs["codes"]["data"]) == sorted(CODES)
     assert outputs["probabilities"]["datatype"] == "FP32" and outputs["probabilities"]["shape"] == [8]
     assert outputs["referral"]["shape"] == [1]
     assert set(json.loads(outputs["referral"]["data"][0])) == {"refer", "score", "threshold"}
+    assert outputs["gate"]["datatype"] == "BYTES" and outputs["gate"]["shape"] == [1]
+    assert set(json.loads(outputs["gate"]["data"][0])) == {"accepted", "reason", "detail", "score", "threshold"}
     read_back = v2.answer_from_response(body)
     check_prediction(read_back)
     assert_same_answer(read_back, v1_answer(torchserve, image))

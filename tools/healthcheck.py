@@ -12,20 +12,19 @@ import argparse
 import sys
 from pathlib import Path
 
-import requests
-
-from tools.torchserve import KEY_FILE_NAME, read_key
+from api.client import Endpoint
+from api.contract import ServerProblem
+from api.keys import KEY_FILE_NAME, KeySource
 
 TIMEOUT_S = 5.0
 
 
 def ping(url: str, key_file: Path) -> str | None:
     """None when TorchServe answers Healthy, else what went wrong."""
-    headers = {"Authorization": f"Bearer {read_key(key_file)}"} if key_file.exists() else {}
     try:
-        response = requests.get(url, headers=headers, timeout=TIMEOUT_S)
-    except requests.RequestException as exc:
-        return f"no answer from {url}: {exc.__class__.__name__}"
+        response = Endpoint(KeySource(key_file, "inference")).send("GET", url, timeout=TIMEOUT_S)
+    except ServerProblem as failure:
+        return f"no answer from {url}: {failure.problem.value}"
     try:
         status = response.json().get("status")
     except ValueError:

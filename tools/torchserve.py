@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
+from api.client import ManagementClient, inference_path, protocol_from_env
+from api.keys import KEY_FILE_NAME, PAGE_KEY_FILE_NAME, KeyRotator, KeySource, read_key, \
+    write_inference_key
+from tools.processes import process_tree, stop_tree
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "config.properties"
 DEFAULT_HOME = REPO / ".run" / "serve"
-KEY_FILE_NAME = "key_file.json"
 DEFAULT_KEY_FILE = DEFAULT_HOME / KEY_FILE_NAME  # where `make serve`'s clients find the keys
 ADDRESS_KEYS = {"inference": "inference_address", "management": "management_address",
                 "metrics": "metrics_address"}
@@ -36,34 +36,13 @@ GRPC_PORT_KEYS = {"grpc_inference": "grpc_inference_port", "grpc_management": "g
 # The one archive speaks either protocol; only these configuration keys differ. v2 is the Open
 # Inference Protocol (KServe v2), translated by handler/kservev2_envelope.py.
 PROTOCOL_OVERRIDES = {"v1": {}, "v2": {"service_envelope": "kservev2"}}
+DEFAULT_TOKEN_EXPIRATION_MIN = 60.0  # TorchServe's, when the configuration names none
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def read_key(key_file: Path, api: str = "inference") -> str:
-    """The bearer key for ``api`` ("inference" or "management") from TorchServe's key_file.json."""
-    try:
-        keys = json.loads(Path(key_file).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{key_file} not found: is TorchServe running from that folder?") from None
-    return keys[api]["key"]
-
-
-def inference_path(protocol: str, model: str = "skin") -> str:
-    """Where a client posts an image in ``protocol``."""
-    return f"/v2/models/{model}/infer" if protocol == "v2" else f"/predictions/{model}"
-
-
-def protocol_from_env(environ: Mapping[str, str] = os.environ) -> str:
-    """SKIN_PROTOCOL (v1 when unset), as `SKIN_PROTOCOL=v2 make serve` sets it."""
-    protocol = environ.get("SKIN_PROTOCOL") or "v1"
-    if protocol not in PROTOCOL_OVERRIDES:
-        raise ValueError(f"SKIN_PROTOCOL={protocol!r}: choose one of {', '.join(PROTOCOL_OVERRIDES)}")
-    return protocol
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -111,8 +90,16 @@ class TorchServe:
     def key_file(self) -> Path:
         return self.home / KEY_FILE_NAME
 
+    @property
+    def page_key_file(self) -> Path:
+        """The inference key alone, for the page (write_page_key copies it there)."""
+        return self.home / PAGE_KEY_FILE_NAME
+
     def headers(self, api: str = "inference") -> dict[str, str]:
         return {"Authorization": f"Bearer {read_key(self.key_file, api)}"}
+
+    def management(self) -> ManagementClient:
+        return ManagementClient(self.url("management"), KeySource(self.key_file, "management"))
 
     def write_config(self) -> Path:
         properties = read_properties(BASE_CONFIG)
@@ -125,7 +112,7 @@ class TorchServe:
 
     def environment(self) -> dict[str, str]:
         scratch = self.home / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         bin_dir = str(Path(sys.executable).parent)
         return {**os.environ, "TEMP": str(scratch), "TMPDIR": str(scratch),
                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -133,12 +120,15 @@ class TorchServe:
 
     def start(self, log_to_files: bool = True) -> None:
         """Launch TorchServe in the foreground as a child process (logs in ``home``)."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        # The home holds the keys: this user's alone, and so is every file TorchServe makes there
+        # (it creates key_file.json with the umask's mode and only then narrows it to 0600).
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.home.chmod(0o700)
         self.key_file.unlink(missing_ok=True)
         command = [str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground",
                    "--ncs", "--ts-config", str(self.write_config())]
         output = open(self.home / "torchserve.out", "wb") if log_to_files else None
-        self.process = subprocess.Popen(command, cwd=self.home, env=self.environment(),
+        self.process = subprocess.Popen(command, cwd=self.home, env=self.environment(), umask=0o077,
                                         stdout=output, stderr=subprocess.STDOUT if output else None)
 
     @contextlib.contextmanager
@@ -153,38 +143,43 @@ class TorchServe:
 
     def wait_ready(self, model: str = "skin", timeout: float = 180) -> float:
         """Block until ``model`` has a READY worker; returns the seconds waited."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"TorchServe exited with {self.process.returncode}; "
-                                   f"see {self.home / 'logs'}")
-            if self.model_status(model) == "READY":
-                return time.monotonic() - started
-            time.sleep(0.5)
-        raise TimeoutError(f"{model} not READY after {timeout:.0f}s; see {self.home / 'logs'}")
-
-    def model_status(self, model: str) -> str | None:
-        """The first worker's status, or None while the server or its key file is not up."""
         try:
-            response = requests.get(f"{self.url('management')}/models/{model}",
-                                    headers=self.headers("management"), timeout=5)
-        except (requests.ConnectionError, FileNotFoundError, KeyError, json.JSONDecodeError):
-            return None
-        if response.status_code != 200:
-            return None
-        workers = response.json()[0].get("workers", [])
-        return "READY" if any(w.get("status") == "READY" for w in workers) else "LOADING"
+            return self.management().wait_ready(model, timeout, alive=self._check_alive)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; see {self.home / 'logs'}") from None
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"TorchServe exited with {self.process.returncode}; "
+                               f"see {self.home / 'logs'}")
+
+    def write_page_key(self) -> None:
+        write_inference_key(self.key_file, self.page_key_file)
+
+    def key_rotator(self, interval_s: float | None = None) -> KeyRotator:
+        """Renews the keys every ``interval_s`` (default: half their lifetime) and the page's copy;
+        call ``start()`` on it once the server is READY."""
+        if interval_s is None:
+            expiration_min = float(read_properties(self.home / "config.properties")
+                                   .get("token_expiration_min", DEFAULT_TOKEN_EXPIRATION_MIN))
+            interval_s = KeyRotator.interval_for(expiration_min)
+        return KeyRotator(self.url("management"), self.key_file, interval_s,
+                          after_rotation=self.write_page_key)
 
     def stop(self, timeout: float = 60) -> None:
-        """Stop the Java frontend (it takes its Python workers along) and wait for it."""
+        """Stop the Java frontend and its Python workers, and wait for them. When `torchserve
+        --stop` fails (no pid file, a hung frontend), the whole process tree is ended instead."""
+        tree = process_tree(self.process.pid) if self.process is not None else []
         subprocess.run([str(Path(sys.executable).parent / "torchserve"), "--stop", "--foreground"],
                        cwd=self.home, env=self.environment(), capture_output=True, timeout=timeout + 10)
         if self.process is not None:
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                pass
+        stop_tree([process for process in tree if process.is_running()], timeout=15)
+        if self.process is not None:
+            self.process.wait()
             self.process = None
 
 
@@ -198,6 +193,8 @@ def main() -> None:
         with TorchServe(home=args.home, protocol=protocol_from_env()).running() as server:
             print(f"\nSKIN is READY: {server.inference_url()} "
                   f"(key in {server.key_file}, logs in {server.home})", flush=True)
+            rotator = server.key_rotator()
+            rotator.start()
             server.process.wait()
     except KeyboardInterrupt:
         print("TorchServe stopped.", flush=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from handler.preprocessing import MEAN, STD
 from training.precision import Precision
 from training.presets import to_model_input
 
@@ -81,13 +82,15 @@ def train_one_epoch(model: torch.nn.Module, batches: Iterable, criterion: torch.
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, batches: Iterable, precision: Precision,
-            colour_constancy: bool, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            colour_constancy: bool, flip: bool = False, mean: tuple[float, ...] = MEAN,
+            std: tuple[float, ...] = STD) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) for every batch, as float32 CPU tensors; ``flip`` averages the logits of the
-    image and its mirror image (test-time augmentation)."""
+    image and its mirror image (test-time augmentation). ``mean``/``std`` are a release's own."""
     model.eval()
     all_logits, all_labels = [], []
     for images, labels in tqdm(batches, desc="predict", leave=False, mininterval=10):
-        inputs = to_model_input(images, precision.device, colour_constancy, precision.channels_last)
+        inputs = to_model_input(images, precision.device, colour_constancy, precision.channels_last,
+                                mean, std)
         with precision.autocast():
             logits = model(inputs).float()
             if flip:

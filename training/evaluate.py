@@ -34,7 +34,8 @@ def release_logits(model: torch.nn.Module, metadata: dict, samples: list[Sample]
     images = load_images([samples[i].path for i in indices], metadata["input_size"], desc="decode")
     labels = torch.tensor([samples[i].label for i in indices])
     return predict(model.to(precision.device), ImageBatches(images, labels, batch_size), precision,
-                   bool(metadata.get("colour_constancy")))
+                   bool(metadata.get("colour_constancy")), mean=tuple(metadata["mean"]),
+                   std=tuple(metadata["std"]))
 
 
 def shipped_val_bma(weights: Path, samples: list[Sample], indices: list[int]) -> float | None:

@@ -4,8 +4,10 @@
 
 From the release's own split (rebuilt from its seed, within each data folder as training made it):
 the quality thresholds are quantiles of the training images' size, exposure and focus; the class
-means and shared covariance of the penultimate features are fitted on a sample of the training
-split; the distance threshold keeps ``--keep`` of the validation split. The test split and the
+means and shared covariance of the penultimate features are fitted on a class-balanced sample of the
+training split; the distance threshold keeps ``--keep`` of the validation split with every class
+weighted equally, so that the rare classes (DF, VASC, and the malignant ones) are not the ones it
+refuses. The test split and the
 non-dermoscopy images of training/ood_images.py are scored once, for the figures. Writes
 ``skin_gate.pt`` beside the weights and docs/gate_report.json, and prints the figures. Samples are
 drawn from a seed and the model runs in fp32 on the CPU, so a re-run gives the same gate.
@@ -26,6 +28,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from handler.checkpoint import METADATA_FILE, load_release
+from handler.classes import CODES
 from handler.gate import (GATE_FILE, GATE_FORMAT, Gate, file_sha256, luminance, penultimate, save_gate,
                           sharpness)
 from handler.preprocessing import eval_transform, input_shape, model_input, to_rgb
@@ -104,12 +107,22 @@ def fit_gate(train: Measured, val: Measured, weights: Path, metadata: dict, keep
     }
     gate = Gate.from_state(state)
     distances = np.array([gate.distance(feature) for feature in val.features])
-    state["thresholds"]["max_distance"] = float(np.quantile(distances, keep, method="higher"))
+    state["thresholds"]["max_distance"] = balanced_quantile(distances, val.labels.numpy(), keep)
     state["release"] = {"name": metadata["name"], "version": metadata["version"],
                         "input_size": metadata["input_size"], "weights_sha256": file_sha256(weights)}
     state["fitted"] = {"train_images": len(train.frames), "val_images": len(val.frames), "keep": keep,
                        "quality_quantile": quality_quantile}
     return state
+
+
+def balanced_quantile(values: np.ndarray, labels: np.ndarray, share: float) -> float:
+    """The smallest value at or below which ``share`` of ``values`` lies when each class counts as
+    much as any other (a plain quantile lets the common NV class decide for all)."""
+    order = np.argsort(values)
+    counts = np.bincount(labels)
+    weights = 1.0 / (counts[labels[order]] * np.count_nonzero(counts))
+    position = np.searchsorted(np.cumsum(weights), share - 1e-12)
+    return float(values[order][min(position, len(values) - 1)])
 
 
 def ood_scores(measured: Measured, gate: Gate, temperature: float) -> dict[str, np.ndarray]:
@@ -139,7 +152,7 @@ def rate_by(flags: list[bool] | np.ndarray, groups: list[str]) -> dict[str, floa
 
 def gate_report(gate: Gate, test: Measured, sources: list[str], ood: Measured, kinds: list[str],
                 temperature: float) -> dict:
-    """Keep rates on the test split; refusal rates and AUROC on the non-dermoscopy images, for the
+    """Keep rates on the test split, per source and per class; refusal rates and AUROC on the non-dermoscopy images, for the
     whole gate and for the distance alone (the out-of-distribution detector)."""
     test_reasons, ood_reasons = verdicts(test, gate), verdicts(ood, gate)
     test_scores, other_scores = ood_scores(test, gate, temperature), ood_scores(ood, gate, temperature)
@@ -151,6 +164,8 @@ def gate_report(gate: Gate, test: Measured, sources: list[str], ood: Measured, k
         "test": {"images": len(kept), "kept_by_gate": rate(kept),
                  "kept_by_ood_detector": rate(test_scores["mahalanobis"] <= gate.max_distance),
                  "kept_by_source": rate_by(kept, sources),
+                 "kept_by_class": dict(sorted(rate_by(kept, [CODES[int(label)] for label in test.labels]).items(),
+                                              key=lambda item: CODES.index(item[0]))),
                  "reasons": {reason: test_reasons.count(reason) for reason in REASONS}},
         "ood": {"images": len(refused),
                 "auroc": {name: float(roc_auc_score(truth, np.r_[test_scores[name], other_scores[name]]))
@@ -161,6 +176,23 @@ def gate_report(gate: Gate, test: Measured, sources: list[str], ood: Measured, k
                 "refused_by_ood_detector_by_kind": rate_by(far.tolist(), kinds),
                 "reasons": {reason: ood_reasons.count(reason) for reason in REASONS}},
     }
+
+
+def balanced_sample(indices: list[int], labels: list[int], count: int,
+                    rng: np.random.Generator) -> list[int]:
+    """About ``count`` of ``indices``, as equal a share from each class as the classes allow: the
+    class means of rare classes need more than their few percent of a plain sample."""
+    by_class: dict[int, list[int]] = {}
+    for index in indices:
+        by_class.setdefault(labels[index], []).append(index)
+    chosen: list[int] = []
+    left, remaining = count, sorted(by_class.values(), key=len)
+    while remaining:
+        group = remaining.pop(0)
+        share = left // (len(remaining) + 1)
+        chosen += sample(group, share, rng)
+        left -= min(share, len(group))
+    return sorted(chosen)
 
 
 def sample(indices: list[int], count: int, rng: np.random.Generator) -> list[int]:
@@ -187,7 +219,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"release metadata (default: {METADATA_FILE} beside the weights)")
     parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
     parser.add_argument("--train-images", type=int, default=3000,
-                        help="training images sampled for the fit")
+                        help="training images sampled for the fit, as equally as possible from each class")
     parser.add_argument("--val-images", type=int, default=2000, help="validation images for the threshold")
     parser.add_argument("--test-images", type=int, default=2000, help="test images for the figures")
     parser.add_argument("--keep", type=float, default=0.97, help="share of validation images to accept")
@@ -208,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
     model, metadata = load_release(args.weights, args.metadata)
     samples, split = split_folders(read_folders(args.data), seed=metadata["split"]["seed"])
     rng = np.random.default_rng(args.seed)
-    chosen = {"train": sample(split.train, args.train_images, rng),
+    labels = [sample_.label for sample_ in samples]
+    chosen = {"train": balanced_sample(split.train, labels, args.train_images, rng),
               "val": sample(split.val, args.val_images, rng),
               "test": sample(split.test, args.test_images, rng)}
     measured = {name: measure_samples(model, metadata, samples, indices, name, args.batch_size)

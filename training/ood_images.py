@@ -17,7 +17,8 @@ import skimage
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = sorted((REPO / "docs").glob("screenshot-*.png"))
+# Named, so that a new screenshot does not change a release's figures.
+SCREENSHOTS = [REPO / "docs" / f"screenshot-{name}.png" for name in ("desktop", "overlay", "phone")]
 PHOTO_SIZE = (640, 480)
 # Fitzpatrick-like skin tones and a few card colours (RGB).
 FLAT_COLOURS = [(255, 224, 196), (241, 194, 167), (224, 172, 138), (198, 134, 99), (141, 85, 54),

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
+from handler.preprocessing import MEAN, STD, decode_image, eval_transform, input_shape, model_input
 
 # Training crops are cut from frames cached this much larger than the input, so that a full-frame
 # view is slightly downsampled, as a served photo is.
@@ -124,7 +124,8 @@ class ImageBatches:
 
 
 def to_model_input(batch: torch.Tensor, device: torch.device, colour_constancy: bool,
-                   channels_last: bool) -> torch.Tensor:
+                   channels_last: bool, mean: tuple[float, ...] = MEAN,
+                   std: tuple[float, ...] = STD) -> torch.Tensor:
     """A batch on 0-255 moved to ``device`` and turned into the served network input."""
-    batch = model_input(batch.to(device, non_blocking=True), colour_constancy)
+    batch = model_input(batch.to(device, non_blocking=True), colour_constancy, mean, std)
     return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch

@@ -1,0 +1,5 @@
+"""SKIN's one client for TorchServe's APIs: keys and their rotation, retries, the response contract.
+
+The page, ops, the load test, the benchmark and the launcher all talk to TorchServe through it. It
+lives beside handler/ but is not packed into the .mar: only clients use it.
+"""

@@ -1,0 +1,183 @@
+"""TorchServe's bearer keys: where a client reads them, and how they are rotated before they expire.
+
+TorchServe 0.12 writes key_file.json into its working directory with three keys: ``inference``,
+``management`` and ``API`` (the one that may rotate the other two with ``POST /token``). Keys expire
+after ``token_expiration_min``; :class:`KeyRotator` asks for new ones well before that, and every
+client re-reads its key when TorchServe refuses the one it holds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+LOG = logging.getLogger(__name__)
+KEY_FILE_NAME = "key_file.json"
+# The inference key alone, beside key_file.json: all that the page gets (write_inference_key).
+PAGE_KEY_FILE_NAME = "page_key.json"
+ROTATED_APIS = ("inference", "management")
+# TorchServe rewrites key_file.json in place, so a reader can catch it half written.
+PARTIAL_READ_RETRIES = 5
+PARTIAL_READ_PAUSE_S = 0.05
+# After a refusal, how long a client waits for a rotation in progress to reach its key file.
+REFRESH_WAIT_S = 2.0
+# Rotate when this share of a key's lifetime has passed: a day's key is renewed after 12 hours.
+ROTATE_AT = 0.5
+
+
+def read_keys(key_file: Path) -> dict:
+    """The whole key file; raises FileNotFoundError, or ValueError when it is not a key file."""
+    for attempt in range(PARTIAL_READ_RETRIES):
+        try:
+            keys = json.loads(Path(key_file).read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{key_file} not found: is TorchServe running from that folder?") from None
+        except json.JSONDecodeError:
+            if attempt == PARTIAL_READ_RETRIES - 1:
+                raise ValueError(f"{key_file} is not JSON") from None
+            time.sleep(PARTIAL_READ_PAUSE_S)
+            continue
+        if not isinstance(keys, dict):
+            raise ValueError(f"{key_file} is not TorchServe's key file")
+        return keys
+    raise AssertionError("unreachable")
+
+
+def read_key(key_file: Path, api: str = "inference") -> str:
+    """The bearer key for ``api`` ("inference", "management" or "API") from a key file."""
+    try:
+        return str(read_keys(key_file)[api]["key"])
+    except (KeyError, TypeError):
+        raise ValueError(f"{key_file} has no {api} key") from None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by this user only, from its first byte, and swap it in atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(scratch, path)
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
+
+
+def write_inference_key(key_file: Path, target: Path) -> None:
+    """Copy only the inference key into ``target``: what the page needs, and nothing that manages."""
+    write_private(target, json.dumps({"inference": read_keys(key_file)["inference"]}, indent=2))
+
+
+@dataclass
+class KeySource:
+    """The key one client sends: a fixed token, or one API's entry in a key file, re-read on demand."""
+
+    key_file: Path | None = None
+    api: str = "inference"
+    token: str | None = None
+    _key: str | None = field(default=None, repr=False)
+    _read_stamp: int | None = field(default=None, repr=False)
+
+    def key(self) -> str | None:
+        """The current key; None when there is none to read (no file yet, or a stopped server).
+        A key file that has changed since the last read (a rotation) is read again."""
+        stamp = self._stamp()
+        if self._key is None or stamp != self._read_stamp:
+            self._key, self._read_stamp = self._read(), stamp
+        return self._key
+
+    def refresh(self, wait_s: float = REFRESH_WAIT_S) -> bool:
+        """Re-read after a refusal; True when a different key came, waiting up to ``wait_s`` for a
+        rotation that has changed the server's key but not yet the file."""
+        if self.token:
+            return False
+        deadline = time.monotonic() + wait_s
+        while True:
+            fresh = self._read()
+            if fresh is not None and fresh != self._key:
+                self._key = fresh
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def headers(self) -> dict[str, str]:
+        key = self.key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def describe(self) -> str:
+        """Where the key comes from, for logs and operators."""
+        return "SKIN_TOKEN" if self.token else f"the {self.api} key in {self.key_file}"
+
+    def _stamp(self) -> int | None:
+        if self.token or self.key_file is None:
+            return None
+        try:
+            return Path(self.key_file).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _read(self) -> str | None:
+        if self.token:
+            return self.token
+        if self.key_file is None:
+            return None
+        try:
+            return read_key(self.key_file, self.api)
+        except (OSError, ValueError):
+            return None
+
+
+@dataclass
+class KeyRotator:
+    """Renews the inference and management keys with ``POST /token`` and the API key, every
+    ``interval_s``, then calls ``after_rotation`` (which copies the page's key, for one)."""
+
+    management_url: str
+    key_file: Path
+    interval_s: float
+    after_rotation: Callable[[], None] | None = None
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @staticmethod
+    def interval_for(expiration_min: float) -> float:
+        return expiration_min * 60 * ROTATE_AT
+
+    def rotate(self) -> None:
+        """Renew both keys now; raises RuntimeError when TorchServe refuses."""
+        api_key = read_key(self.key_file, "API")
+        for api in ROTATED_APIS:
+            response = requests.post(f"{self.management_url}/token", params={"type": api},
+                                     headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+            if response.status_code != 200:
+                raise RuntimeError(f"POST /token?type={api}: HTTP {response.status_code}: "
+                                   f"{response.text[:200]}")
+        if self.after_rotation is not None:
+            self.after_rotation()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="key-rotator", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.rotate()
+            except (OSError, ValueError, RuntimeError) as exc:
+                # The current keys still work until they expire; try again on the next tick.
+                LOG.warning("key rotation failed, retrying in %.0f s: %s", self.interval_s, exc)

@@ -1,0 +1,33 @@
+"""What ops accepts as a model name and as an archive to register: names, never paths or URLs.
+
+A .mar is code that TorchServe runs, so ops registers only archives already in the server's model
+store, by bare file name; TorchServe's allowed_urls then refuses every URL (config.properties).
+"""
+from __future__ import annotations
+
+import re
+
+from ops.errors import OpsError
+
+# TorchServe's rule for model names: letters, digits, hyphens and underscores, starting with a
+# letter or digit.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+ARCHIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.mar")
+
+
+def model_name(text: str) -> str:
+    """``text`` without surrounding blanks, when it is a valid model name; else OpsError."""
+    name = text.strip()
+    if not MODEL_NAME.fullmatch(name):
+        raise OpsError(f"--name {text!r} is not a model name: use letters, digits, '-' and '_', "
+                       "starting with a letter or digit")
+    return name
+
+
+def archive_name(text: str) -> str:
+    """``text`` when it is a bare ``*.mar`` file name (no folder, no URL); else OpsError."""
+    name = text.strip()
+    if not ARCHIVE_NAME.fullmatch(name) or ".." in name:
+        raise OpsError(f"--archive {text!r} is not a bare .mar file name: name an archive inside "
+                       "the server's model store, without a folder or URL")
+    return name

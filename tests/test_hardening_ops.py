@@ -1,0 +1,204 @@
+"""Hardening of operations: the page holds the inference key alone, a closed terminal stops
+everything, TorchServe's whole process tree goes even when `torchserve --stop` fails, the run folder
+is private, only bare archive names register, and phone mode's certificate, address and pass phrase.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from streamlit.testing.v1 import AppTest
+
+from frontend.access import PASS_PHRASE_VARIABLE
+from frontend.certificate import VALID_DAYS, ensure_certificate
+from frontend.run import REPO, access_environment, streamlit_command
+from frontend.texts import ENGLISH
+from ops.errors import OpsError
+from ops.names import archive_name, model_name
+from tools.processes import process_tree, stop_tree
+from tools.torchserve import TorchServe, free_port
+
+APP = REPO / "frontend" / "app.py"
+LAN = "192.0.2.7"  # TEST-NET-1: an address a certificate can name without it being this machine's
+
+
+def private(path: Path) -> bool:
+    return not stat.S_IMODE(path.stat().st_mode) & 0o077
+
+
+def assert_all_gone(processes: list[psutil.Process]) -> None:
+    _gone, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, [" ".join(process.cmdline()[:3]) for process in alive]
+
+
+def test_closed_terminal_stops_page_torchserve_and_workers_and_the_page_holds_one_key(
+        model_store, fixture_images, tmp_path):
+    home, port = tmp_path / "serve", free_port()
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "frontend.serve_all", "--home", str(home), "--model-store",
+         str(model_store), "--free-ports", "--port", str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tree: list[psutil.Process] = []
+    try:
+        lines = []
+        while not any("SKIN is ready" in line for line in lines):
+            line = supervisor.stdout.readline()
+            assert line, "the supervisor exited early:\n" + "".join(lines)
+            lines.append(line)
+        tree = process_tree(supervisor.pid)
+        [page] = [process for process in tree if "streamlit" in " ".join(process.cmdline())]
+        assert any("java" in process.name() for process in tree)
+
+        # Item 7: the page is given a file with the inference key and nothing else.
+        page_key_file = Path(page.environ()["SKIN_KEY_FILE"])
+        keys = json.loads((home / "key_file.json").read_text())
+        assert json.loads(page_key_file.read_text()) == {"inference": keys["inference"]}
+        # Item 10: the run folder and everything TorchServe writes there are this user's alone.
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        for path in [home / "key_file.json", page_key_file, *(home / "logs").glob("*.log")]:
+            assert private(path), path
+
+        supervisor.send_signal(signal.SIGHUP)
+        assert supervisor.wait(timeout=90) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.send_signal(signal.SIGINT)
+            supervisor.wait(timeout=90)
+        leftovers = [process for process in tree if process.is_running()]
+        stop_tree(leftovers, timeout=5)
+    assert_all_gone(tree)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=5)
+
+
+def test_failed_torchserve_stop_still_ends_java_and_its_workers(model_store, tmp_path):
+    server = TorchServe.on_free_ports(tmp_path / "ts", model_store=model_store)
+    tree: list[psutil.Process] = []
+    try:
+        server.start()
+        server.wait_ready(timeout=120)
+        tree = process_tree(server.process.pid)
+        assert any("java" in process.name() for process in tree)
+        # Without its pid file, `torchserve --stop` finds nothing to stop.
+        for pid_file in (server.home / "tmp").glob("*.pid"):
+            pid_file.unlink()
+        server.stop(timeout=10)
+        assert_all_gone(tree)
+    finally:
+        stop_tree([process for process in tree if process.is_running()], timeout=5)
+
+
+def test_a_model_url_outside_the_model_store_is_refused(torchserve, model_store, tmp_path):
+    lookalike = tmp_path / "model_store"
+    lookalike.mkdir()
+    shutil.copy(model_store / "skin.mar", lookalike / "evil.mar")
+    management = torchserve.url("management")
+    response = requests.post(f"{management}/models", timeout=120,
+                             params={"url": f"file://{lookalike / 'evil.mar'}", "model_name": "evil",
+                                     "initial_workers": 0, "synchronous": "true"},
+                             headers=torchserve.headers("management"))
+    registered = requests.get(f"{management}/models", headers=torchserve.headers("management"),
+                              timeout=30).json()["models"]
+    if any(model["modelName"] == "evil" for model in registered):
+        requests.delete(f"{management}/models/evil", headers=torchserve.headers("management"),
+                        timeout=60)
+    assert response.status_code >= 400 and "does not match any allowed URL" in response.text
+    assert [model["modelName"] for model in registered] == ["skin"]
+
+
+@pytest.mark.parametrize("archive", ["../skin.mar", "/tmp/model_store/x.mar",
+                                     "file:///tmp/model_store/x.mar", "https://host/x.mar",
+                                     "skin.tar", "sub/skin.mar", ".hidden.mar"])
+def test_ops_register_takes_only_bare_mar_names(archive):
+    with pytest.raises(OpsError, match="bare .mar file name"):
+        archive_name(archive)
+
+
+def test_ops_register_cleans_the_model_name():
+    assert model_name("  skin-v2_b \n") == "skin-v2_b"
+    assert archive_name(" skin-2.0.mar ") == "skin-2.0.mar"
+    for bad in ("", "skin/../x", "skin name", "-skin", "skin?x=1"):
+        with pytest.raises(OpsError, match="not a model name"):
+            model_name(bad)
+
+
+def test_ops_register_refuses_a_path_in_one_line(torchserve):
+    result = subprocess.run([sys.executable, "-m", "ops", "--key-file", str(torchserve.key_file),
+                             "--management-url", torchserve.url("management"), "register",
+                             "--archive", "/tmp/model_store/x.mar"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "bare .mar file name" in result.stderr
+
+
+def openssl_text(path: Path) -> str:
+    return subprocess.run(["openssl", "x509", "-in", str(path), "-noout", "-text"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def validity_days(text: str) -> float:
+    def date(label: str) -> datetime:
+        found = re.search(rf"{label}\s*: (.+ GMT)", text).group(1)
+        return datetime.strptime(re.sub(r"\s+", " ", found), "%b %d %H:%M:%S %Y GMT")
+    return (date("Not After") - date("Not Before")).total_seconds() / 86400
+
+
+def test_phone_certificate_is_a_name_constrained_short_lived_ca_with_no_key_left(tmp_path):
+    tls = ensure_certificate(tmp_path / "tls", LAN)
+    ca = openssl_text(tls.ca)
+    assert re.search(r"Basic Constraints: critical\s+CA:TRUE, pathlen:0", ca)
+    constraints = re.search(r"Name Constraints: critical\s+Permitted:\s+((?:\s*\S+\n)+)", ca).group(1)
+    assert constraints.split() == ["DNS:localhost", "IP:127.0.0.1/255.255.255.255",
+                                   f"IP:{LAN}/255.255.255.255"]
+    assert "Excluded" not in ca and validity_days(ca) <= VALID_DAYS
+    leaf = openssl_text(tls.cert)  # the first certificate of the chain Streamlit sends
+    assert re.search(r"Basic Constraints: critical\s+CA:FALSE", leaf) and validity_days(leaf) <= VALID_DAYS
+    assert f"IP Address:{LAN}" in leaf and "TLS Web Server Authentication" in leaf
+    subprocess.run(["openssl", "verify", "-CAfile", str(tls.ca), str(tls.cert)], check=True,
+                   capture_output=True)
+    # The CA's key signed the leaf and is gone: copying the folder lets no one sign anything else.
+    keys = [path for path in (tmp_path / "tls").iterdir() if b"PRIVATE KEY" in path.read_bytes()]
+    assert keys == [tls.key] and private(tls.key) and private(tmp_path / "tls")
+
+
+def test_phone_certificate_is_renewed_near_its_end_or_for_a_new_address(tmp_path):
+    kept = ensure_certificate(tmp_path / "tls", LAN).ca.read_bytes()
+    assert ensure_certificate(tmp_path / "tls", LAN).ca.read_bytes() == kept
+    moved = ensure_certificate(tmp_path / "tls", "192.0.2.8")
+    assert moved.ca.read_bytes() != kept and "IP Address:192.0.2.8" in openssl_text(moved.cert)
+    ending = ensure_certificate(tmp_path / "ending", LAN, days=1).ca.read_bytes()
+    assert ensure_certificate(tmp_path / "ending", LAN).ca.read_bytes() != ending
+
+
+def test_phone_mode_listens_on_the_chosen_address_only(tmp_path):
+    tls = ensure_certificate(tmp_path / "tls", LAN)
+    command = streamlit_command(8501, tls)
+    assert command[command.index("--server.address") + 1] == LAN and "0.0.0.0" not in command
+    local = streamlit_command(8501, None)
+    assert local[local.index("--server.address") + 1] == "127.0.0.1"
+    assert PASS_PHRASE_VARIABLE in access_environment(tls) and not access_environment(None)
+
+
+def test_phone_page_shows_nothing_before_the_pass_phrase(monkeypatch, tmp_path):
+    phrase = access_environment(ensure_certificate(tmp_path / "tls", LAN))[PASS_PHRASE_VARIABLE]
+    monkeypatch.setenv(PASS_PHRASE_VARIABLE, phrase)
+    page = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not page.exception
+    assert not page.get("file_uploader") and not page.get("camera_input")
+    [field] = page.text_input
+    assert field.label == ENGLISH.pass_phrase_label
+    field.input("not-the-phrase").run()
+    assert ENGLISH.pass_phrase_wrong in [error.value for error in page.error]
+    assert not page.get("file_uploader")
+    page.text_input[0].input(phrase).run()
+    assert page.get("file_uploader") and not page.text_input and not page.error
