@@ -78,3 +78,10 @@ def read_served(model_dir: Path) -> dict:
         return {"precision": "fp32", "source": f"default (the archive has no {SERVED_FILE})",
                 "choice": None}
     return json.loads(path.read_text())
+
+
+def served_gate_threshold(served: dict) -> float | None:
+    """The gate's distance threshold that ``make precision`` chose for the served precision's own
+    features (quantisation lengthens distances), or None to keep the gate file's (fp32's)."""
+    choice = served.get("choice") or {}
+    return choice.get("candidates", {}).get(served["precision"], {}).get("gate_max_distance")

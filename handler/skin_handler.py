@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from handler.gate import GATE_FILE, Verdict, file_sha256, gate_error, load_gate
 from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.precision import CALIBRATION_FILE, runner
-from handler.precision_choice import load_calibration, read_served
+from handler.precision_choice import load_calibration, read_served, served_gate_threshold
 from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class SkinHandler(BaseHandler):
                        if self.served["precision"] == "int8" and self.device.type == "cpu" else None)
         self.runner = runner(self.model, self.served["precision"], self.input_size, calibration,
                              self.device)
+        threshold = served_gate_threshold(self.served) if self.device.type == "cpu" else None
+        if threshold is not None:
+            self.gate = replace(self.gate, max_distance=threshold)
         logger.info("SKIN %s v%s on %s at %s (%s), %d torch threads, input %dx%d px, colour "
                     "constancy %s, T=%.3f, referral threshold %.3f", self.model_name,
                     self.model_version, self.device, self.runner.precision, self.served["source"],
@@ -177,6 +181,7 @@ class SkinHandler(BaseHandler):
             "device": str(self.device),
             "precision": self.runner.precision,
             "precision_choice": self.served,
+            "gate_max_distance": self.gate.max_distance,
             "torch_threads": torch.get_num_threads(),
             "classes": [{"code": c.code, "name": c.name, "name_zh": c.name_zh, "risk": c.risk}
                         for c in CLASSES],

@@ -5,10 +5,13 @@
 
 Calibrates int8 on training images (the release's own lesion-grouped split), scores fp32, bf16 and
 int8 on the test split, and times each at a served batch. The accuracy gate: against fp32, top-1
-agreement >= 98% and balanced accuracy within 0.005 (the issue's). How often the gate's
-out-of-distribution verdict changes, and in which direction, is recorded beside it: quantisation
-noise lengthens Mahalanobis distances, so int8 refuses a few more lesions than fp32 and almost
-never accepts one that fp32 refuses. The fastest precision that passes is written, with every figure, to ``skin_precision.json`` beside the weights, and the int8 calibration to
+agreement >= 98% and balanced accuracy within 0.005 (the issue's). Quantisation noise lengthens
+the gate's Mahalanobis distances, so each precision gets its own distance threshold: the gate's,
+scaled by how much longer that precision's distances are at the gate's class-balanced keep quantile
+of the same validation lesions;
+how often the gate's out-of-distribution verdict then differs from fp32's, and what share of the
+non-dermoscopy images it refuses, are recorded beside it. The fastest precision that passes is
+written, with every figure, to ``skin_precision.json`` beside the weights, and the int8 calibration to
 ``skin_int8_calibration.pt``; ``make archive`` packs the choice. Both are keyed by the weights'
 SHA-256, so a new release cannot ship with an old choice.
 """
@@ -25,12 +28,14 @@ import numpy as np
 import torch
 
 from handler.checkpoint import load_release
-from handler.gate import GATE_FILE, Gate, load_gate
+from handler.gate import GATE_FILE, Gate, load_gate_state
 from handler.precision import PRECISIONS, Runner, calibrate, runner
 from handler.preprocessing import input_shape, model_input
 from handler.precision_choice import choice_path, save_calibration_for
 from training.datasets import read_folders
+from training.gate import balanced_quantile, frames_of
 from training.metrics import balanced_accuracy
+from training.ood_images import ood_images
 from training.precision import cpu_info
 from training.presets import load_images
 from training.splits import split_folders
@@ -58,15 +63,29 @@ def accuracy_gate(reference: torch.Tensor, candidate: torch.Tensor, labels: torc
             "passed": agreement >= MIN_AGREEMENT and abs(bma - reference_bma) <= MAX_BMA_CHANGE}
 
 
-def gate_changes(gate: Gate, reference: torch.Tensor, candidate: torch.Tensor) -> dict:
-    """How the gate's out-of-distribution check decides on ``candidate`` features against fp32's
-    ``reference``: the share where it agrees, and the shares it newly refuses and newly accepts."""
-    def kept(features: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([gate.distance(row) <= gate.max_distance for row in features])
-    before, after = kept(reference), kept(candidate)
+def gate_changes(gate: Gate, reference: torch.Tensor, candidate: torch.Tensor,
+                 max_distance: float) -> dict:
+    """How the gate's out-of-distribution check decides on ``candidate`` features, held against
+    ``max_distance``, compared with fp32's ``reference`` features against the gate's own threshold:
+    the share where it agrees, and the shares it newly refuses and newly accepts."""
+    def kept(features: torch.Tensor, threshold: float) -> torch.Tensor:
+        return torch.tensor([gate.distance(row) <= threshold for row in features])
+    before, after = kept(reference, gate.max_distance), kept(candidate, max_distance)
     return {"gate_agreement": round(float((before == after).float().mean()), 4),
             "gate_newly_refused": round(float((before & ~after).float().mean()), 4),
             "gate_newly_accepted": round(float((~before & after).float().mean()), 4)}
+
+
+def gate_threshold(gate: Gate, features: torch.Tensor, labels: torch.Tensor, keep: float) -> float:
+    """The distance below which ``keep`` of these validation lesions fall, each class weighing the
+    same: the gate's own rule (training.gate), on one precision's features."""
+    distances = np.array([gate.distance(row) for row in features])
+    return balanced_quantile(distances, labels.numpy(), keep)
+
+
+def ood_refused(gate: Gate, features: torch.Tensor, max_distance: float) -> float:
+    """The share of non-dermoscopy images the distance check refuses at ``max_distance``."""
+    return round(float(np.mean([gate.distance(row) > max_distance for row in features])), 4)
 
 
 def score(run: Runner, inputs: torch.Tensor, batch_size: int = 64) -> Scored:
@@ -100,6 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training images the int8 calibration sees")
     parser.add_argument("--test-limit", type=int, default=0,
                         help="score at most this many test images, evenly spread (0: all)")
+    parser.add_argument("--val-limit", type=int, default=2000,
+                        help="validation images for each precision's gate threshold, evenly spread "
+                             "(0: all)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for timing; 1 is a served worker's share (2 workers x 1 "
                              "thread on 2 cores)")
@@ -118,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
                                         replace=False).tolist())
     step = max(1, len(split.test) // args.test_limit) if args.test_limit else 1
     test_ids = split.test[::step]
+    val_step = max(1, len(split.val) // args.val_limit) if args.val_limit else 1
+    val_ids = split.val[::val_step]
 
     def inputs(indices: list[int]) -> torch.Tensor:
         frames = load_images([samples[i].path for i in indices], size)
@@ -130,13 +154,27 @@ def main(argv: list[str] | None = None) -> dict:
     calibration_s = time.perf_counter() - started
     test_inputs = inputs(test_ids)
     labels = torch.tensor([samples[i].label for i in test_ids])
-    gate = load_gate(args.weights.with_name(GATE_FILE), args.weights)
+    val_inputs = inputs(val_ids)
+    val_labels = torch.tensor([samples[i].label for i in val_ids])
+    gate_state = load_gate_state(args.weights.with_name(GATE_FILE), args.weights)
+    gate, keep = Gate.from_state(gate_state), float(gate_state["fitted"]["keep"])
+    others = ood_images()
+    ood_frames, _ = frames_of([other.image for other in others], size)
+    ood_inputs = model_input(ood_frames, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
+                             tuple(metadata["std"]))
     runners = {name: runner(model, name, size, calibration) for name in PRECISIONS}
     scored = {name: score(run, test_inputs) for name, run in runners.items()}
+    # Each precision's threshold is the gate's, scaled by how much longer that precision's distances
+    # are at the gate's keep quantile on the same validation images (the sample's own noise cancels).
+    val_quantile = {name: gate_threshold(gate, score(run, val_inputs).features, val_labels, keep)
+                    for name, run in runners.items()}
     candidates = {}
     for name, run in runners.items():
+        max_distance = gate.max_distance * val_quantile[name] / val_quantile["fp32"]
         figures = accuracy_gate(scored["fp32"].logits, scored[name].logits, labels)
-        figures |= gate_changes(gate, scored["fp32"].features, scored[name].features)
+        figures |= gate_changes(gate, scored["fp32"].features, scored[name].features, max_distance)
+        figures |= {"gate_max_distance": round(max_distance, 3),
+                    "gate_ood_refused": ood_refused(gate, score(run, ood_inputs).features, max_distance)}
         figures["images_per_s"] = round(images_per_s(run, test_inputs[:SPEED_BATCH], args.seconds), 1)
         candidates[name] = figures
         print(f"{name}: {figures}", flush=True)
@@ -148,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"accuracy within {MAX_BMA_CHANGE} of fp32's on the test split",
         "candidates": candidates,
         "test_images": len(test_ids),
+        "val_images": len(val_ids),
         "calibration": {"images": len(calibration_ids), "from": "train split", "seconds": round(calibration_s, 1)},
         "speed": {"batch": SPEED_BATCH, "threads": args.threads, "seconds": args.seconds,
                   "measured": "model only (features and logits), on preprocessed test images"},
