@@ -41,6 +41,7 @@ from handler.precision_choice import served_record
 from loadtest.images import at_size, default_image_dir, load_images
 from ops.management import Management
 from tools.archive import MODEL_STORE
+from tools.processes import stop_process
 from tools.torchserve import REPO, TorchServe, free_port
 from training.precision import cpu_info
 
@@ -142,8 +143,7 @@ def bench_flask(weights: Path, images: list[bytes], args: argparse.Namespace) ->
 
         return measured_row("Flask baseline, 1 process, batch 1", *measure(send, images, args))
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process)
 
 
 def wait_for(ready, what: str, timeout_s: float) -> None:

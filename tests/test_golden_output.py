@@ -60,7 +60,7 @@ def golden_url(torchserve, model_store) -> str:
     """The shipped release registered beside the session's test model, in fp32, and taken away
     again afterwards."""
     build_archive(weights=WEIGHTS, export_path=model_store, config_file=model_store / "test-model-config.yaml",
-                  model_name=GOLDEN)
+                  model_name=GOLDEN, precision="fp32")
     management = f"{torchserve.url('management')}/models"
     headers = torchserve.headers("management")
     registered = requests.post(management, headers=headers, timeout=180,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from handler.classes import CODES
 from handler.gate import GATE_FILE, file_sha256, load_gate
 from handler.precision import CALIBRATION_FILE, calibrate, quantise, runner
 from handler.precision_choice import CHOICE_FILE, SERVED_FILE, calibration_path, \
-    load_calibration, save_calibration_for, served_record
+    load_calibration, save_calibration_for, served_gate_threshold, served_record
 from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
 from ops.management import Management
 from ops.release import versioned_archive
@@ -72,8 +73,9 @@ def test_the_shipped_choice_belongs_to_the_shipped_weights():
 
 def test_an_int8_archive_answers_torchserve_and_agrees_with_fp32(
         shipped_release, model_store, torchserve, fixture_images):
-    """A quantised archive on a real TorchServe: eight ranked classes, the same top class and the
-    same gate verdict as fp32 on every fixture photo, and its precision in ?customized=true."""
+    """A quantised archive on a real TorchServe: eight ranked classes, the same top class as fp32
+    on every fixture photo, the gate's verdict on int8's own features against int8's own distance
+    threshold, and its precision in ?customized=true."""
     config = model_store / "int8-model-config.yaml"
     config.write_text(TEST_MODEL_CONFIG)
     built = build_archive(weights=shipped_release, export_path=model_store, config_file=config,
@@ -81,10 +83,14 @@ def test_an_int8_archive_answers_torchserve_and_agrees_with_fp32(
     model, metadata = load_release(shipped_release)
     frames, inputs, sizes = fixture_inputs(metadata)
     gate = load_gate(shipped_release.with_name(GATE_FILE), shipped_release)
-    features, logits = runner(model, "fp32", input_shape(metadata["input_size"]))(inputs)
-    expected_top = [CODES[i] for i in logits.argmax(1)]
-    expected_gate = [gate.check(frame, size, feature).accepted
-                     for frame, size, feature in zip(frames, sizes, features)]
+    shape = input_shape(metadata["input_size"])
+    expected_top = [CODES[i] for i in runner(model, "fp32", shape)(inputs)[1].argmax(1)]
+    calibration = load_calibration(calibration_path(shipped_release), file_sha256(shipped_release))
+    int8_features = runner(model, "int8", shape, calibration)(inputs)[0]
+    threshold = served_gate_threshold(served_record(shipped_release, "int8"))
+    int8_gate = replace(gate, max_distance=threshold if threshold is not None else gate.max_distance)
+    expected_gate = [int8_gate.check(frame, size, feature).accepted
+                     for frame, size, feature in zip(frames, sizes, int8_features)]
 
     api = Management(url=torchserve.url("management"), key_file=torchserve.key_file)
     api.register(built.name, batch_size=4, max_batch_delay=50, workers=1, name="skin_int8")
@@ -107,6 +113,7 @@ def test_an_int8_archive_answers_torchserve_and_agrees_with_fp32(
     custom = described[0]["customizedMetadata"]
     assert custom["precision"] == "int8"
     assert custom["precision_choice"]["precision"] == "int8"
+    assert custom["gate_max_distance"] == pytest.approx(int8_gate.max_distance)
     assert version["precision"]["precision"] == "int8"
     assert "  precision    int8, requested" in render_describe([version])
 
