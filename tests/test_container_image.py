@@ -7,7 +7,6 @@ import json
 import re
 import shlex
 from fnmatch import fnmatch
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from pathlib import Path
 import sys
-import time
 
 import requests
 
@@ -12,18 +12,29 @@ from frontend.run import REPO
 from tools.torchserve import free_port, read_key, read_properties
 
 
-def test_supervisor_starts_both_and_stops_both_on_ctrl_c(model_store, fixture_images, tmp_path):
-    home, port = tmp_path / "serve", free_port()
-    supervisor = subprocess.Popen(
+def start_supervisor(home: Path, model_store: Path, port: int) -> subprocess.Popen:
+    """`make serve`'s supervisor on free ports, started as a process."""
+    return subprocess.Popen(
         [sys.executable, "-m", "frontend.serve_all", "--home", str(home), "--model-store",
          str(model_store), "--free-ports", "--port", str(port)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def until_ready(supervisor: subprocess.Popen) -> list[str]:
+    """The supervisor's output up to and including its "SKIN is ready" line."""
+    lines: list[str] = []
+    while not any("SKIN is ready" in line for line in lines):
+        line = supervisor.stdout.readline()
+        assert line, "the supervisor exited early:\n" + "".join(lines)
+        lines.append(line)
+    return lines
+
+
+def test_supervisor_starts_both_and_stops_both_on_ctrl_c(model_store, fixture_images, tmp_path):
+    home, port = tmp_path / "serve", free_port()
+    supervisor = start_supervisor(home, model_store, port)
     try:
-        lines = []
-        while not any("SKIN is ready" in line for line in lines):
-            line = supervisor.stdout.readline()
-            assert line, "the supervisor exited early:\n" + "".join(lines)
-            lines.append(line)
+        lines = until_ready(supervisor)
         assert f"Open http://localhost:{port}" in lines[-1]
         inference = read_properties(home / "config.properties")["inference_address"]
         assert requests.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=5).text == "ok"

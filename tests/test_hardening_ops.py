@@ -25,6 +25,7 @@ from frontend.run import REPO, access_environment, streamlit_command
 from frontend.texts import ENGLISH
 from ops.errors import OpsError
 from ops.names import archive_name, model_name
+from test_frontend_serve_all import start_supervisor, until_ready
 from tools.processes import process_tree, stop_tree
 from tools.torchserve import TorchServe, free_port
 
@@ -44,17 +45,10 @@ def assert_all_gone(processes: list[psutil.Process]) -> None:
 def test_closed_terminal_stops_page_torchserve_and_workers_and_the_page_holds_one_key(
         model_store, fixture_images, tmp_path):
     home, port = tmp_path / "serve", free_port()
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "frontend.serve_all", "--home", str(home), "--model-store",
-         str(model_store), "--free-ports", "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    supervisor = start_supervisor(home, model_store, port)
     tree: list[psutil.Process] = []
     try:
-        lines = []
-        while not any("SKIN is ready" in line for line in lines):
-            line = supervisor.stdout.readline()
-            assert line, "the supervisor exited early:\n" + "".join(lines)
-            lines.append(line)
+        until_ready(supervisor)
         tree = process_tree(supervisor.pid)
         [page] = [process for process in tree if "streamlit" in " ".join(process.cmdline())]
         assert any("java" in process.name() for process in tree)
