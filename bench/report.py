@@ -47,7 +47,7 @@ def _cell(value: float | None, digits: int = 1) -> str:
 
 
 def format_table(rows: list[Row], concurrency: int) -> str:
-    header = (f"| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms |\n"
+    header = ("| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms |\n"
               "|---|---:|---:|---:|---:|---:|")
     lines = [f"| {row.label} | {_cell(row.images_per_s)} | {_cell(row.p50_ms)} | "
              f"{_cell(row.p99_ms)} | {row.errors} | {_cell(row.single_p50_ms)} |" for row in rows]
