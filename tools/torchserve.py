@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,12 +38,29 @@ GRPC_PORT_KEYS = {"grpc_inference": "grpc_inference_port", "grpc_management": "g
 # Inference Protocol (KServe v2), translated by handler/kservev2_envelope.py.
 PROTOCOL_OVERRIDES = {"v1": {}, "v2": {"service_envelope": "kservev2"}}
 DEFAULT_TOKEN_EXPIRATION_MIN = 60.0  # TorchServe's, when the configuration names none
+LOWEST_FREE_PORT = 10000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOG_LINES_ON_EXIT = 10
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, below the kernel's ephemeral range and never handed out before
+    by this process. Ports from bind(0) are ephemeral ones: in the seconds before the JVM binds
+    them, any outgoing connection may take one as its local port (and two bind(0) calls may return
+    the same one), and TorchServe then exits on "Address already in use"."""
+    ephemeral_low = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
+    while True:
+        port = random.randrange(LOWEST_FREE_PORT, max(ephemeral_low, LOWEST_FREE_PORT + 1000))
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -150,8 +168,13 @@ class TorchServe:
 
     def _check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
+            # The launcher exits 0 whatever ended the JVM; the cause is at the end of its output,
+            # between stack frames.
+            output = self.home / "torchserve.out"
+            lines = output.read_text(errors="replace").splitlines() if output.exists() else []
+            tail = [line for line in lines if not line.startswith("\tat ")][-LOG_LINES_ON_EXIT:]
             raise RuntimeError(f"TorchServe exited with {self.process.returncode}; "
-                               f"see {self.home / 'logs'}")
+                               f"see {self.home / 'logs'}" + "".join(f"\n  {line}" for line in tail))
 
     def write_page_key(self) -> None:
         write_inference_key(self.key_file, self.page_key_file)
