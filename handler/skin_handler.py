@@ -23,7 +23,7 @@ from handler.checkpoint import METADATA_FILE, load_metadata, load_release
 from handler.classes import CLASSES
 from handler.cpus import available_cores
 from handler.explanation import UnknownClassError, explanation_body, requested_class
-from handler.gate import GATE_FILE, Verdict, file_sha256, gate_error, load_gate
+from handler.gate import GATE_FILE, Gate, Verdict, gate_error, load_gate_state
 from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.precision import CALIBRATION_FILE, runner
@@ -46,7 +46,8 @@ class SkinHandler(BaseHandler):
         self.referral_threshold = float(self.metadata["referral"]["threshold"])
         # The gate file must have been fitted on exactly the weights in this archive.
         weights = model_dir / context.manifest["model"]["serializedFile"]
-        self.gate = load_gate(model_dir / GATE_FILE, weights)
+        gate_state = load_gate_state(model_dir / GATE_FILE, weights)
+        self.gate = Gate.from_state(gate_state)
         self.model_name = context.manifest["model"]["modelName"]
         self.model_version = context.manifest["model"].get("modelVersion", self.metadata["version"])
         config = (getattr(self, "model_yaml_config", None) or {})
@@ -54,7 +55,8 @@ class SkinHandler(BaseHandler):
             torch.set_num_threads(self._cpu_threads(config))
         # self.model stays float for Grad-CAM's gradients; answers come from the served precision.
         self.served = read_served(model_dir)
-        calibration = (load_calibration(model_dir / CALIBRATION_FILE, file_sha256(weights))
+        calibration = (load_calibration(model_dir / CALIBRATION_FILE,
+                                        gate_state["release"]["weights_sha256"])
                        if self.served["precision"] == "int8" and self.device.type == "cpu" else None)
         self.runner = runner(self.model, self.served["precision"], self.input_size, calibration,
                              self.device)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from api.client import DEFAULT_MANAGEMENT_URL, ManagementClient
+from api.client import DEFAULT_MANAGEMENT_URL, FAST_CALL_S, ManagementClient
 from api.contract import Problem, ServerProblem, json_field, key_refused
 from api.keys import KeySource
 from ops.errors import OpsError
@@ -18,7 +18,6 @@ from tools.torchserve import DEFAULT_KEY_FILE
 
 # Registering or scaling synchronously waits for workers to load a ResNet34: give it time.
 SLOW_CALL_S = 300
-FAST_CALL_S = 10
 
 
 @dataclass

@@ -11,11 +11,10 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.client import DEFAULT_METRICS_URL, metrics_text
+from api.client import DEFAULT_METRICS_URL, FAST_CALL_S, metrics_text
 from api.contract import Problem, ServerProblem
 from ops.errors import OpsError
 
-SCRAPE_TIMEOUT_S = 10.0
 MODEL_LABELS = ("model_name", "ModelName")
 # Sample names as the Prometheus parser gives them: counters end in "_total".
 HOST_METRICS = ("Requests2XX_total", "Requests4XX_total", "Requests5XX_total", "CPUUtilization",
@@ -30,7 +29,7 @@ ModelMetrics = dict[str, dict[str, float]]
 
 
 def scrape(metrics_url: str = DEFAULT_METRICS_URL,
-           timeout: float = SCRAPE_TIMEOUT_S) -> tuple[dict[str, float], ModelMetrics]:
+           timeout: float = FAST_CALL_S) -> tuple[dict[str, float], ModelMetrics]:
     """Host-level metrics and per-model metrics from one GET of ``/metrics``."""
     try:
         text = metrics_text(metrics_url, timeout)
