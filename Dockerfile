@@ -22,12 +22,18 @@ RUN useradd --create-home --uid 10001 --user-group skin
 WORKDIR /home/skin
 
 COPY config.properties /home/skin/config.properties
-COPY tools/__init__.py tools/torchserve.py tools/deploy_config.py tools/healthcheck.py /home/skin/tools/
+# The build-time config generator and the health check, with SKIN's API client (api/) that they use
+# and the few handler modules it reads (the classes, the refusal reasons, the v2 wire format).
+COPY tools/__init__.py tools/torchserve.py tools/processes.py tools/deploy_config.py tools/healthcheck.py /home/skin/tools/
+COPY api/__init__.py api/client.py api/contract.py api/keys.py /home/skin/api/
+COPY handler/__init__.py handler/classes.py handler/classes.json handler/refusals.py handler/v2.py /home/skin/handler/
 COPY model_store/skin.mar /home/skin/model_store/skin.mar
 RUN python -m tools.deploy_config container /home/skin/torchserve.properties
 
-ENV PYTHONPATH=/home/skin \
-    PYTHONUNBUFFERED=1 \
+# No PYTHONPATH: TorchServe puts it ahead of an archive's own folder on its workers' path, where
+# /home/skin/handler (the client's few modules) would hide the archive's handler package. `python -m`
+# run from the WORKDIR finds tools/ and api/ without it.
+ENV PYTHONUNBUFFERED=1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 

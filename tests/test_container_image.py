@@ -4,15 +4,20 @@ container configuration it generates."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from fnmatch import fnmatch
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from tools.deploy_config import CONTAINER_HOME, container_properties
-from tools.torchserve import ADDRESS_KEYS, KEY_FILE_NAME, REPO, read_properties
+from tools.torchserve import ADDRESS_KEYS, KEY_FILE_NAME, REPO, free_port, read_properties
 
 DOCKERFILE = REPO / "Dockerfile"
 # Built by `make archive`, on which `make image` depends; not committed.
@@ -85,6 +90,46 @@ def test_every_copied_path_exists_and_is_in_the_build_context():
         assert (REPO / source).exists() or source in BUILT_PATHS, source
         assert dockerignore_admits(source), f"{source} is left out by .dockerignore"
     assert not dockerignore_admits(".venv") and not dockerignore_admits("runs")
+
+
+def stage_home(root: Path) -> Path:
+    """The Dockerfile's COPY instructions into the user's home, carried out under ``root`` (the
+    built archive left out): the files the image's own Python commands can import."""
+    home = root / CONTAINER_HOME.lstrip("/")
+    for sources, destination in copies():
+        if not destination.startswith(CONTAINER_HOME + "/"):
+            continue
+        target = root / destination.lstrip("/")
+        for source in sources:
+            if source in BUILT_PATHS:
+                continue
+            path = target / Path(source).name if destination.endswith("/") else target
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / source, path)
+    return home
+
+
+def test_the_image_python_commands_run_on_the_copied_files_alone(tmp_path):
+    home = stage_home(tmp_path)
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        # As the image runs them: `python -m` from the WORKDIR, nothing else on the path.
+        return subprocess.run([sys.executable, "-m", *args], cwd=home, env=environment,
+                              capture_output=True, text=True, timeout=60)
+
+    built = run("tools.deploy_config", "container", str(home / "torchserve.properties"))
+    assert built.returncode == 0, built.stderr
+    assert read_properties(home / "torchserve.properties") == container_properties()
+    health = run("tools.healthcheck", "--url", f"http://127.0.0.1:{free_port()}/ping",
+                 "--key-file", str(home / KEY_FILE_NAME))
+    assert health.returncode == 1 and "unhealthy: no answer" in health.stderr, health.stderr
+
+
+def test_no_pythonpath_puts_the_images_handler_modules_before_the_archives():
+    # TorchServe's workers get PYTHONPATH ahead of the archive's folder: the home's partial handler
+    # package would shadow the archive's.
+    assert not any("PYTHONPATH" in args for args in arguments("ENV"))
 
 
 def test_the_archive_lands_in_the_model_store_the_container_config_names():
