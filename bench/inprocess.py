@@ -10,14 +10,14 @@ import torch
 
 from bench.configs import cores
 from handler.precision import Runner
-from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
+from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
 
 
 def classify(run: Runner, metadata: dict, images: list[bytes]) -> torch.Tensor:
     """What one TorchServe batch costs the worker: decode, frame, colour-correct and normalise,
     forward (features and logits, as the gate needs them), softmax."""
     batch = torch.stack([frame(metadata, data) for data in images])
-    _, logits = run(served_input(metadata, batch))
+    _, logits = run(release_input(batch, metadata))
     return torch.softmax(logits / float(metadata["temperature"]), dim=1)
 
 
@@ -25,11 +25,6 @@ def frame(metadata: dict, image: bytes) -> torch.Tensor:
     """The handler's decode and framing at the release's input size (uint8 CHW)."""
     size = input_shape(metadata["input_size"])
     return eval_transform(decode_image(image, draft_size=max(size)), size)
-
-
-def served_input(metadata: dict, batch: torch.Tensor) -> torch.Tensor:
-    return model_input(batch, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
-                       tuple(metadata["std"]))
 
 
 def measure_limit(run: Runner, metadata: dict, images: list[bytes], batch_size: int,
@@ -65,7 +60,7 @@ def model_only_latency(run: Runner, metadata: dict, image: bytes, threads: int,
                        duration_s: float) -> float:
     """p50 milliseconds of one already-decoded image's forward pass with ``threads`` threads."""
     torch.set_num_threads(threads)
-    one = served_input(metadata, frame(metadata, image).unsqueeze(0))
+    one = release_input(frame(metadata, image).unsqueeze(0), metadata)
     run(one)
     return _median_ms(lambda: run(one), duration_s)
 
@@ -74,7 +69,7 @@ def decode_latency(metadata: dict, image: bytes, duration_s: float) -> float:
     """p50 milliseconds to decode one photo and turn it into the network's input, as the handler
     does (JPEG draft mode, framing, colour constancy, normalisation), on one thread."""
     torch.set_num_threads(1)
-    return _median_ms(lambda: served_input(metadata, frame(metadata, image).unsqueeze(0)), duration_s)
+    return _median_ms(lambda: release_input(frame(metadata, image).unsqueeze(0), metadata), duration_s)
 
 
 def _median_ms(step, duration_s: float) -> float:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from bench.inprocess import frame, served_input
+from bench.inprocess import frame
 from handler.gate import file_sha256
 from handler.precision import PRECISIONS, Runner, calibrate, runner
 from handler.precision_choice import calibration_path, load_calibration
-from handler.preprocessing import input_shape
+from handler.preprocessing import input_shape, release_input
 
 
 def precision_runners(model: torch.nn.Module, metadata: dict, weights: Path,
@@ -23,6 +23,6 @@ def precision_runners(model: torch.nn.Module, metadata: dict, weights: Path,
         source = f"the release's ({calibration_path(weights).name})"
     except (FileNotFoundError, ValueError):
         frames = torch.stack([frame(metadata, data) for data in images])
-        calibration = calibrate(model, [served_input(metadata, frames)], size)
+        calibration = calibrate(model, [release_input(frames, metadata)], size)
         source = f"the bench's {len(images)} images (the release has none for these weights)"
     return {name: runner(model, name, size, calibration) for name in PRECISIONS}, source

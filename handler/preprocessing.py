@@ -182,3 +182,9 @@ def model_input(batch: torch.Tensor, colour_constancy: bool, mean: tuple[float, 
     """What the network sees for a batch of frames on 0-255: the one step that training, evaluation
     and the handler all call after framing."""
     return normalize(shades_of_gray(batch) if colour_constancy else batch, mean, std)
+
+
+def release_input(batch: torch.Tensor, metadata: dict) -> torch.Tensor:
+    """``model_input`` with a release's own colour constancy, mean and std (its metadata)."""
+    return model_input(batch, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
+                       tuple(metadata["std"]))

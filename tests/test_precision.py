@@ -18,7 +18,7 @@ from handler.gate import GATE_FILE, file_sha256, load_gate
 from handler.precision import CALIBRATION_FILE, calibrate, quantise, runner
 from handler.precision_choice import CHOICE_FILE, SERVED_FILE, calibration_path, \
     load_calibration, save_calibration_for, served_gate_threshold, served_record
-from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
+from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
 from ops.management import Management
 from ops.release import versioned_archive
 from ops.render import render_describe
@@ -35,8 +35,7 @@ def fixture_inputs(metadata: dict) -> tuple[torch.Tensor, torch.Tensor, list[tup
     """The fixture photos as the handler frames them: (frames, model inputs, decoded sizes)."""
     photos = [decode_image(path.read_bytes()) for path in sorted((FIXTURES / "images").glob("*.jpg"))]
     frames = torch.stack([eval_transform(photo, metadata["input_size"]) for photo in photos])
-    inputs = model_input(frames, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
-                         tuple(metadata["std"]))
+    inputs = release_input(frames, metadata)
     return frames, inputs, [photo.size for photo in photos]
 
 

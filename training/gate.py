@@ -31,7 +31,7 @@ from handler.checkpoint import METADATA_FILE, load_release
 from handler.classes import CODES
 from handler.gate import (GATE_FILE, GATE_FORMAT, Gate, file_sha256, luminance, penultimate, save_gate,
                           sharpness)
-from handler.preprocessing import eval_transform, input_shape, model_input, to_rgb
+from handler.preprocessing import eval_transform, input_shape, release_input, to_rgb
 from handler.refusals import ACCEPTED, REASONS
 from training.datasets import Sample, read_folders
 from training.ood_images import ood_images
@@ -56,12 +56,10 @@ class Measured:
 def measure(model: torch.nn.Module, metadata: dict, frames: torch.Tensor, sizes: list[tuple[int, int]],
             labels: torch.Tensor | None = None, batch_size: int = 64) -> Measured:
     """Penultimate features and logits of the release on ``frames``, through the served input path."""
-    colour_constancy = bool(metadata.get("colour_constancy"))
-    mean, std = tuple(metadata["mean"]), tuple(metadata["std"])
     features, logits = [], []
     with torch.inference_mode():
         for start in range(0, len(frames), batch_size):
-            batch = model_input(frames[start:start + batch_size], colour_constancy, mean, std)
+            batch = release_input(frames[start:start + batch_size], metadata)
             pooled, scores = penultimate(model, batch)
             features.append(pooled)
             logits.append(scores)

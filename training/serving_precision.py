@@ -30,7 +30,7 @@ import torch
 from handler.checkpoint import load_release
 from handler.gate import GATE_FILE, Gate, load_gate_state
 from handler.precision import PRECISIONS, Runner, calibrate, runner
-from handler.preprocessing import input_shape, model_input
+from handler.preprocessing import input_shape, release_input
 from handler.precision_choice import choice_path, save_calibration_for
 from training.datasets import read_folders
 from training.gate import balanced_quantile, frames_of
@@ -88,6 +88,12 @@ def ood_refused(gate: Gate, features: torch.Tensor, max_distance: float) -> floa
     return round(float(np.mean([gate.distance(row) > max_distance for row in features])), 4)
 
 
+def evenly_spread(indices: list[int], limit: int) -> list[int]:
+    """At most about ``limit`` of ``indices``, evenly spaced; all of them when ``limit`` is 0."""
+    step = max(1, len(indices) // limit) if limit else 1
+    return indices[::step]
+
+
 def score(run: Runner, inputs: torch.Tensor, batch_size: int = 64) -> Scored:
     features, logits = zip(*(run(inputs[start:start + batch_size])
                              for start in range(0, len(inputs), batch_size)))
@@ -138,15 +144,11 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     calibration_ids = sorted(rng.choice(split.train, min(args.calibration_images, len(split.train)),
                                         replace=False).tolist())
-    step = max(1, len(split.test) // args.test_limit) if args.test_limit else 1
-    test_ids = split.test[::step]
-    val_step = max(1, len(split.val) // args.val_limit) if args.val_limit else 1
-    val_ids = split.val[::val_step]
+    test_ids, val_ids = evenly_spread(split.test, args.test_limit), evenly_spread(split.val, args.val_limit)
 
     def inputs(indices: list[int]) -> torch.Tensor:
         frames = load_images([samples[i].path for i in indices], size)
-        return model_input(frames, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
-                           tuple(metadata["std"]))
+        return release_input(frames, metadata)
 
     started = time.perf_counter()
     calibration_inputs = inputs(calibration_ids)
@@ -160,8 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     gate, keep = Gate.from_state(gate_state), float(gate_state["fitted"]["keep"])
     others = ood_images()
     ood_frames, _ = frames_of([other.image for other in others], size)
-    ood_inputs = model_input(ood_frames, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
-                             tuple(metadata["std"]))
+    ood_inputs = release_input(ood_frames, metadata)
     runners = {name: runner(model, name, size, calibration) for name in PRECISIONS}
     scored = {name: score(run, test_inputs) for name, run in runners.items()}
     # Each precision's threshold is the gate's, scaled by how much longer that precision's distances
