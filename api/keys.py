@@ -21,6 +21,8 @@ import requests
 
 LOG = logging.getLogger(__name__)
 KEY_FILE_NAME = "key_file.json"
+# Where `make serve` runs TorchServe (tools.torchserve), so where its clients find the key files.
+SERVE_HOME = Path(__file__).resolve().parent.parent / ".run" / "serve"
 # The inference key alone, beside key_file.json: all that the page gets (write_inference_key).
 PAGE_KEY_FILE_NAME = "page_key.json"
 ROTATED_APIS = ("inference", "management")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from api.client import DEFAULT_INFERENCE_URL, InferenceClient, inference_path, protocol_from_env
 from api.contract import Problem, ServerProblem
-from api.keys import PAGE_KEY_FILE_NAME, KeySource
+from api.keys import PAGE_KEY_FILE_NAME, SERVE_HOME, KeySource
 from frontend.explanation import Explanation
 from frontend.ranking import Ranking
 
 LOG = logging.getLogger(__name__)
 # The inference key alone, copied there by `make serve` (frontend/serve_all.py).
-DEFAULT_KEY_FILE = Path(__file__).resolve().parent.parent / ".run" / "serve" / PAGE_KEY_FILE_NAME
+DEFAULT_KEY_FILE = SERVE_HOME / PAGE_KEY_FILE_NAME
 __all__ = ["ClientConfig", "Problem", "ServerProblem", "SkinClient"]
 
 
@@ -39,10 +39,6 @@ class ClientConfig:
         url = environ.get("SKIN_INFERENCE_URL") or DEFAULT_INFERENCE_URL + inference_path(protocol)
         return cls(url=url, key_file=Path(environ.get("SKIN_KEY_FILE") or DEFAULT_KEY_FILE),
                    token=environ.get("SKIN_TOKEN") or None, protocol=protocol)
-
-    @property
-    def explanations_url(self) -> str:
-        return self.api().explanations_url
 
     def api(self) -> InferenceClient:
         return InferenceClient(self.url, KeySource(self.key_file, "inference", self.token),

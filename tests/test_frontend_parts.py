@@ -202,4 +202,4 @@ def test_oversized_upload_is_reported_as_too_large(torchserve, inference_url):
 
 def test_explanations_go_to_the_same_model_on_the_same_server():
     config = ClientConfig.from_env({"SKIN_INFERENCE_URL": "https://h:1/predictions/skin"})
-    assert config.explanations_url == "https://h:1/explanations/skin"
+    assert config.api().explanations_url == "https://h:1/explanations/skin"

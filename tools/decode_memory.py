@@ -59,8 +59,7 @@ def main() -> None:
         config.write_text(ONE_WORKER)
         build_archive(weights=MODEL_STORE / WEIGHTS_FILE, export_path=store, config_file=config)
         with TorchServe.on_free_ports(Path(scratch) / "home", model_store=store).running() as server:
-            described = requests.get(f"{server.url('management')}/models/skin",
-                                     headers=server.headers("management"), timeout=30).json()
+            described = server.management().call("GET", "/models/skin", timeout=30).json()
             pid = described[0]["workers"][0]["pid"]
             print(f"{SIZE[0]}x{SIZE[1]} photo, worker pid {pid}")
             print(f"{'photo':<10} {'body MB':>8} {'status':>6} {'RSS before':>11} {'peak':>8} {'peak - before':>14}")

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.client import ManagementClient, inference_path, protocol_from_env
-from api.keys import KEY_FILE_NAME, PAGE_KEY_FILE_NAME, KeyRotator, KeySource, read_key, \
-    write_inference_key
+from api.keys import KEY_FILE_NAME, PAGE_KEY_FILE_NAME, SERVE_HOME, KeyRotator, KeySource, \
+    read_key, write_inference_key
 from tools.processes import process_tree, stop_tree
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "config.properties"
-DEFAULT_HOME = REPO / ".run" / "serve"
+DEFAULT_HOME = SERVE_HOME
 DEFAULT_KEY_FILE = DEFAULT_HOME / KEY_FILE_NAME  # where `make serve`'s clients find the keys
 ADDRESS_KEYS = {"inference": "inference_address", "management": "management_address",
                 "metrics": "metrics_address"}
