@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from training import speed
-from training.precision import Precision, choose_precision, cpu_info
+from training import precision as training_precision
+from training.precision import Precision, choose_precision, cpu_candidates, cpu_info
 
 CPU = torch.device("cpu")
 SMALL_SHAPE = (4, 3, 16, 16)
@@ -48,10 +49,18 @@ def test_an_explicit_precision_is_taken_without_timing() -> None:
     assert precision == Precision("fp32", CPU) and speeds == {} and not built
 
 
-def test_auto_times_fp32_and_bf16_and_keeps_the_faster() -> None:
+def test_auto_times_each_candidate_and_keeps_the_faster() -> None:
     precision, speeds = choose_precision("auto", CPU, small_model, SMALL_SHAPE)
-    assert set(speeds) == {"fp32", "bf16"} and all(speed > 0 for speed in speeds.values())
+    assert set(speeds) == set(cpu_candidates()) and all(speed > 0 for speed in speeds.values())
     assert precision.name == max(speeds, key=speeds.get) and precision.device == CPU
+
+
+def test_bf16_is_a_candidate_only_where_the_cpu_has_bf16_kernels(monkeypatch) -> None:
+    monkeypatch.setattr(training_precision, "has_bf16_kernels", lambda: True)
+    assert cpu_candidates() == ("fp32", "bf16")
+    monkeypatch.setattr(training_precision, "has_bf16_kernels", lambda: False)
+    precision, speeds = choose_precision("auto", CPU, small_model, SMALL_SHAPE)
+    assert precision.name == "fp32" and set(speeds) == {"fp32"}
 
 
 def test_bf16_autocast_runs_matmuls_in_bf16_on_the_cpu() -> None:
@@ -68,6 +77,6 @@ def test_bf16_autocast_runs_matmuls_in_bf16_on_the_cpu() -> None:
 def test_speed_benchmark_reports_every_precision_and_the_data_path(capsys) -> None:
     rows = speed.main(["--sizes", "32x48", "--batch-size", "4", "--steps", "1"])
     assert [row["input"] for row in rows] == [[32, 48]]
-    assert set(rows[0]["train"]) == {"fp32", "bf16"} and rows[0]["data"] > 0
+    assert set(rows[0]["train"]) == set(cpu_candidates()) and rows[0]["data"] > 0
     printed = capsys.readouterr().out
     assert printed.startswith("CPU ") and "| 32x48 | 4 |" in printed

@@ -16,8 +16,21 @@ import torch
 # The CPU flags that decide which precision is fast; recorded in every benchmark and training run.
 CPU_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# What ``auto`` times on a CPU; fp16 autocast is for CUDA.
-CPU_CANDIDATES = ("fp32", "bf16")
+
+
+def has_bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or AMX)."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def cpu_candidates() -> tuple[str, ...]:
+    """What ``auto`` times on this CPU; fp16 autocast is for CUDA.
+
+    Without bf16 kernels (an AVX2-only CPU) a bf16 backward pass falls back to a generic
+    convolution hundreds of times slower than fp32: timing it alone would take many minutes, and
+    it could never win.
+    """
+    return ("fp32", "bf16") if has_bf16_kernels() else ("fp32",)
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
@@ -92,5 +105,5 @@ def choose_precision(requested: str, device: torch.device, build_model: Callable
     if device.type == "cuda":
         return Precision("fp16", device), {}  # tensor cores: always faster on a GPU
     speeds = {name: time_train_steps(Precision(name, device), build_model(), shape)
-              for name in CPU_CANDIDATES}
+              for name in cpu_candidates()}
     return Precision(max(speeds, key=speeds.get), device), speeds

@@ -12,7 +12,7 @@ import time
 import torch
 
 from training.models import build_student
-from training.precision import CPU_CANDIDATES, Precision, cpu_info, time_train_steps
+from training.precision import Precision, cpu_candidates, cpu_info, time_train_steps
 from training.presets import BatchAugment, ImageBatches, train_cache_shape
 from training.train import image_size
 
@@ -35,19 +35,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args(argv)
-    cpu = cpu_info()
+    cpu, candidates = cpu_info(), cpu_candidates()
     print(f"CPU {cpu['model']}, {torch.get_num_threads()} torch threads, flags: {' '.join(cpu['flags']) or 'none'}")
-    print("| input | batch | " + " | ".join(f"train {name} img/s" for name in CPU_CANDIDATES) + " | data alone img/s |")
-    print("|---|---:|" + "---:|" * (len(CPU_CANDIDATES) + 1))
+    print("| input | batch | " + " | ".join(f"train {name} img/s" for name in candidates) + " | data alone img/s |")
+    print("|---|---:|" + "---:|" * (len(candidates) + 1))
     rows = []
     for size in args.sizes:
         shape = (args.batch_size, 3, *size)
         train = {name: time_train_steps(Precision(name, torch.device("cpu")), build_student(), shape, args.steps)
-                 for name in CPU_CANDIDATES}
+                 for name in candidates}
         data = data_images_per_second(size, args.batch_size)
         rows.append({"input": list(size), "batch_size": args.batch_size, "train": train, "data": data})
         print(f"| {size[0]}x{size[1]} | {args.batch_size} | "
-              + " | ".join(f"{train[name]:.1f}" for name in CPU_CANDIDATES) + f" | {data:.0f} |", flush=True)
+              + " | ".join(f"{train[name]:.1f}" for name in candidates) + f" | {data:.0f} |", flush=True)
     return rows
 
 
