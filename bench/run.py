@@ -36,6 +36,7 @@ from bench.report import Row, best_served, format_decode, format_limits, format_
     format_table, ratios
 from bench.write_back import write_back
 from handler.checkpoint import WEIGHTS_FILE, load_release
+from handler.cpus import cpu_info
 from handler.precision import PRECISIONS
 from handler.precision_choice import served_record
 from loadtest.images import at_size, default_image_dir, load_images
@@ -43,7 +44,6 @@ from ops.management import Management
 from tools.archive import MODEL_STORE
 from tools.processes import stop_process
 from tools.torchserve import REPO, TorchServe, free_port
-from training.precision import cpu_info
 
 LIMIT_BATCH = 8
 # Bounds every closed loop in count as well as time.

@@ -1,4 +1,5 @@
-"""How many cores the handler may use: the CPU affinity, capped by a container's CPU limit.
+"""The CPU the handler runs on: which precision flags it has, and how many cores it may use (the
+CPU affinity, capped by a container's CPU limit).
 
 In a Kubernetes pod or a `docker run --cpus` container the affinity still lists every core of the
 node, while the CPU limit (a CFS quota) allows only a few: sizing torch's threads by the affinity
@@ -11,6 +12,22 @@ import os
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+# The CPU flags that decide which precision is fast; recorded in every benchmark and training run.
+CPU_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU model and which of ``CPU_FLAGS`` it has."""
+    model, flags = "unknown", set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:

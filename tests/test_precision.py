@@ -12,7 +12,9 @@ import pytest
 import requests
 import torch
 
+from handler import precision_choice
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release
+from handler.cpus import cpu_info
 from handler.classes import CODES
 from handler.gate import GATE_FILE, file_sha256, load_gate
 from handler.precision import CALIBRATION_FILE, calibrate, quantise, runner
@@ -64,8 +66,11 @@ def test_the_shipped_choice_belongs_to_the_shipped_weights():
     record = served_record(SHIPPED)
     assert record["choice"] is not None, f"rerun make precision: {CHOICE_FILE} is stale or missing"
     choice = record["choice"]
-    assert record["precision"] == choice["chosen"] == choose(choice["candidates"])
+    assert choice["chosen"] == choose(choice["candidates"])
     assert choice["candidates"][choice["chosen"]]["passed"]
+    # The choice holds on the kind of CPU it was measured on; elsewhere fp32 until it is measured there.
+    on_this_kind = choice["cpu"]["flags"] == cpu_info()["flags"]
+    assert record["precision"] == (choice["chosen"] if on_this_kind else "fp32")
     if choice["chosen"] == "int8":
         load_calibration(calibration_path(SHIPPED), file_sha256(SHIPPED))
 
@@ -157,6 +162,39 @@ def test_a_non_square_release_runs_at_its_precision_in_the_handler(precision, tm
     described = service._entry_point.__self__.describe_handle()
     assert described["input_size"] == list(TEST_INPUT_SIZE)
     assert described["precision"] == precision
+
+
+def write_int8_choice(weights: Path, flags: list[str]) -> None:
+    """A `make precision` choice of int8 for ``weights``, as if measured on a CPU with ``flags``."""
+    model, metadata = load_release(weights)
+    calibration = calibrate(model, [mirrored(fixture_inputs(metadata)[1])], TEST_INPUT_SIZE)
+    candidates = {name: {"passed": True, "images_per_s": speed}
+                  for name, speed in (("fp32", 40.0), ("bf16", 90.0), ("int8", 150.0))}
+    choice = {"weights_sha256": save_calibration_for(calibration, weights, 32), "chosen": "int8",
+              "candidates": candidates, "cpu": {"model": "a test CPU", "flags": flags}}
+    (weights.with_name(CHOICE_FILE)).write_text(json.dumps(choice))
+
+
+def test_a_choice_made_on_another_kind_of_cpu_is_served_in_fp32(tmp_path, monkeypatch, fixture_images):
+    """int8 measured where VNNI exists saturates without it: the archive built here, and an archive
+    built elsewhere and loaded here (a container image), both run fp32 and say why."""
+    weights = write_random_release(tmp_path / "release")
+    here = cpu_info()["flags"]
+    other = [flag for flag in here if flag != "amx_int8"] if "amx_int8" in here else [*here, "amx_int8"]
+    write_int8_choice(weights, other)
+    record = served_record(weights)
+    assert record["precision"] == "fp32" and "run make precision on this machine" in record["source"]
+
+    write_int8_choice(weights, here)
+    assert served_record(weights)["precision"] == "int8"
+    archive = build_archive(weights=weights, export_path=tmp_path / "store")
+    monkeypatch.setattr(precision_choice, "cpu_info", lambda: {"model": "elsewhere", "flags": other})
+    service = load_service(archive, tmp_path / "unpacked")
+    responses, statuses = classify(service, list(fixture_images.values()))
+    assert statuses == [200] * len(fixture_images)
+    described = service._entry_point.__self__.describe_handle()
+    assert described["precision"] == "fp32"
+    assert "chose int8 on a CPU with" in described["precision_choice"]["source"]
 
 
 def test_int8_without_a_calibration_is_refused_at_archive_time(tmp_path):

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import torch
 
+from handler.cpus import cpu_info
 from training import speed
 from training import precision as training_precision
-from training.precision import Precision, choose_precision, cpu_candidates, cpu_info
+from training.precision import Precision, choose_precision, cpu_candidates
 
 CPU = torch.device("cpu")
 SMALL_SHAPE = (4, 3, 16, 16)

@@ -9,12 +9,9 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-# The CPU flags that decide which precision is fast; recorded in every benchmark and training run.
-CPU_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -31,19 +28,6 @@ def cpu_candidates() -> tuple[str, ...]:
     it could never win.
     """
     return ("fp32", "bf16") if has_bf16_kernels() else ("fp32",)
-
-
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
-    """The CPU model and which of ``CPU_FLAGS`` it has."""
-    model, flags = "unknown", set()
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
 
 
 @dataclass(frozen=True)

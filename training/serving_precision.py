@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from handler.checkpoint import load_release
+from handler.cpus import cpu_info
 from handler.gate import GATE_FILE, Gate, load_gate_state
 from handler.precision import PRECISIONS, Runner, calibrate, runner
 from handler.preprocessing import input_shape, release_input
@@ -36,7 +37,6 @@ from training.datasets import read_folders
 from training.gate import balanced_quantile, frames_of
 from training.metrics import balanced_accuracy
 from training.ood_images import ood_images
-from training.precision import cpu_info
 from training.presets import load_images
 from training.splits import split_folders
 

@@ -22,6 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from handler.checkpoint import WEIGHTS_FILE, save_release
 from handler.classes import CODES
+from handler.cpus import CPU_FLAGS, cpu_info
 from handler.preprocessing import input_shape
 from training.calibration import fit_temperature
 from training.datasets import Sample, read_folders
@@ -31,7 +32,7 @@ from training.losses import DistillationLoss, class_weights
 from training.metrics import balanced_accuracy
 from training.models import TEACHERS, build_student, build_teacher
 from training.phase import Phase
-from training.precision import CPU_FLAGS, Precision, choose_precision, cpu_info
+from training.precision import Precision, choose_precision
 from training.presets import BatchAugment, ImageBatches, load_images, train_cache_shape
 from training.referral import CONCERNING, TARGET_SENSITIVITY, choose_threshold, referral_report
 from training.release import release_metadata
