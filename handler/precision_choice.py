@@ -63,17 +63,17 @@ def release_choice(weights: Path) -> dict | None:
     return choice if choice.get("weights_sha256") == file_sha256(weights) else None
 
 
-def measured_on_this_cpu(choice: dict) -> bool:
-    return choice.get("cpu", {}).get("flags") == cpu_info()["flags"]
+def measured_elsewhere(choice: dict) -> str | None:
+    """None where ``choice`` was measured on this kind of CPU; elsewhere the source of the fp32
+    record that replaces it."""
+    measured, here = choice.get("cpu", {}).get("flags"), cpu_info()["flags"]
+    if measured == here:
+        return None
 
-
-def measured_elsewhere(choice: dict) -> str:
-    """The source of an fp32 record whose release chose its precision on another kind of CPU."""
     def named(flags: list[str] | None) -> str:
         return ", ".join(flags or []) or "none of them"
-    return (f"default ({CHOICE_FILE} chose {choice['chosen']} on a CPU with "
-            f"{named(choice.get('cpu', {}).get('flags'))}; this one has {named(cpu_info()['flags'])}: "
-            "run make precision on this machine)")
+    return (f"default ({CHOICE_FILE} chose {choice['chosen']} on a CPU with {named(measured)}; "
+            f"this one has {named(here)}: run make precision on this machine)")
 
 
 def served_record(weights: Path, requested: str | None = None) -> dict:
@@ -85,10 +85,10 @@ def served_record(weights: Path, requested: str | None = None) -> dict:
         raise ValueError(f"unknown precision {requested!r}; expected one of {', '.join(PRECISIONS)}")
     if requested:
         precision, source = requested, "requested (PRECISION=)"
-    elif choice and measured_on_this_cpu(choice):
-        precision, source = choice["chosen"], MEASURED
+    elif choice and (elsewhere := measured_elsewhere(choice)):
+        precision, source = "fp32", elsewhere
     elif choice:
-        precision, source = "fp32", measured_elsewhere(choice)
+        precision, source = choice["chosen"], MEASURED
     else:
         precision, source = "fp32", f"default (no {CHOICE_FILE} for these weights)"
     return {"precision": precision, "source": source, "choice": choice}
@@ -103,8 +103,8 @@ def read_served(model_dir: Path) -> dict:
         return {"precision": "fp32", "source": f"default (the archive has no {SERVED_FILE})",
                 "choice": None}
     served = json.loads(path.read_text())
-    if served["source"] == MEASURED and not measured_on_this_cpu(served["choice"]):
-        return served | {"precision": "fp32", "source": measured_elsewhere(served["choice"])}
+    if served["source"] == MEASURED and (elsewhere := measured_elsewhere(served["choice"])):
+        return served | {"precision": "fp32", "source": elsewhere}
     return served
 
 

@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from training.models import build_student
 from handler.cpus import cpu_info
+from training.models import build_student
 from training.precision import Precision, cpu_candidates, time_train_steps
 from training.presets import BatchAugment, ImageBatches, train_cache_shape
 from training.train import image_size
