@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -35,12 +35,13 @@ def train_one_epoch(model: torch.nn.Module, batches: Iterable, criterion: torch.
                     precision: Precision, colour_constancy: bool, teacher: torch.nn.Module | None = None,
                     mixup: float = 0.0, deadline: float | None = None,
                     scaler: torch.amp.GradScaler | None = None, desc: str = "train",
-                    seed: int = 0) -> EpochStats:
+                    seed: int = 0, after_step: Callable[[], None] | None = None) -> EpochStats:
     """Train for one pass over ``batches`` (stepping the scheduler per batch).
 
     The teacher sees exactly the student's view, mixup included ("consistent" distillation, Beyer et
     al. 2022). ``deadline`` (a ``time.monotonic()`` value) ends the epoch early so that a time-boxed
-    run still gets to evaluate and ship.
+    run still gets to evaluate and ship. ``after_step`` runs after every optimiser step (the
+    weights' moving average, a periodic checkpoint).
     """
     device = precision.device
     scaler = scaler or precision.grad_scaler()
@@ -70,6 +71,8 @@ def train_one_epoch(model: torch.nn.Module, batches: Iterable, criterion: torch.
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if after_step is not None:
+            after_step()
         seen += len(labels)
         total_loss += loss.item() * len(labels)
         if deadline is not None and time.monotonic() > deadline:

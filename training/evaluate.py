@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 
 from handler.checkpoint import METADATA_FILE, MODEL_KEYS, load_release
-from training.datasets import Sample, read_folders
+from training.datasets import Sample
 from training.engine import predict
 from training.metrics import balanced_accuracy
 from training.precision import Precision
 from training.presets import ImageBatches, load_images
 from training.referral import referral_report
 from training.report import build_report, by_source, write_report
-from training.splits import split_folders
+from training.splits import release_split
 
 FP32_CPU = Precision("fp32", torch.device("cpu"))
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     model, metadata = load_release(args.weights, args.metadata, MODEL_KEYS)
-    samples, split = split_folders(read_folders(args.data), seed=metadata["split"]["seed"])
+    samples, split = release_split(args.data, metadata["split"])
     indices = list(range(len(samples))) if args.split == "all" else getattr(split, args.split)
     logits, labels = release_logits(model, metadata, samples, indices,
                                     Precision("fp32", torch.device(args.device)), args.batch_size)

@@ -33,10 +33,10 @@ from handler.gate import (GATE_FILE, GATE_FORMAT, Gate, file_sha256, luminance, 
                           sharpness)
 from handler.preprocessing import eval_transform, input_shape, release_input, to_rgb
 from handler.refusals import ACCEPTED, REASONS
-from training.datasets import Sample, read_folders
+from training.datasets import Sample
 from training.ood_images import ood_images
 from training.presets import load_images
-from training.splits import split_folders
+from training.splits import release_split
 
 DEFAULT_DATA = [Path("../shared/data/ham10000"), Path("../shared/data/isic2019-84px")]
 DEFAULT_REPORT = Path("docs/gate_report.json")
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model, metadata = load_release(args.weights, args.metadata)
-    samples, split = split_folders(read_folders(args.data), seed=metadata["split"]["seed"])
+    samples, split = release_split(args.data, metadata["split"])
     rng = np.random.default_rng(args.seed)
     labels = [sample_.label for sample_ in samples]
     chosen = {"train": balanced_sample(split.train, labels, args.train_images, rng),

@@ -1,5 +1,5 @@
-"""One model's training phase: optimiser, time- or step-bounded schedule, per-epoch validation,
-best/last checkpoints and resume. train.py runs one phase for the teacher and one for the student.
+"""One model's training phase: optimiser, step-bounded schedule, a moving average of the weights,
+per-epoch validation, best/last checkpoints, checkpoints within an epoch, and resume.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 
 from training.engine import predict, train_one_epoch
@@ -27,23 +28,30 @@ def lr_factor(progress: float, warmup: float) -> float:
 class Phase:
     """One model's training: optimiser, schedule, per-epoch validation, best/last checkpoints.
 
-    Progress is the larger of steps done / planned steps and time spent / ``minutes``, and the
-    schedule and the stopping rule both follow it.
+    Progress is steps done / planned steps, or, where ``minutes`` is set, the larger of that and
+    time spent / ``minutes``; the schedule and the stopping rule both follow it. With
+    ``ema_decay`` an exponential moving average of the weights is kept beside them, both are
+    validated after each epoch, and the better one is the phase's best. ``checkpoint_minutes``
+    saves the run within an epoch too, and a resume continues from the batch after it.
     """
 
     def __init__(self, name: str, model: torch.nn.Module, args: argparse.Namespace, lr: float,
                  epochs: int, steps_per_epoch: int, minutes: float, output: Path,
-                 writer: SummaryWriter) -> None:
+                 writer: SummaryWriter, ema_decay: float = 0.0, checkpoint_minutes: float = 10.0) -> None:
         self.name, self.model, self.epochs, self.writer = name, model, epochs, writer
+        self.steps_per_epoch = steps_per_epoch
         self.total_steps = epochs * steps_per_epoch
         self.duration = minutes * 60 if minutes > 0 else None
         self.started = time.monotonic()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(self.progress(step), args.warmup))
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+                    if ema_decay else None)
+        self.checkpoint_seconds = checkpoint_minutes * 60
         self.last_path, self.best_path = output / f"{name}_last.pt", output / f"{name}_best.pt"
-        self.start_epoch, self.best_bma, self.history = 0, -1.0, []
-        # Time spent up to the last finished epoch, carried over by a resume.
+        self.start_epoch, self.start_batch, self.best_bma, self.history = 0, 0, -1.0, []
+        # Time spent up to the last checkpoint, carried over by a resume.
         self.seconds = 0.0
 
     def elapsed(self) -> float:
@@ -55,6 +63,21 @@ class Phase:
             done = max(done, self.elapsed() / self.duration)
         return min(done, 1.0)
 
+    @property
+    def finished(self) -> bool:
+        return self.start_epoch >= self.epochs or self.progress(self.scheduler.last_epoch) >= 1
+
+    def save(self, epoch: int, next_batch: int) -> None:
+        """The whole run state; ``next_batch`` is where a resume starts within ``epoch``."""
+        self.seconds = self.elapsed()
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "epoch": epoch, "next_batch": next_batch,
+                 "best_bma": self.best_bma, "history": self.history, "duration": self.duration,
+                 "elapsed": self.seconds, "ema": self.ema.state_dict() if self.ema else None}
+        partial = self.last_path.with_suffix(".partial")
+        torch.save(state, partial)
+        partial.replace(self.last_path)  # a stop while saving leaves the previous checkpoint whole
+
     def resume(self) -> None:
         if not self.last_path.exists():
             return
@@ -62,49 +85,75 @@ class Phase:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.start_epoch, self.best_bma, self.history = state["epoch"] + 1, state["best_bma"], state["history"]
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.best_bma, self.history = state["best_bma"], state["history"]
+        self.start_epoch, self.start_batch = state["epoch"], state.get("next_batch", 0)
+        if self.start_batch >= self.steps_per_epoch:
+            self.start_epoch, self.start_batch = self.start_epoch + 1, 0
         self.duration, self.seconds = state["duration"], state["elapsed"]
         self.started = time.monotonic() - self.seconds
-        print(f"[{self.name}] resumed after epoch {state['epoch']} (best val BMA {self.best_bma:.4f})")
+        print(f"[{self.name}] resumed at epoch {self.start_epoch + 1}, batch {self.start_batch} "
+              f"(best val BMA {self.best_bma:.4f})", flush=True)
+
+    def validate(self, model: torch.nn.Module, val_batches: ImageBatches, precision: Precision,
+                 colour_constancy: bool) -> float:
+        logits, labels = predict(model, val_batches, precision, colour_constancy)
+        return balanced_accuracy(labels.numpy(), logits.argmax(1).numpy())
 
     def run(self, train_batches: ImageBatches, val_batches: ImageBatches, criterion: torch.nn.Module,
             precision: Precision, colour_constancy: bool, teacher: torch.nn.Module | None = None,
             mixup: float = 0.0) -> None:
-        """Train until the planned epochs or the time budget run out, validating after each epoch."""
+        """Train until the planned steps or the time budget run out, validating after each epoch."""
         deadline = self.started + self.duration if self.duration else None
         scaler = precision.grad_scaler()
         for epoch in range(self.start_epoch, self.epochs):
             if self.progress(self.scheduler.last_epoch) >= 1:
                 break
-            stats = train_one_epoch(self.model, train_batches, criterion, self.optimizer, self.scheduler,
-                                    precision, colour_constancy, teacher, mixup, deadline, scaler,
-                                    desc=f"{self.name} {epoch + 1}/{self.epochs}", seed=epoch)
-            logits, labels = predict(self.model, val_batches, precision, colour_constancy)
-            bma = balanced_accuracy(labels.numpy(), logits.argmax(1).numpy())
-            self.history.append({"epoch": epoch + 1, "loss": stats.loss, "val_bma": bma,
+            first = self.start_batch if epoch == self.start_epoch else 0
+            position = {"batch": first, "saved": time.monotonic()}
+
+            def after_step(epoch: int = epoch, position: dict = position) -> None:
+                position["batch"] += 1
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
+                if time.monotonic() - position["saved"] > self.checkpoint_seconds:
+                    self.save(epoch, position["batch"])
+                    position["saved"] = time.monotonic()
+
+            stats = train_one_epoch(self.model, train_batches.epoch(epoch, first), criterion,
+                                    self.optimizer, self.scheduler, precision, colour_constancy, teacher,
+                                    mixup, deadline, scaler, desc=f"{self.name} {epoch + 1}/{self.epochs}",
+                                    seed=epoch, after_step=after_step)
+            candidates = {"weights": self.model} | ({"average": self.ema.module} if self.ema else {})
+            scores = {kind: self.validate(model, val_batches, precision, colour_constancy)
+                      for kind, model in candidates.items()}
+            kind = max(scores, key=scores.get)
+            bma = scores[kind]
+            self.history.append({"epoch": epoch + 1, "loss": stats.loss, "val_bma": bma, "chosen": kind,
+                                 "val_bma_by_weights": scores,
                                  "images_per_second": stats.images_per_second,
                                  "data_images_per_second": stats.data_images_per_second,
                                  "seconds": stats.seconds, "lr": self.scheduler.get_last_lr()[0]})
             self.writer.add_scalar(f"{self.name}/loss", stats.loss, epoch + 1)
-            self.writer.add_scalar(f"{self.name}/val_bma", bma, epoch + 1)
+            for name, score in scores.items():
+                self.writer.add_scalar(f"{self.name}/val_bma_{name}", score, epoch + 1)
             self.writer.add_scalar(f"{self.name}/lr", self.scheduler.get_last_lr()[0], epoch + 1)
             self.writer.add_scalar(f"{self.name}/images_per_second", stats.images_per_second, epoch + 1)
-            self.seconds = self.elapsed()
             improved = bma > self.best_bma
             if improved:
                 self.best_bma = bma
-                torch.save(self.model.state_dict(), self.best_path)
-            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "epoch": epoch,
-                        "best_bma": self.best_bma, "history": self.history,
-                        "duration": self.duration, "elapsed": self.seconds}, self.last_path)
+                torch.save(candidates[kind].state_dict(), self.best_path)
+            self.save(epoch, self.steps_per_epoch)
             print(f"[{self.name}] epoch {epoch + 1}/{self.epochs} {precision.name} loss {stats.loss:.4f} "
-                  f"val BMA {bma:.4f}{' (best)' if improved else ''} train {stats.images_per_second:.1f} "
+                  f"val BMA {', '.join(f'{k} {v:.4f}' for k, v in scores.items())}"
+                  f"{' (best)' if improved else ''} train {stats.images_per_second:.1f} "
                   f"img/s, data alone {stats.data_images_per_second:.0f} img/s, "
                   f"{stats.seconds / 60:.1f} min", flush=True)
             if stats.stopped_early:
                 print(f"[{self.name}] time budget reached; stopping after epoch {epoch + 1}", flush=True)
                 break
+        self.start_epoch, self.start_batch = self.epochs, 0
 
     def load_best(self) -> torch.nn.Module:
         self.model.load_state_dict(torch.load(self.best_path, map_location="cpu", weights_only=True))

@@ -33,12 +33,11 @@ from handler.gate import GATE_FILE, Gate, load_gate_state
 from handler.precision import PRECISIONS, Runner, calibrate, runner
 from handler.preprocessing import input_shape, release_input
 from handler.precision_choice import choice_path, save_calibration_for
-from training.datasets import read_folders
 from training.gate import balanced_quantile, frames_of
 from training.metrics import balanced_accuracy
 from training.ood_images import ood_images
 from training.presets import load_images
-from training.splits import split_folders
+from training.splits import release_split
 
 MIN_AGREEMENT = 0.98
 MAX_BMA_CHANGE = 0.005
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     model, metadata = load_release(args.weights)
     size = input_shape(metadata["input_size"])
-    samples, split = split_folders(read_folders(args.data), seed=metadata["split"]["seed"])
+    samples, split = release_split(args.data, metadata["split"])
     rng = np.random.default_rng(0)
     calibration_ids = sorted(rng.choice(split.train, min(args.calibration_images, len(split.train)),
                                         replace=False).tolist())

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from handler.classes import CODES
-from training.datasets import Sample
+from training.datasets import Sample, read_folders
+from training.dedupe import DedupeReport, deduplicate
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,24 @@ def split_folders(folders: list[list[Sample]], seed: int = 0) -> tuple[list[Samp
             indices += [len(samples) + index for index in getattr(split, name)]
         samples += folder
     return samples, Split(**parts)
+
+
+def load_split(data_dirs: list[Path], seed: int, deduplicated: bool
+               ) -> tuple[list[Sample], Split, DedupeReport | None]:
+    """Read the data folders and split them as a release records it (``metadata["split"]``):
+    releases from 3.0 on drop byte-identical copies first, earlier ones did not."""
+    folders = read_folders(data_dirs)
+    report = None
+    if deduplicated:
+        folders, report = deduplicate(folders)
+    samples, split = split_folders(folders, seed=seed)
+    return samples, split, report
+
+
+def release_split(data_dirs: list[Path], split_metadata: dict) -> tuple[list[Sample], Split]:
+    """The split a release was trained and tested on, from its metadata's ``split``."""
+    samples, split, _ = load_split(data_dirs, split_metadata["seed"], bool(split_metadata.get("deduplicated")))
+    return samples, split
 
 
 def _hold_out(indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,
