@@ -13,10 +13,9 @@ from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
 from handler.classes import CODES
 from handler.model import SkinResNet34
 from tests.fixtures.training.make_data import COLOURS, make_labels_csv
-from training import ablate, evaluate, train
-from training.datasets import read_folders
-from training.splits import split_folders
+from training import ablate, evaluate, shortcuts, train
 from training.engine import predict, train_one_epoch
+from training.splits import load_split
 from training.losses import DistillationLoss
 from training.models import build_teacher
 from training.precision import Precision
@@ -40,25 +39,37 @@ def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> N
     # Seven lesions per class is the least that puts every class in each of the three splits.
     folders = [make_labels_csv(tmp_path / "ham", per_class=7),
                make_labels_csv(tmp_path / "bcn", per_class=7, lesion_prefix="BCN")]
+    # A copy of one image under another lesion id: dropped before the split.
+    copy = folders[1] / "images" / "ISIC_copy.jpg"
+    copy.write_bytes((folders[1] / "images" / "ISIC_00000.jpg").read_bytes())
+    with (folders[1] / "labels.csv").open("a") as labels:
+        labels.write("ISIC_copy,BCN_copy,AK,ak,histo,50,male,back\n")
     store, docs, run = tmp_path / "model_store", tmp_path / "docs", tmp_path / "run"
     # fp32 skips auto's timing of both precisions; lite0 is the quickest teacher.
     common = ["--data", *map(str, folders), "--output", str(run), "--model-store", str(store),
               "--docs", str(docs), "--image-size", "48x64", "--batch-size", "16", "--threads", "1",
-              "--precision", "fp32", "--teacher", "--teacher-arch", "efficientnet-lite0",
-              "--teacher-epochs", "1"]
+              "--precision", "fp32", "--teacher-arch", "efficientnet-lite0", "--teacher-size", "48x64",
+              "--teacher-epochs", "1", "--views", "2"]
     train.main([*common, "--epochs", "1"])
 
     metadata = load_metadata(store / METADATA_FILE)
     assert metadata["input_size"] == [48, 64]
     assert metadata["colour_constancy"] == {"method": "shades_of_gray", "power": 6}
     assert metadata["classes"] == list(CODES)
-    assert metadata["training"]["epochs"] == 1 and metadata["training"]["precision"] == "fp32"
+    assert metadata["training"]["dedupe"]["copies_dropped"] == 1
+    assert metadata["split"]["deduplicated"] is True
+    assert metadata["training"]["phases"]["student"]["epochs"] == 1
+    assert metadata["training"]["precision"] == "fp32"
     assert metadata["data"]["sources"] == {"ham": 7 * len(CODES), "bcn": 7 * len(CODES)}
     assert metadata["split"]["sizes"]["test"] > 0
     threshold = metadata["referral"]["threshold"]
     assert isinstance(threshold, float) and 0 <= threshold <= 1
     assert set(metadata["metrics"]["by_source"]) == {"ham", "bcn"}
     assert metadata["metrics"]["teacher"]["arch"] == "efficientnet-lite0"
+    assert set(metadata["metrics"]["logit_bias"]["values"]) == set(CODES)
+    assert set(metadata["metrics"]["dihedral_tta_val_balanced_accuracy"]) >= {"with", "without", "ships"}
+    soft = torch.load(run / "soft_targets.pt", weights_only=True)
+    assert soft["logits"].shape == (metadata["split"]["sizes"]["train"], 2, len(CODES))
     weights = store / WEIGHTS_FILE
     assert weights.stat().st_size <= MAX_RELEASE_BYTES
     state = torch.load(weights, weights_only=True)
@@ -71,6 +82,7 @@ def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> N
                             "--output", str(tmp_path / "reports")])
     assert scored["images"] == metadata["split"]["sizes"]["test"]
     assert set(scored["by_source"]) == {"ham", "bcn"} and scored["referral"]["threshold"] == threshold
+    assert set(scored["mel_calls_by_change"]) == set(shortcuts.CHANGES)
     assert (tmp_path / "reports" / "confusion_test.png").is_file()
 
     # Releases before 2.0 carry no referral threshold; a new run must still score one to compare.
@@ -78,12 +90,15 @@ def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> N
     old.mkdir()
     (old / WEIGHTS_FILE).write_bytes(weights.read_bytes())
     (old / METADATA_FILE).write_text(json.dumps({k: v for k, v in metadata.items() if k != "referral"}))
-    samples, split = split_folders(read_folders(folders), seed=0)
-    assert 0 <= evaluate.shipped_val_bma(old / WEIGHTS_FILE, samples, split.val) <= 1
+    samples, split, _ = load_split(folders, seed=0, deduplicated=True)
+    figures = evaluate.shipped_val_figures(old / WEIGHTS_FILE, samples, split.val)
+    assert 0 <= figures["balanced_accuracy"] <= 1 and set(figures["mel_sensitivity_by_source"]) == {"ham", "bcn"}
 
-    # The run's own metadata: the store keeps the first release unless the resumed one beats it.
-    resumed = train.main([*common, "--epochs", "2", "--resume"])
-    assert [entry["epoch"] for entry in resumed["training"]["history"]] == [1, 2]
+    # The resumed run skips the finished teacher and soft targets and trains one more epoch.
+    resumed = train.main([*common, "--epochs", "2", "--resume", "--always-ship"])
+    history = resumed["training"]["phases"]["student"]["history"]
+    assert [entry["epoch"] for entry in history] == [1, 2]
+    assert resumed["metrics"]["teacher"]["arch"] == "efficientnet-lite0"
 
 
 def colour_batch(per_class: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,21 +128,36 @@ def test_model_learns_a_separable_set() -> None:
 
 
 def test_ablation_compares_each_choice_on_the_same_split(tmp_path: Path) -> None:
-    folders = [make_labels_csv(tmp_path / "ham", per_class=7)]
-    teacher = tmp_path / "teacher.pt"
-    torch.save(build_teacher("efficientnet-lite0").state_dict(), teacher)
+    folders = [make_labels_csv(tmp_path / "ham", per_class=7),
+               make_labels_csv(tmp_path / "bcn", per_class=7, lesion_prefix="BCN", source="BCN20000")]
     init = tmp_path / "init.pt"
     torch.save(SkinResNet34().state_dict(), init)
-    report = ablate.main(["--data", *map(str, folders), "--teacher-weights", str(teacher),
-                          "--teacher-arch", "efficientnet-lite0", "--init", str(init),
-                          "--output", str(tmp_path / "runs"), "--report", str(tmp_path / "ablations.json"),
-                          "--image-size", "48x64", "--epochs", "1", "--epoch-samples", "32"])
+    common = ["--data", *map(str, folders), "--image-size", "48x64", "--teacher-size", "48x64",
+              "--teacher-arch", "efficientnet-lite0", "--teacher-epochs", "1", "--views", "2",
+              "--epochs", "1", "--precision", "fp32", "--threads", "1", "--batch-size", "16"]
+    # The main run's soft targets, which the teacher variant reuses.
+    train.main([*common, "--output", str(tmp_path / "main"), "--model-store", str(tmp_path / "store"),
+                "--docs", str(tmp_path / "docs"), "--finish-epochs", "0", "--no-tta-decision"])
+    report = ablate.main(["--data", *map(str, folders), "--soft-targets", str(tmp_path / "main" / "soft_targets.pt"),
+                          "--init", str(init), "--output", str(tmp_path / "runs"),
+                          "--report", str(tmp_path / "ablations.json"), "--image-size", "48x64",
+                          "--epochs", "1", "--epoch-samples", "32",
+                          "--variants", "recipe, labels alone", "no colour constancy",
+                          "recipe, distilled from the run's teacher",
+                          "trained without BCN20000, tested on all of it"])
 
-    assert set(report["variants"]) == set(ablate.VARIANTS)
-    assert report["variants"]["colour constancy, teacher"]["flags"][-1] == str(teacher)
+    assert len(report["variants"]) == 4
     for figures in report["variants"].values():
         assert 0 <= figures["val_balanced_accuracy"] <= 1 and 0 <= figures["test_balanced_accuracy"] <= 1
     assert json.loads((tmp_path / "ablations.json").read_text()) == report
-    colour = [load_metadata(tmp_path / "runs" / name / "release" / METADATA_FILE)["colour_constancy"]
-              for name in ("colour-constancy_no-teacher", "no-colour-constancy_no-teacher")]
+    # Left out of training, BCN20000 is all the test split holds: every one of its images.
+    held_out = report["variants"]["trained without BCN20000, tested on all of it"]["test_by_source"]
+    assert list(held_out) == ["BCN20000"]
+    runs = tmp_path / "runs"
+    held_out_metadata = load_metadata(runs / "trained-without-BCN20000_tested-on-all-of-it" / "release" / METADATA_FILE)
+    assert held_out_metadata["metrics"]["by_source"]["BCN20000"]["images"] == 7 * len(CODES)
+    colour = [load_metadata(runs / name / "release" / METADATA_FILE)["colour_constancy"]
+              for name in ("recipe_labels-alone", "no-colour-constancy")]
     assert colour == [{"method": "shades_of_gray", "power": 6}, None]
+    distilled = load_metadata(runs / "recipe_distilled-from-the-run's-teacher" / "release" / METADATA_FILE)
+    assert distilled["metrics"]["teacher"] is None and distilled["training"]["views"] == 2

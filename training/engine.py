@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from handler.preprocessing import MEAN, STD
+from training.losses import mixed_logits
 from training.precision import Precision
 from training.presets import to_model_input
 
@@ -19,51 +20,47 @@ class EpochStats:
     images_per_second: float  # the whole step: data, teacher, student
     data_images_per_second: float  # the batch path alone (cache gather and augmentation)
     seconds: float
-    stopped_early: bool
 
 
-def mix(inputs: torch.Tensor, labels: torch.Tensor, alpha: float,
-        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """Mixup (Zhang et al. 2018): (mixed inputs, labels, partner labels, weight of ``labels``)."""
+def mix(inputs: torch.Tensor, alpha: float, generator: torch.Generator
+        ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018): (mixed inputs, each one's partner index, weight of the first)."""
     weight = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha > 0 else 1.0
-    partner = torch.randperm(len(labels), generator=generator).to(labels.device)
-    return weight * inputs + (1 - weight) * inputs[partner], labels, labels[partner], weight
+    partner = torch.randperm(len(inputs), generator=generator).to(inputs.device)
+    return weight * inputs + (1 - weight) * inputs[partner], partner, weight
 
 
 def train_one_epoch(model: torch.nn.Module, batches: Iterable, criterion: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                    precision: Precision, colour_constancy: bool, teacher: torch.nn.Module | None = None,
-                    mixup: float = 0.0, deadline: float | None = None,
-                    scaler: torch.amp.GradScaler | None = None, desc: str = "train",
+                    precision: Precision, colour_constancy: bool, mixup: float = 0.0, scaler: torch.amp.GradScaler | None = None, desc: str = "train",
                     seed: int = 0, after_step: Callable[[], None] | None = None) -> EpochStats:
     """Train for one pass over ``batches`` (stepping the scheduler per batch).
 
-    The teacher sees exactly the student's view, mixup included ("consistent" distillation, Beyer et
-    al. 2022). ``deadline`` (a ``time.monotonic()`` value) ends the epoch early so that a time-boxed
-    run still gets to evaluate and ship. ``after_step`` runs after every optimiser step (the
-    weights' moving average, a periodic checkpoint).
+    Batches of three (pixels, labels, teacher logits) bring the teacher's logits for exactly the
+    view the student sees (``training.soft_targets``), and a mixed pair is given the mixture of the
+    two teacher distributions. ``after_step`` runs after every optimiser step (the weights' moving
+    average, a periodic checkpoint).
     """
     device = precision.device
     scaler = scaler or precision.grad_scaler()
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    start, data_seconds, seen, total_loss, stopped = time.monotonic(), 0.0, 0, 0.0, False
+    start, data_seconds, seen, total_loss = time.monotonic(), 0.0, 0, 0.0
     iterator = iter(tqdm(batches, desc=desc, leave=False, mininterval=10))
     while True:
         fetch = time.monotonic()
         try:
-            images, labels = next(iterator)
+            images, labels, *stored = next(iterator)
         except StopIteration:
             break
         data_seconds += time.monotonic() - fetch
         inputs = to_model_input(images, device, colour_constancy, precision.channels_last)
         labels = labels.to(device, non_blocking=True)
-        inputs, labels, partners, weight = mix(inputs, labels, mixup, generator)
+        inputs, partner, weight = mix(inputs, mixup, generator)
+        partners = labels[partner]
+        teacher_logits = (mixed_logits(stored[0].to(device), partner, weight, criterion.temperature)
+                          if stored else None)
         with precision.autocast():
-            teacher_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(inputs).float()
             logits = model(inputs).float()
         loss = criterion(logits, labels, teacher_logits, partners, weight)
         optimizer.zero_grad(set_to_none=True)
@@ -75,12 +72,9 @@ def train_one_epoch(model: torch.nn.Module, batches: Iterable, criterion: torch.
             after_step()
         seen += len(labels)
         total_loss += loss.item() * len(labels)
-        if deadline is not None and time.monotonic() > deadline:
-            stopped = True
-            break
     seconds = time.monotonic() - start
     return EpochStats(total_loss / max(seen, 1), seen / max(seconds, 1e-9),
-                      seen / max(data_seconds, 1e-9), seconds, stopped)
+                      seen / max(data_seconds, 1e-9), seconds)
 
 
 @torch.no_grad()

@@ -23,29 +23,40 @@ from training.precision import Precision
 from training.presets import ImageBatches, load_images
 from training.referral import referral_report
 from training.report import build_report, by_source, write_report
+from training.shortcuts import circle_shift, format_table, mel_calls
 from training.splits import release_split
 
 FP32_CPU = Precision("fp32", torch.device("cpu"))
 
 
-def release_logits(model: torch.nn.Module, metadata: dict, samples: list[Sample], indices: list[int],
-                   precision: Precision = FP32_CPU, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) of a release on ``samples[indices]``, framed and colour-corrected as served."""
+def release_frames(metadata: dict, samples: list[Sample], indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 frames, labels) of ``samples[indices]``, framed as the release's handler frames them."""
     images = load_images([samples[i].path for i in indices], metadata["input_size"], desc="decode")
-    labels = torch.tensor([samples[i].label for i in indices])
+    return images, torch.tensor([samples[i].label for i in indices])
+
+
+def release_logits(model: torch.nn.Module, metadata: dict, samples: list[Sample], indices: list[int],
+                   precision: Precision = FP32_CPU, batch_size: int = 64,
+                   frames: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of a release on ``samples[indices]`` (or on ``frames`` already decoded from
+    them), framed and colour-corrected as served."""
+    images, labels = frames or release_frames(metadata, samples, indices)
     return predict(model.to(precision.device), ImageBatches(images, labels, batch_size), precision,
                    bool(metadata.get("colour_constancy")), mean=tuple(metadata["mean"]),
                    std=tuple(metadata["std"]))
 
 
-def shipped_val_bma(weights: Path, samples: list[Sample], indices: list[int]) -> float | None:
-    """Validation BMA of the release at ``weights`` on these images (None when there is none), so a
-    new run ships only when it beats it on the same images."""
+def shipped_val_figures(weights: Path, samples: list[Sample], indices: list[int]) -> dict | None:
+    """Validation BMA and melanoma sensitivity per source of the release at ``weights`` on these
+    images (None when there is none), so a new run ships only when it beats it on the same images."""
     if not Path(weights).is_file():
         return None
     model, metadata = load_release(weights, required=MODEL_KEYS)
     logits, labels = release_logits(model, metadata, samples, indices)
-    return balanced_accuracy(labels.numpy(), logits.argmax(1).numpy())
+    sources = by_source(logits, labels, [samples[i].source for i in indices])
+    return {"balanced_accuracy": balanced_accuracy(labels.numpy(), logits.argmax(1).numpy()),
+            "mel_sensitivity_by_source": {source: figures["sensitivity"]["MEL"]
+                                          for source, figures in sources.items()}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,11 +79,15 @@ def main(argv: list[str] | None = None) -> dict:
     model, metadata = load_release(args.weights, args.metadata, MODEL_KEYS)
     samples, split = release_split(args.data, metadata["split"])
     indices = list(range(len(samples))) if args.split == "all" else getattr(split, args.split)
-    logits, labels = release_logits(model, metadata, samples, indices,
-                                    Precision("fp32", torch.device(args.device)), args.batch_size)
+    precision = Precision("fp32", torch.device(args.device))
+    frames = release_frames(metadata, samples, indices)
+    logits, labels = release_logits(model, metadata, samples, indices, precision, args.batch_size, frames)
     report = build_report(logits, labels, metadata["temperature"])
     report |= {"split": args.split, "data": [str(d) for d in args.data], "weights": str(args.weights),
                "by_source": by_source(logits, labels, [samples[i].source for i in indices]),
+               "mel_calls_by_change": mel_calls(model, *frames, precision,
+                                                bool(metadata.get("colour_constancy")),
+                                                tuple(metadata["mean"]), tuple(metadata["std"])),
                "release": {key: metadata.get(key) for key in ("name", "version", "input_size", "commit")}}
     if metadata.get("referral"):
         probabilities = torch.softmax(logits / metadata["temperature"], dim=1).numpy()
@@ -85,9 +100,14 @@ def main(argv: list[str] | None = None) -> dict:
                                             "ece_after_calibration")} | {
         "macro_auc": report["auc"]["macro"],
         "mel_sensitivity": report["per_class"]["MEL"]["sensitivity"],
-        "by_source": {k: v["balanced_accuracy"] for k, v in report["by_source"].items()},
+        "by_source": {source: {"balanced_accuracy": figures["balanced_accuracy"],
+                               "mel_sensitivity": figures["sensitivity"]["MEL"]}
+                      for source, figures in report["by_source"].items()},
         "referral": report.get("referral")}
     print(json.dumps(summary, indent=2))
+    print(f"\nThe share called melanoma, for the same {args.split} images with one thing changed "
+          f"(largest change once a circle is added: {circle_shift(report['mel_calls_by_change']):.3f}):")
+    print(format_table(report["mel_calls_by_change"]))
     return report
 
 

@@ -12,6 +12,16 @@ def class_weights(counts: list[int], power: float) -> torch.Tensor:
     return weights * len(counts) / weights.sum()
 
 
+def mixed_logits(logits: torch.Tensor, partner: torch.Tensor, weight: float,
+                 temperature: float) -> torch.Tensor:
+    """Logits whose softmax at ``temperature`` is the ``weight`` : 1 - ``weight`` mixture of the
+    distributions of ``logits`` and ``logits[partner]``: a mixup pair's teacher target, when the
+    teacher saw the two images apart."""
+    probabilities = (weight * F.softmax(logits / temperature, dim=1)
+                     + (1 - weight) * F.softmax(logits[partner] / temperature, dim=1))
+    return temperature * probabilities.clamp(min=1e-12).log()
+
+
 class DistillationLoss(torch.nn.Module):
     """``(1 - alpha) * CE(student, labels) + alpha * T^2 * KL(teacher_T || student_T)`` (Hinton et al.);
     with no teacher logits it is the plain (weighted) cross-entropy. For a mixup batch the

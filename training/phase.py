@@ -28,20 +28,19 @@ def lr_factor(progress: float, warmup: float) -> float:
 class Phase:
     """One model's training: optimiser, schedule, per-epoch validation, best/last checkpoints.
 
-    Progress is steps done / planned steps, or, where ``minutes`` is set, the larger of that and
-    time spent / ``minutes``; the schedule and the stopping rule both follow it. With
+    The schedule follows the steps done out of the planned ones, whatever the wall clock says, so a
+    run split over several sessions ends as an uninterrupted one would. With
     ``ema_decay`` an exponential moving average of the weights is kept beside them, both are
     validated after each epoch, and the better one is the phase's best. ``checkpoint_minutes``
     saves the run within an epoch too, and a resume continues from the batch after it.
     """
 
     def __init__(self, name: str, model: torch.nn.Module, args: argparse.Namespace, lr: float,
-                 epochs: int, steps_per_epoch: int, minutes: float, output: Path,
-                 writer: SummaryWriter, ema_decay: float = 0.0, checkpoint_minutes: float = 10.0) -> None:
+                 epochs: int, steps_per_epoch: int, output: Path, writer: SummaryWriter,
+                 ema_decay: float = 0.0, checkpoint_minutes: float = 10.0) -> None:
         self.name, self.model, self.epochs, self.writer = name, model, epochs, writer
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = epochs * steps_per_epoch
-        self.duration = minutes * 60 if minutes > 0 else None
         self.started = time.monotonic()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -58,22 +57,14 @@ class Phase:
         return time.monotonic() - self.started
 
     def progress(self, step: int) -> float:
-        done = step / self.total_steps
-        if self.duration:
-            done = max(done, self.elapsed() / self.duration)
-        return min(done, 1.0)
-
-    @property
-    def finished(self) -> bool:
-        return self.start_epoch >= self.epochs or self.progress(self.scheduler.last_epoch) >= 1
+        return min(step / self.total_steps, 1.0)
 
     def save(self, epoch: int, next_batch: int) -> None:
         """The whole run state; ``next_batch`` is where a resume starts within ``epoch``."""
         self.seconds = self.elapsed()
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "epoch": epoch, "next_batch": next_batch,
-                 "best_bma": self.best_bma, "history": self.history, "duration": self.duration,
-                 "elapsed": self.seconds, "ema": self.ema.state_dict() if self.ema else None}
+                 "best_bma": self.best_bma, "history": self.history, "elapsed": self.seconds, "ema": self.ema.state_dict() if self.ema else None}
         partial = self.last_path.with_suffix(".partial")
         torch.save(state, partial)
         partial.replace(self.last_path)  # a stop while saving leaves the previous checkpoint whole
@@ -91,7 +82,7 @@ class Phase:
         self.start_epoch, self.start_batch = state["epoch"], state.get("next_batch", 0)
         if self.start_batch >= self.steps_per_epoch:
             self.start_epoch, self.start_batch = self.start_epoch + 1, 0
-        self.duration, self.seconds = state["duration"], state["elapsed"]
+        self.seconds = state["elapsed"]
         self.started = time.monotonic() - self.seconds
         print(f"[{self.name}] resumed at epoch {self.start_epoch + 1}, batch {self.start_batch} "
               f"(best val BMA {self.best_bma:.4f})", flush=True)
@@ -102,14 +93,10 @@ class Phase:
         return balanced_accuracy(labels.numpy(), logits.argmax(1).numpy())
 
     def run(self, train_batches: ImageBatches, val_batches: ImageBatches, criterion: torch.nn.Module,
-            precision: Precision, colour_constancy: bool, teacher: torch.nn.Module | None = None,
-            mixup: float = 0.0) -> None:
-        """Train until the planned steps or the time budget run out, validating after each epoch."""
-        deadline = self.started + self.duration if self.duration else None
+            precision: Precision, colour_constancy: bool, mixup: float = 0.0) -> None:
+        """Train until the planned steps are done, validating after each epoch."""
         scaler = precision.grad_scaler()
         for epoch in range(self.start_epoch, self.epochs):
-            if self.progress(self.scheduler.last_epoch) >= 1:
-                break
             first = self.start_batch if epoch == self.start_epoch else 0
             position = {"batch": first, "saved": time.monotonic()}
 
@@ -122,9 +109,9 @@ class Phase:
                     position["saved"] = time.monotonic()
 
             stats = train_one_epoch(self.model, train_batches.epoch(epoch, first), criterion,
-                                    self.optimizer, self.scheduler, precision, colour_constancy, teacher,
-                                    mixup, deadline, scaler, desc=f"{self.name} {epoch + 1}/{self.epochs}",
-                                    seed=epoch, after_step=after_step)
+                                    self.optimizer, self.scheduler, precision, colour_constancy, mixup,
+                                    scaler, desc=f"{self.name} {epoch + 1}/{self.epochs}", seed=epoch,
+                                    after_step=after_step)
             candidates = {"weights": self.model} | ({"average": self.ema.module} if self.ema else {})
             scores = {kind: self.validate(model, val_batches, precision, colour_constancy)
                       for kind, model in candidates.items()}
@@ -150,9 +137,6 @@ class Phase:
                   f"{' (best)' if improved else ''} train {stats.images_per_second:.1f} "
                   f"img/s, data alone {stats.data_images_per_second:.0f} img/s, "
                   f"{stats.seconds / 60:.1f} min", flush=True)
-            if stats.stopped_early:
-                print(f"[{self.name}] time budget reached; stopping after epoch {epoch + 1}", flush=True)
-                break
         self.start_epoch, self.start_batch = self.epochs, 0
 
     def load_best(self) -> torch.nn.Module:

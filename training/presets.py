@@ -58,8 +58,9 @@ class BatchAugment:
     once per stored view, and the student sees the same view at its own resolution.
 
     * Geometry: a zoom between ``zoom`` (below 1 the lesion shrinks inside skin-coloured margins, as
-      a phone held farther away frames it; above 1 a crop), a jittered aspect, any rotation and
-      flips (a lesion has no upright), in one ``grid_sample``.
+      a phone held farther away frames it; above 1 a crop), a jittered aspect, any rotation (or,
+      without ``rotate``, upright or upside down) and flips (a lesion has no upright), in one
+      ``grid_sample``.
     * The circle: a contact dermatoscope's black or grey circular vignette, of random size, centre and
       softness, on images of every source and class, so that the circle says nothing about the class.
     * Colour: brightness, contrast, saturation and a per-channel gain that imitates another camera's
@@ -71,9 +72,9 @@ class BatchAugment:
     def __init__(self, size: int | tuple[int, int], zoom: tuple[float, float] = (0.5, 1.6),
                  ratio: tuple[float, float] = (0.8, 1.25), brightness: float = 0.3,
                  contrast: float = 0.3, saturation: float = 0.3, tint: float = 0.15,
-                 vignette: float = 0.5, degrade: float = 0.5, seed: int = 0) -> None:
+                 vignette: float = 0.5, degrade: float = 0.5, rotate: bool = True, seed: int = 0) -> None:
         self.size = input_shape(size)
-        self.zoom, self.ratio = zoom, ratio
+        self.zoom, self.ratio, self.rotate = zoom, ratio, rotate
         self.brightness, self.contrast, self.saturation, self.tint = brightness, contrast, saturation, tint
         self.vignette, self.degrade = vignette, degrade
         self.generator = torch.Generator().manual_seed(seed)
@@ -92,7 +93,9 @@ class BatchAugment:
             "zoom": _uniform(math.log(self.zoom[0]), math.log(self.zoom[1]), n, g).exp(),
             "log_ratio": _uniform(math.log(self.ratio[0]), math.log(self.ratio[1]), n, g),
             "flip": torch.where(_chance(0.5, n, g), -1.0, 1.0),
-            "angle": _uniform(-math.pi, math.pi, n, g),
+            # Without free rotation a view keeps the frame's orientation: upright or upside down.
+            "angle": (_uniform(-math.pi, math.pi, n, g) if self.rotate
+                      else torch.where(_chance(0.5, n, g), math.pi, 0.0)),
             "shift": _uniform(-1, 1, 2 * n, g).view(n, 2),
             # Radius as a fraction of the frame's half-diagonal: from a full circle inside the frame
             # to dark corners only; the edge's width as a fraction of the radius; the fill's grey.
@@ -220,14 +223,17 @@ class ImageBatches:
             self.sampler.set_epoch(number)
         return torch.tensor(list(self.sampler))
 
+    def batch_generator(self, number: int, batch: int) -> torch.Generator:
+        """The randomness of batch ``batch`` of epoch ``number``, the same however the run resumed."""
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + number) * 100_003 + batch)
+
     def epoch(self, number: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order(number)
         for batch in range(start, len(self)):
             indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
             images = self.images[indices]
             if self.augment is not None:
-                generator = torch.Generator().manual_seed((self.seed * 1_000_003 + number) * 100_003 + batch)
-                images = self.augment(images, generator)
+                images = self.augment(images, self.batch_generator(number, batch))
             yield images, self.labels[indices]
 
 
@@ -239,16 +245,18 @@ def to_model_input(batch: torch.Tensor, device: torch.device, colour_constancy: 
     return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
 
 
-def training_batches(samples: list[Sample], indices: list[int], size: tuple[int, int], batch_size: int,
-                     epoch_samples: int, class_power: float, seed: int) -> ImageBatches:
-    """Augmented training batches over ``samples[indices]``, drawn rebalanced by class and source
-    (``training.sampling``); ``epoch_samples`` 0 draws as many per epoch as there are images."""
+def training_batches(samples: list[Sample], indices: list[int], augment: BatchAugment, batch_size: int,
+                     epoch_samples: int, class_power: float, seed: int, source_balance: bool = True
+                     ) -> ImageBatches:
+    """Augmented training batches over ``samples[indices]`` at ``augment``'s size, drawn rebalanced
+    by class and, with ``source_balance``, by source within a class (``training.sampling``);
+    ``epoch_samples`` 0 draws as many per epoch as there are images."""
     chosen = [samples[i] for i in indices]
-    images = load_images([s.path for s in chosen], train_cache_shape(size), desc="decode train")
+    images = load_images([s.path for s in chosen], train_cache_shape(augment.size), desc="decode train")
     labels = torch.tensor([s.label for s in chosen])
-    weights = sampling_weights(labels.tolist(), [s.source for s in chosen], class_power)
-    sampler = EpochSampler(weights, epoch_samples or len(chosen), seed)
-    return ImageBatches(images, labels, batch_size, sampler, BatchAugment(size, seed=seed), seed=seed)
+    sources = [s.source if source_balance else "" for s in chosen]
+    sampler = EpochSampler(sampling_weights(labels.tolist(), sources, class_power), epoch_samples or len(chosen), seed)
+    return ImageBatches(images, labels, batch_size, sampler, augment, seed=seed)
 
 
 def evaluation_batches(samples: list[Sample], indices: list[int], size: tuple[int, int],
@@ -256,3 +264,31 @@ def evaluation_batches(samples: list[Sample], indices: list[int], size: tuple[in
     """``samples[indices]`` in order, framed exactly as served."""
     images = load_images([samples[i].path for i in indices], size, desc=desc)
     return ImageBatches(images, torch.tensor([samples[i].label for i in indices]), batch_size)
+
+
+def stored_views(params: dict[str, torch.Tensor], images: torch.Tensor,
+                 views: torch.Tensor) -> dict[str, torch.Tensor]:
+    """From parameters stored per (image, view), those of view ``views[i]`` of image ``images[i]``."""
+    return {key: value[images, views] for key, value in params.items()}
+
+
+class StoredViewBatches(ImageBatches):
+    """Training batches whose views were drawn once and stored with the teacher's logits for each
+    (``training.soft_targets``): every image drawn gets one of its stored views, rendered at this
+    cache's size, and yields (pixels, labels, teacher logits)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 sampler: torch.utils.data.Sampler, augment: BatchAugment,
+                 params: dict[str, torch.Tensor], teacher_logits: torch.Tensor, seed: int = 0) -> None:
+        super().__init__(images, labels, batch_size, sampler, augment, seed)
+        self.params, self.teacher_logits = params, teacher_logits
+
+    def epoch(self, number: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = self.order(number)
+        views = self.teacher_logits.shape[1]
+        for batch in range(start, len(self)):
+            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            view = torch.randint(views, (len(indices),), generator=self.batch_generator(number, batch))
+            yield (self.augment.render(self.images[indices], stored_views(self.params, indices, view)),
+                   self.labels[indices],
+                   self.teacher_logits[indices, view].float())

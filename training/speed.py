@@ -15,7 +15,7 @@ from handler.cpus import cpu_info
 from training.models import build_student
 from training.precision import Precision, cpu_candidates, time_train_steps
 from training.presets import BatchAugment, ImageBatches, train_cache_shape
-from training.train import image_size
+from training.run_setup import image_size
 
 
 def data_images_per_second(size: tuple[int, int], batch_size: int, batches: int = 20) -> float:

@@ -1,0 +1,85 @@
+"""What a release decides on validation after training: per-class logit biases, and whether
+test-time augmentation pays. The test split never enters here."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from handler.classes import CODES
+from training.engine import predict
+from training.metrics import balanced_accuracy
+from training.precision import Precision
+
+MEL = CODES.index("MEL")
+BIAS_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
+# Eight dihedral views cost eight forward passes; they must buy at least this much validation BMA.
+TTA_MIN_GAIN = 0.01
+
+
+def mel_sensitivity(labels: np.ndarray, predictions: np.ndarray) -> float:
+    melanomas = labels == MEL
+    return float((predictions[melanomas] == MEL).mean()) if melanomas.any() else 1.0
+
+
+def choose_logit_bias(logits: torch.Tensor, labels: torch.Tensor, mel_floor: float = 0.80,
+                      rounds: int = 3) -> tuple[np.ndarray, dict]:
+    """Per-class additive logit biases that maximise validation BMA while melanoma sensitivity stays
+    at or above ``mel_floor`` (coordinate ascent on a grid); returns them with the figures before
+    and after. A shortfall below the floor costs ten times its size in the objective, so where the
+    floor cannot be reached the biases get as close to it as BMA allows."""
+    scores, y = logits.float().numpy(), labels.numpy()
+
+    def objective(bias: np.ndarray) -> float:
+        predictions = (scores + bias).argmax(axis=1)
+        shortfall = max(0.0, mel_floor - mel_sensitivity(y, predictions))
+        return balanced_accuracy(y, predictions) - 10 * shortfall
+
+    bias = np.zeros(len(CODES))
+    for _ in range(rounds):
+        for index in range(len(CODES)):
+            candidates = [np.where(np.arange(len(CODES)) == index, value, bias) for value in BIAS_GRID]
+            bias = max(candidates, key=objective)
+    bias -= bias.mean()  # only differences between classes matter
+
+    def figures(b: np.ndarray) -> dict:
+        predictions = (scores + b).argmax(axis=1)
+        return {"balanced_accuracy": balanced_accuracy(y, predictions),
+                "mel_sensitivity": mel_sensitivity(y, predictions)}
+
+    return bias, {"mel_floor": mel_floor, "before": figures(np.zeros(len(CODES))), "after": figures(bias)}
+
+
+def dihedral_views(images: torch.Tensor) -> list[torch.Tensor]:
+    """The eight flips and quarter turns of a batch (a lesion has no upright); the network pools
+    globally, so a turned frame's other shape is fine."""
+    turned = images.transpose(-2, -1)
+    return [view for base in (images, turned) for view in
+            (base, base.flip(-1), base.flip(-2), base.flip(-1, -2))]
+
+
+class DihedralBatches:
+    """Each batch of ``batches`` as its view number ``view`` of ``dihedral_views``."""
+
+    def __init__(self, batches: Iterable, view: int) -> None:
+        self.batches, self.view = batches, view
+
+    def __iter__(self):
+        for images, labels in self.batches:
+            yield dihedral_views(images)[self.view], labels
+
+
+def tta_decision(model: torch.nn.Module, batches: Iterable, precision: Precision, colour_constancy: bool,
+                 bias: np.ndarray) -> dict:
+    """Validation BMA with and without averaging the eight dihedral views' logits, and whether the
+    gain pays for the eight-fold cost."""
+    views = [predict(model, DihedralBatches(batches, view), precision, colour_constancy)
+             for view in range(8)]
+    labels = views[0][1].numpy()
+    shift = torch.tensor(bias, dtype=torch.float32)
+    plain = balanced_accuracy(labels, (views[0][0] + shift).argmax(1).numpy())
+    averaged = torch.stack([logits for logits, _ in views]).mean(0)
+    with_tta = balanced_accuracy(labels, (averaged + shift).argmax(1).numpy())
+    return {"without": plain, "with": with_tta, "min_gain": TTA_MIN_GAIN,
+            "ships": with_tta - plain >= TTA_MIN_GAIN}

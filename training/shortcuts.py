@@ -1,0 +1,83 @@
+"""Whether a release reads the class off the equipment instead of the lesion: the share of lesions
+called melanoma, for the same images as they are and with one thing changed at a time (a
+dermatoscope's black circle added, degraded to 84x63 and back, the lesion looking larger or smaller).
+
+A model that learned "black circle, so BCN20000, so melanoma" calls many more nevi melanoma once a
+circle is drawn round them; one that reads the lesion changes its calls little.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from handler.classes import CODES
+from training.engine import predict
+from training.precision import Precision
+from training.presets import ImageBatches
+
+MEL = CODES.index("MEL")
+CLASSES_SHOWN = ("MEL", "NV", "BKL")
+
+
+def add_circle(frames: torch.Tensor, radius: float = 0.8, edge: float = 0.04) -> torch.Tensor:
+    """A contact dermatoscope's black circular vignette, centred, of ``radius`` times the frame's
+    half-diagonal, with a soft edge ``edge`` times the radius wide."""
+    height, width = frames.shape[-2:]
+    ys = torch.linspace(-height / 2, height / 2, height).view(height, 1)
+    xs = torch.linspace(-width / 2, width / 2, width).view(1, width)
+    size = radius * math.hypot(width, height) / 2
+    outside = torch.sigmoid(((xs ** 2 + ys ** 2).sqrt() - size) / (edge * size))
+    return frames.float() * (1 - outside)
+
+
+def degrade(frames: torch.Tensor, size: tuple[int, int] = (63, 84)) -> torch.Tensor:
+    """Down to ``size`` (the other collections' 84 px) and back up."""
+    small = F.interpolate(frames.float(), size=size, mode="area")
+    return F.interpolate(small, size=frames.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def zoom(frames: torch.Tensor, factor: float) -> torch.Tensor:
+    """The frame's centre enlarged ``factor`` times (above 1), or the frame shrunk inside a margin of
+    its own edge colour (below 1)."""
+    theta = torch.tensor([[1 / factor, 0, 0], [0, 1 / factor, 0]], dtype=torch.float32)
+    grid = F.affine_grid(theta.expand(len(frames), 2, 3), list(frames.shape), align_corners=False)
+    return F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+CHANGES = {
+    "as they are": lambda frames: frames.float(),
+    "a black circular vignette added": add_circle,
+    "degraded to 84x63 and back": degrade,
+    "the central 60% enlarged (1.67x)": lambda frames: zoom(frames, 1 / 0.6),
+    "shrunk to 0.67x inside its border": lambda frames: zoom(frames, 0.67),
+}
+
+
+def mel_calls(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor, precision: Precision,
+              colour_constancy: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, dict]:
+    """For each change, the share of each shown class's images that the model calls MEL."""
+    table = {}
+    for change, transform in CHANGES.items():
+        logits, _ = predict(model, ImageBatches(transform(frames), labels, 64), precision, colour_constancy,
+                            mean=mean, std=std)
+        called = logits.argmax(1) == MEL
+        table[change] = {code: float(called[labels == CODES.index(code)].float().mean())
+                         for code in CLASSES_SHOWN if (labels == CODES.index(code)).any()}
+    return table
+
+
+def circle_shift(table: dict[str, dict]) -> float:
+    """The largest change, over the shown classes, in the share called MEL once a circle is added."""
+    plain, circled = table["as they are"], table["a black circular vignette added"]
+    return max(abs(circled[code] - plain[code]) for code in plain)
+
+
+def format_table(table: dict[str, dict]) -> str:
+    codes = list(next(iter(table.values())))
+    lines = ["| the same images | " + " | ".join(f"{code} called MEL" for code in codes) + " |",
+             "|---|" + "---:|" * len(codes)]
+    lines += [f"| {change} | " + " | ".join(f"{shares[code]:.2f}" for code in codes) + " |"
+              for change, shares in table.items()]
+    return "\n".join(lines)
