@@ -1,0 +1,77 @@
+"""Choices made on validation: logit biases that keep melanoma sensitivity at the floor, the
+eight dihedral views, and the circle test that tells a lesion reader from an equipment reader."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from handler.classes import CODES
+from training.decisions import choose_logit_bias, dihedral_views
+from training.precision import Precision
+from training.shortcuts import CHANGES, add_circle, circle_shift, format_table, mel_calls
+
+MEL, NV, BKL = (CODES.index(code) for code in ("MEL", "NV", "BKL"))
+FP32_CPU = Precision("fp32", torch.device("cpu"))
+
+
+def test_biases_raise_melanoma_sensitivity_to_the_floor() -> None:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([MEL] * 100 + [NV] * 300 + [BKL] * 100)
+    logits = torch.randn(500, len(CODES), generator=generator)
+    logits[torch.arange(500), labels] += 2.0
+    logits[:, NV] += 1.5  # a model that calls too much nevus: MEL sensitivity well below 0.8
+    before = (logits[:100].argmax(1) == MEL).float().mean()
+    assert before < 0.6
+
+    bias, figures = choose_logit_bias(logits, labels, mel_floor=0.8)
+
+    after = ((logits + torch.tensor(bias, dtype=torch.float32)).argmax(1)[:100] == MEL).float().mean()
+    assert after >= 0.8 and abs(figures["after"]["mel_sensitivity"] - float(after)) < 1e-6
+    assert figures["after"]["balanced_accuracy"] > figures["before"]["balanced_accuracy"]
+    assert abs(bias.mean()) < 1e-9
+
+
+def test_the_dihedral_views_are_eight_distinct_turns_and_flips() -> None:
+    image = torch.arange(12.0).view(1, 1, 3, 4)
+    views = dihedral_views(image)
+    assert len(views) == 8
+    assert len({tuple(view.flatten().tolist()) for view in views}) == 8
+    assert {tuple(view.shape[-2:]) for view in views} == {(3, 4), (4, 3)}
+
+
+class DarkCornersMeanMelanoma(torch.nn.Module):
+    """Calls MEL when the frame's corners are dark: an equipment reader."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        corners = images[..., :4, :4].mean(dim=(1, 2, 3))
+        logits = torch.zeros(len(images), len(CODES))
+        logits[:, MEL] = -corners
+        return logits
+
+
+class DarkCentreMeansMelanoma(torch.nn.Module):
+    """Calls MEL when the centre is dark: a (crude) lesion reader."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        centre = images[..., height // 3:2 * height // 3, width // 3:2 * width // 3].mean(dim=(1, 2, 3))
+        logits = torch.zeros(len(images), len(CODES))
+        logits[:, MEL] = -centre
+        return logits
+
+
+def test_the_circle_test_catches_a_model_that_reads_the_equipment() -> None:
+    frames = torch.full((6, 3, 48, 64), 170, dtype=torch.uint8)
+    frames[:3, :, 16:32, 21:43] = 40  # three melanoma-like dark lesions, three faint ones
+    frames[3:, :, 16:32, 21:43] = 150
+    labels = torch.tensor([MEL, MEL, MEL, NV, NV, BKL])
+    assert add_circle(frames)[0, :, 0, 0].max() < 5 and add_circle(frames)[0, 0, 24, 32] == 40
+
+    def table(model: torch.nn.Module) -> dict:
+        return mel_calls(model, frames, labels, FP32_CPU, False, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+    reader, shortcut = table(DarkCentreMeansMelanoma()), table(DarkCornersMeanMelanoma())
+    assert set(reader) == set(CHANGES) and circle_shift(reader) == 0
+    assert circle_shift(shortcut) == 1.0
+    assert "| a black circular vignette added |" in format_table(shortcut)
+    assert np.isclose(reader["as they are"]["MEL"], 1.0)
