@@ -28,9 +28,9 @@ PRECISION ?=
 archive: $(INSTALLED)
 	$(PY) -m tools.archive $(if $(PRECISION),--precision $(PRECISION))
 
-# Calibrate int8 on training images, gate each precision against fp32 on the test split, time
+# Calibrate int8 on training images, gate each precision against fp32 on validation images, time
 # each, and keep the fastest that passes (about 8 min on 2 cores; speed wants a quiet CPU).
-# PRECISION_FLAGS="--calibration-images 500 --test-limit 1000" makes it shorter.
+# PRECISION_FLAGS="--calibration-images 500 --val-limit 1000" makes it shorter.
 PRECISION_FLAGS ?=
 precision: $(INSTALLED)
 	$(PY) -m training.serving_precision --weights $(WEIGHTS) --data $(TRAIN_DATA) $(PRECISION_FLAGS)

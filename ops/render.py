@@ -45,8 +45,10 @@ def render_precision(served: dict | None) -> str:
                                        for name, values in figures.items())
         mine = figures.get(served["precision"])
         if mine:
+            # Choices made before release 3.0 were scored on the test split.
+            scored = choice.get("scored_on") or {"split": "test", "images": choice.get("test_images")}
             text += (f"; top-1 agreement {mine['top1_agreement']:.3f}, BMA change "
-                     f"{mine['bma_change']:+.4f} on {choice['test_images']} test images")
+                     f"{mine['bma_change']:+.4f} on {scored['images']} {scored['split']} images")
     return text
 
 
