@@ -1,4 +1,4 @@
-"""The baseline the issue compares against: the Flask app one writes first. One process, the dev
+"""The baseline the served figures are compared against: the Flask app one writes first. One process, the dev
 server, PIL and torchvision transforms, one image per forward pass, the same release weights.
 
 ``python -m bench.flask_baseline --weights model_store/skin_resnet34.pt --port 5000``

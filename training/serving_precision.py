@@ -6,7 +6,7 @@
 Calibrates int8 on training images (the release's own lesion-grouped split), scores fp32, bf16 and
 int8 on validation images, and times each at a served batch; the test split is not used, since it
 only reports. The accuracy gate: against fp32, top-1
-agreement >= 98% and balanced accuracy within 0.005 (the issue's). Quantisation noise lengthens
+agreement >= 98% and balanced accuracy within 0.005. Quantisation noise lengthens
 the gate's Mahalanobis distances, so each precision gets its own distance threshold: the gate's,
 scaled by how much longer that precision's distances are at the gate's class-balanced keep quantile
 of the same validation lesions;
