@@ -15,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 from training.engine import predict, train_one_epoch
 from training.metrics import balanced_accuracy
 from training.precision import Precision
+from training.report import by_source
 from training.presets import ImageBatches
 
 
@@ -87,14 +88,20 @@ class Phase:
         print(f"[{self.name}] resumed at epoch {self.start_epoch + 1}, batch {self.start_batch} "
               f"(best val BMA {self.best_bma:.4f})", flush=True)
 
-    def validate(self, model: torch.nn.Module, val_batches: ImageBatches, precision: Precision,
-                 colour_constancy: bool) -> float:
+    @staticmethod
+    def validate(model: torch.nn.Module, val_batches: ImageBatches, precision: Precision,
+                 colour_constancy: bool, sources: list[str] | None) -> tuple[float, dict]:
+        """Validation BMA, and BMA and melanoma sensitivity per source where ``sources`` are given."""
         logits, labels = predict(model, val_batches, precision, colour_constancy)
-        return balanced_accuracy(labels.numpy(), logits.argmax(1).numpy())
+        per_source = {source: {"bma": figures["balanced_accuracy"], "mel": figures["sensitivity"]["MEL"]}
+                      for source, figures in by_source(logits, labels, sources).items()} if sources else {}
+        return balanced_accuracy(labels.numpy(), logits.argmax(1).numpy()), per_source
 
     def run(self, train_batches: ImageBatches, val_batches: ImageBatches, criterion: torch.nn.Module,
-            precision: Precision, colour_constancy: bool, mixup: float = 0.0) -> None:
-        """Train until the planned steps are done, validating after each epoch."""
+            precision: Precision, colour_constancy: bool, mixup: float = 0.0,
+            val_sources: list[str] | None = None) -> None:
+        """Train until the planned steps are done, validating after each epoch (per source too,
+        where ``val_sources`` names each validation image's)."""
         scaler = precision.grad_scaler()
         for epoch in range(self.start_epoch, self.epochs):
             first = self.start_batch if epoch == self.start_epoch else 0
@@ -113,12 +120,13 @@ class Phase:
                                     scaler, desc=f"{self.name} {epoch + 1}/{self.epochs}", seed=epoch,
                                     after_step=after_step)
             candidates = {"weights": self.model} | ({"average": self.ema.module} if self.ema else {})
-            scores = {kind: self.validate(model, val_batches, precision, colour_constancy)
-                      for kind, model in candidates.items()}
+            validated = {kind: self.validate(model, val_batches, precision, colour_constancy, val_sources)
+                         for kind, model in candidates.items()}
+            scores = {kind: bma for kind, (bma, _) in validated.items()}
             kind = max(scores, key=scores.get)
             bma = scores[kind]
             self.history.append({"epoch": epoch + 1, "loss": stats.loss, "val_bma": bma, "chosen": kind,
-                                 "val_bma_by_weights": scores,
+                                 "val_bma_by_weights": scores, "val_by_source": validated[kind][1],
                                  "images_per_second": stats.images_per_second,
                                  "data_images_per_second": stats.data_images_per_second,
                                  "seconds": stats.seconds, "lr": self.scheduler.get_last_lr()[0]})
@@ -136,7 +144,9 @@ class Phase:
                   f"val BMA {', '.join(f'{k} {v:.4f}' for k, v in scores.items())}"
                   f"{' (best)' if improved else ''} train {stats.images_per_second:.1f} "
                   f"img/s, data alone {stats.data_images_per_second:.0f} img/s, "
-                  f"{stats.seconds / 60:.1f} min", flush=True)
+                  f"{stats.seconds / 60:.1f} min"
+                  + "".join(f"; {source} BMA {figures['bma']:.3f} MEL {figures['mel']}"
+                            for source, figures in validated[kind][1].items()), flush=True)
         self.start_epoch, self.start_batch = self.epochs, 0
 
     def load_best(self) -> torch.nn.Module:

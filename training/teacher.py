@@ -49,10 +49,10 @@ def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageB
                   writer, args.teacher_ema_decay, args.checkpoint_minutes)
     if args.resume:
         phase.resume()
-    phase.run(train, val, criterion, precision, args.colour_constancy, mixup=args.mixup)
+    val_sources = [samples[i].source for i in val_indices]
+    phase.run(train, val, criterion, precision, args.colour_constancy, args.mixup, val_sources)
     teacher = phase.load_best().eval()
-    report = teacher_report(teacher, args.teacher_arch, val, [samples[i].source for i in val_indices],
-                            precision, args.colour_constancy)
+    report = teacher_report(teacher, args.teacher_arch, val, val_sources, precision, args.colour_constancy)
     report |= {"image_size": list(args.teacher_size), "epochs": args.teacher_epochs,
                "precision": precision.name, "minutes": round(phase.seconds / 60, 1), "history": phase.history}
     (Path(args.output) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")

@@ -172,7 +172,7 @@ def student_batches(args: argparse.Namespace, samples: list[Sample], split: Spli
 
 
 def train_student(args: argparse.Namespace, distilled: ImageBatches, finishing: ImageBatches,
-                  val: ImageBatches, precision: Precision, writer: SummaryWriter
+                  val: ImageBatches, val_sources: list[str], precision: Precision, writer: SummaryWriter
                   ) -> tuple[torch.nn.Module, list[Phase]]:
     """The student distilled over the stored views, then the last phase at the served framing;
     whichever of the two validation prefers."""
@@ -184,14 +184,14 @@ def train_student(args: argparse.Namespace, distilled: ImageBatches, finishing: 
                     args.ema_decay, args.checkpoint_minutes)]
     if args.resume:
         phases[0].resume()
-    phases[0].run(distilled, val, criterion, precision, args.colour_constancy, args.mixup)
+    phases[0].run(distilled, val, criterion, precision, args.colour_constancy, args.mixup, val_sources)
     student = phases[0].load_best()
     if args.finish_epochs:
         phases.append(Phase("finish", student, args, args.finish_lr, args.finish_epochs, len(finishing),
                             args.output, writer, args.ema_decay, args.checkpoint_minutes))
         if args.resume:
             phases[1].resume()
-        phases[1].run(finishing, val, criterion, precision, args.colour_constancy)
+        phases[1].run(finishing, val, criterion, precision, args.colour_constancy, val_sources=val_sources)
         if phases[1].best_bma > phases[0].best_bma:
             return phases[1].load_best(), phases
         student = phases[0].load_best()
@@ -268,13 +268,13 @@ def main(argv: list[str] | None = None) -> dict:
           f"student precision {precision.name} {speeds}", flush=True)
     distilled, finishing = student_batches(args, samples, split, targets)
     val = evaluation_batches(samples, split.val, args.image_size, args.batch_size * 2, "decode val")
-    student, phases = train_student(args, distilled, finishing, val, precision, writer)
+    val_sources = [samples[i].source for i in split.val]
+    student, phases = train_student(args, distilled, finishing, val, val_sources, precision, writer)
 
     # Decide and score in the precision the handler serves in, not the one training chose.
     served = Precision("fp16" if precision.device.type == "cuda" else "fp32", precision.device)
     student = student.float().to(memory_format=torch.contiguous_format).eval()
     test = evaluation_batches(samples, split.test, args.image_size, args.batch_size * 2, "decode test")
-    val_sources = [samples[i].source for i in split.val]
     report = decide_and_test(student, val, test, served, args, val_sources,
                              [samples[i].source for i in split.test])
     report["val_balanced_accuracy"] = max(phase.best_bma for phase in phases)
