@@ -121,6 +121,8 @@ class TorchServe:
 
     def write_config(self) -> Path:
         properties = read_properties(BASE_CONFIG)
+        # Relative to the working directory, the home; empty, so the workflow API finds nothing.
+        (self.home / properties["workflow_store"]).mkdir(mode=0o700, exist_ok=True)
         properties.update({key: self.url(api) for api, key in ADDRESS_KEYS.items()})
         properties.update({key: str(self.ports[api]) for api, key in GRPC_PORT_KEYS.items()})
         properties.update(model_store=str(self.model_store.resolve()), load_models=self.models)
