@@ -80,6 +80,13 @@ def _make_leaf(ca_key: Path, tls: Tls, names: list[str], days: int, scratch: Pat
     tls.cert.write_bytes(leaf.read_bytes() + tls.ca.read_bytes())
 
 
+def fingerprint(certificate: Path) -> str:
+    """The certificate's SHA-256 fingerprint as phones show it: colon-separated hex pairs."""
+    text = subprocess.run(["openssl", "x509", "-in", str(certificate), "-noout", "-fingerprint",
+                           "-sha256"], check=True, capture_output=True, text=True).stdout
+    return text.strip().split("=", 1)[1]
+
+
 def still_good(tls: Tls) -> bool:
     """Whether the leaf names its address and has more than RENEW_DAYS_BEFORE days left."""
     try:

@@ -17,19 +17,16 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from streamlit.testing.v1 import AppTest
 
 from frontend.access import PASS_PHRASE_VARIABLE
 from frontend.certificate import VALID_DAYS, ensure_certificate
-from frontend.run import REPO, access_environment, streamlit_command
-from frontend.texts import ENGLISH
+from frontend.run import REPO, access_environment, announce, streamlit_command
 from ops.errors import OpsError
 from ops.names import archive_name, model_name
 from test_frontend_serve_all import start_supervisor, until_ready
 from tools.processes import process_tree, stop_tree
 from tools.torchserve import TorchServe, free_port
 
-APP = REPO / "frontend" / "app.py"
 LAN = "192.0.2.7"  # TEST-NET-1: an address a certificate can name without it being this machine's
 
 
@@ -183,16 +180,11 @@ def test_phone_mode_listens_on_the_chosen_address_only(tmp_path):
     assert PASS_PHRASE_VARIABLE in access_environment(tls) and not access_environment(None)
 
 
-def test_phone_page_shows_nothing_before_the_pass_phrase(monkeypatch, tmp_path):
-    phrase = access_environment(ensure_certificate(tmp_path / "tls", LAN))[PASS_PHRASE_VARIABLE]
-    monkeypatch.setenv(PASS_PHRASE_VARIABLE, phrase)
-    page = AppTest.from_file(str(APP), default_timeout=60).run()
-    assert not page.exception
-    assert not page.get("file_uploader") and not page.get("camera_input")
-    [field] = page.text_input
-    assert field.label == ENGLISH.pass_phrase_label
-    field.input("not-the-phrase").run()
-    assert ENGLISH.pass_phrase_wrong in [error.value for error in page.error]
-    assert not page.get("file_uploader")
-    page.text_input[0].input(phrase).run()
-    assert page.get("file_uploader") and not page.text_input and not page.error
+def test_phone_mode_prints_the_ca_fingerprint_that_a_phone_shows(tmp_path):
+    tls = ensure_certificate(tmp_path / "tls", LAN)
+    access = access_environment(tls)
+    text = announce(8501, tls, access)
+    shown = subprocess.run(["openssl", "x509", "-in", str(tls.ca), "-noout", "-fingerprint", "-sha256"],
+                           capture_output=True, text=True, check=True).stdout.split("=", 1)[1].strip()
+    assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", shown)
+    assert shown in text and str(tls.ca) in text and access[PASS_PHRASE_VARIABLE] in text
