@@ -23,7 +23,7 @@ from frontend.verdict import GateVerdict
 from handler.preprocessing import InvalidImageError
 
 # What the server accepts (handler.preprocessing.ACCEPTED_FORMATS), by the names files carry.
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
 Answer = TypeVar("Answer")
 
 
