@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from tools.torchserve import BASE_CONFIG, PROTOCOL_OVERRIDES, read_properties, write_properties
+from tools.torchserve import (BASE_CONFIG, BEHIND_FRONT_PORT, PROTOCOL_OVERRIDES, read_properties,
+                              write_properties)
 
 CONTAINER_HOME = "/home/skin"
 # Inside a container loopback is unreachable from outside, so the three APIs listen on all
@@ -34,7 +35,7 @@ CONTAINER_OVERRIDES = {
 # reaches it; the cluster's ingress authenticates clients instead. Metrics stay open on :8082 for
 # Prometheus. The model API stays off: the pod serves the one model of its bundle.
 KSERVE_STORAGE = "/mnt/models"
-KSERVE_INFERENCE_PORT = 8085
+KSERVE_INFERENCE_PORT = BEHIND_FRONT_PORT
 KSERVE_OVERRIDES = {
     "inference_address": f"http://127.0.0.1:{KSERVE_INFERENCE_PORT}",
     "management_address": f"http://127.0.0.1:{KSERVE_INFERENCE_PORT}",
