@@ -33,6 +33,9 @@ PARTIAL_READ_PAUSE_S = 0.05
 REFRESH_WAIT_S = 2.0
 # Rotate when this share of a key's lifetime has passed: a day's key is renewed after 12 hours.
 ROTATE_AT = 0.5
+# After a failed rotation the keys have less than half their life left: try again after this,
+# doubling at each failure, never later than the regular interval.
+RETRY_FIRST_S = 5.0
 
 
 def read_keys(key_file: Path) -> dict:
@@ -177,9 +180,12 @@ class KeyRotator:
             self._thread.join(timeout=15)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        wait, retry = self.interval_s, RETRY_FIRST_S
+        while not self._stop.wait(wait):
             try:
                 self.rotate()
             except (OSError, ValueError, RuntimeError) as exc:
-                # The current keys still work until they expire; try again on the next tick.
-                LOG.warning("key rotation failed, retrying in %.0f s: %s", self.interval_s, exc)
+                wait, retry = min(retry, self.interval_s), retry * 2
+                LOG.warning("key rotation failed, retrying in %.0f s: %s", wait, exc)
+            else:
+                wait, retry = self.interval_s, RETRY_FIRST_S
