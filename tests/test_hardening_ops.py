@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from frontend.access import PASS_PHRASE_VARIABLE
-from frontend.certificate import VALID_DAYS, ensure_certificate
+from frontend.certificate import VALID_DAYS, Tls, make_ca, make_leaf, ensure_certificate, names_for
 from frontend.run import REPO, access_environment, announce, streamlit_command
 from ops.errors import OpsError
 from ops.names import archive_name, model_name
@@ -150,8 +150,9 @@ def test_phone_certificate_is_a_name_constrained_short_lived_ca_with_no_key_left
     assert re.search(r"Basic Constraints: critical\s+CA:TRUE, pathlen:0", ca)
     constraints = re.search(r"Name Constraints: critical\s+Permitted:\s+((?:\s*\S+\n)+)", ca).group(1)
     assert constraints.split() == ["DNS:localhost", "IP:127.0.0.1/255.255.255.255",
-                                   f"IP:{LAN}/255.255.255.255"]
+                                   f"IP:{LAN}/255.255.255.255", "email:.invalid", "URI:.invalid"]
     assert "Excluded" not in ca and validity_days(ca) <= VALID_DAYS
+    assert re.search(r"Extended Key Usage:\s+TLS Web Server Authentication\n", ca)
     leaf = openssl_text(tls.cert)  # the first certificate of the chain Streamlit sends
     assert re.search(r"Basic Constraints: critical\s+CA:FALSE", leaf) and validity_days(leaf) <= VALID_DAYS
     assert f"IP Address:{LAN}" in leaf and "TLS Web Server Authentication" in leaf
@@ -160,6 +161,30 @@ def test_phone_certificate_is_a_name_constrained_short_lived_ca_with_no_key_left
     # The CA's key signed the leaf and is gone: copying the folder lets no one sign anything else.
     keys = [path for path in (tmp_path / "tls").iterdir() if b"PRIVATE KEY" in path.read_bytes()]
     assert keys == [tls.key] and private(tls.key) and private(tmp_path / "tls")
+
+
+@pytest.mark.parametrize("name", ["email:someone@example.com", "URI:https://example.com/",
+                                  "DNS:example.com", "IP:192.0.2.70"])
+def test_the_phone_ca_cannot_vouch_for_any_other_name(tmp_path, name):
+    # The same CA as ensure_certificate's, its key kept here for once, signing one name more.
+    key, ca = tmp_path / "ca-key.pem", tmp_path / "ca.pem"
+    make_ca(key, ca, names_for(LAN), VALID_DAYS)
+    leaf = Tls(LAN, ca, tmp_path / "cert.pem", tmp_path / "key.pem")
+    make_leaf(key, leaf, [*names_for(LAN), name], VALID_DAYS, tmp_path)
+    verified = subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(ca),
+                               str(leaf.cert)], capture_output=True, text=True)
+    assert verified.returncode != 0 and "subtree violation" in verified.stdout + verified.stderr
+    honest = Tls(LAN, ca, tmp_path / "honest.pem", tmp_path / "honest-key.pem")
+    make_leaf(key, honest, names_for(LAN), VALID_DAYS, tmp_path)
+    subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(ca), str(honest.cert)],
+                   check=True, capture_output=True)
+
+
+def test_a_certificate_for_a_longer_address_is_not_reused_for_its_prefix(tmp_path):
+    longer = ensure_certificate(tmp_path / "tls", "192.0.2.23").ca.read_bytes()
+    prefix = ensure_certificate(tmp_path / "tls", "192.0.2.2")
+    assert prefix.ca.read_bytes() != longer
+    assert "IP Address:192.0.2.2\n" in openssl_text(prefix.cert) + "\n"
 
 
 def test_phone_certificate_is_renewed_near_its_end_or_for_a_new_address(tmp_path):
