@@ -22,7 +22,9 @@ from frontend.access import PASS_PHRASE_VARIABLE
 from frontend.certificate import VALID_DAYS, Tls, make_ca, make_leaf, ensure_certificate, names_for
 from frontend.run import REPO, access_environment, announce, streamlit_command
 from ops.errors import OpsError
-from ops.names import archive_name, model_name
+from conftest import write_random_release
+from ops.names import archive_name, model_name, release_version
+from ops.release import versioned_archive
 from test_frontend_serve_all import start_supervisor, until_ready
 from tools.processes import process_tree, stop_tree
 from tools.torchserve import TorchServe, free_port
@@ -213,3 +215,17 @@ def test_phone_mode_prints_the_ca_fingerprint_that_a_phone_shows(tmp_path):
                            capture_output=True, text=True, check=True).stdout.split("=", 1)[1].strip()
     assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", shown)
     assert shown in text and str(tls.ca) in text and access[PASS_PHRASE_VARIABLE] in text
+
+
+@pytest.mark.parametrize("version", ["../../../tmp/x", "2.0/../../x", "", ".hidden", "2.0 beta", "a/b"])
+def test_a_release_version_that_is_no_file_name_is_refused_before_any_path_is_built(version, tmp_path):
+    release = write_random_release(tmp_path / "release", version=version)
+    store = tmp_path / "store"
+    store.mkdir()
+    with pytest.raises(OpsError, match="cannot name an archive"):
+        versioned_archive(release, store)
+    assert not any(store.iterdir()) and not any(tmp_path.glob("**/x*.mar"))
+
+
+def test_a_plain_release_version_names_its_archive():
+    assert release_version("2.0") == "2.0" and release_version("3.0-rc_1") == "3.0-rc_1"

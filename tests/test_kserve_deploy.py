@@ -17,7 +17,7 @@ from handler import v2
 from api.contract import check_prediction
 from tools.archive import DEFAULT_CONFIG
 from tools.deploy_config import KSERVE_INFERENCE_PORT, KSERVE_STORAGE
-from tools.kserve_bundle import ARCHIVE_DIR, CONFIG_PATH, archive_manifest, write_bundle
+from tools.kserve_bundle import ARCHIVE_DIR, CONFIG_PATH, NotABundleError, archive_manifest, write_bundle
 from tools.torchserve import ADDRESS_KEYS, GRPC_PORT_KEYS, REPO, TorchServe, read_properties
 
 KSERVE_DIR = REPO / "deploy" / "kserve"
@@ -181,3 +181,23 @@ def test_torchserve_serves_v2_without_keys_from_the_bundle_config(bundles, tmp_p
         assert requests.get(f"{server.url('inference')}/ping", timeout=10).json()["status"] == "Healthy"
     finally:
         server.stop()
+
+
+def test_the_bundle_replaces_only_an_old_bundle_or_an_empty_folder(model_store, tmp_path):
+    archive = model_store / "skin.mar"
+    old = write_bundle(tmp_path / "bundle", archive)
+    (old / ARCHIVE_DIR / "skin-0.9.mar").write_bytes(b"an older archive")
+    assert write_bundle(old, archive) == old and not (old / ARCHIVE_DIR / "skin-0.9.mar").exists()
+    (tmp_path / "empty").mkdir()
+    write_bundle(tmp_path / "empty", archive)
+    home = tmp_path / "home"
+    (home / "model-store").mkdir(parents=True)
+    (home / "notes.txt").write_text("keep me")
+    (tmp_path / "file").write_text("keep me too")
+    linked = write_bundle(tmp_path / "linked", archive)
+    (linked / ARCHIVE_DIR / "elsewhere.mar").symlink_to(tmp_path / "file")
+    for out in (home, tmp_path / "file", linked, REPO):
+        with pytest.raises(NotABundleError):
+            write_bundle(out, archive)
+    assert (home / "notes.txt").read_text() == "keep me" and (tmp_path / "file").exists()
+    assert (linked / CONFIG_PATH).exists()
