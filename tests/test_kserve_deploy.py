@@ -138,6 +138,9 @@ def test_bundle_layout_is_what_storage_uri_must_hold(name, bundles):
     assert properties["service_envelope"] == "kservev2"
     assert properties["disable_token_authorization"] == "true"
     assert "load_models" not in properties
+    # The workflow API's store is a folder the bundle does not hold: nothing to load from it.
+    assert properties["workflow_store"].startswith(KSERVE_STORAGE + "/")
+    assert not (bundle / Path(properties["workflow_store"]).relative_to(KSERVE_STORAGE)).exists()
     snapshot = json.loads(properties["model_snapshot"])
     manifest = archive_manifest(bundle / ARCHIVE_DIR / "skin.mar")
     [(model, versions)] = snapshot["models"].items()
