@@ -124,8 +124,65 @@ def test_ingress_auth_selects_the_services_pods():
     kinds = set()
     for doc in documents("ingress-auth.yaml"):
         kinds.add(doc["kind"])
-        assert doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] in labels
-    assert kinds == {"RequestAuthentication", "AuthorizationPolicy"}
+        selector = doc["spec"].get("selector") or doc["spec"]["podSelector"]
+        assert selector["matchLabels"]["app.kubernetes.io/name"] in labels
+    assert kinds == {"RequestAuthentication", "AuthorizationPolicy", "NetworkPolicy"}
+
+
+def ingress_auth(kind: str) -> dict:
+    [doc] = [doc for doc in documents("ingress-auth.yaml") if doc["kind"] == kind]
+    return doc
+
+
+METRICS_OPERATION = {"ports": ["8082"], "methods": ["GET"], "paths": ["/metrics"]}
+
+
+def test_a_token_must_name_skin_as_audience_and_carry_a_claim_condition():
+    [rule] = ingress_auth("RequestAuthentication")["spec"]["jwtRules"]
+    assert urlparse(rule["issuer"]).scheme == "https" and rule["audiences"]
+    policy = ingress_auth("AuthorizationPolicy")["spec"]
+    assert policy["action"] == "ALLOW"
+    for allowed in policy["rules"]:
+        if "from" not in allowed:  # Prometheus: GET /metrics on :8082, and nothing else
+            assert [to["operation"] for to in allowed["to"]] == [METRICS_OPERATION]
+            continue
+        principals = [p for source in allowed["from"] for p in source["source"]["requestPrincipals"]]
+        assert principals and all(p.startswith(rule["issuer"]) for p in principals), principals
+        conditions = {condition["key"]: condition["values"] for condition in allowed["when"]}
+        assert conditions["request.auth.audiences"] == rule["audiences"]
+        assert any(key.startswith("request.auth.claims[") for key in conditions)
+
+
+def test_only_the_gateway_knative_and_prometheus_reach_the_pods():
+    policy = ingress_auth("NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    sources: dict[int, set[str]] = {}
+    for rule in policy["ingress"]:
+        assert rule["from"] and rule["ports"], "a rule without sources or ports admits everyone"
+        namespaces = {source["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                      for source in rule["from"]}
+        for port in rule["ports"]:
+            sources.setdefault(port["port"], set()).update(namespaces)
+    assert sources[8082] == {"monitoring"}
+    assert set(sources) == {8012, 9090, 9091, 8082}
+    assert "monitoring" not in sources[8012]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_pods_run_unprivileged_on_a_read_only_root_without_an_api_token(name):
+    predictor = service(name)["spec"]["predictor"]
+    assert predictor["automountServiceAccountToken"] is False
+    assert predictor["securityContext"]["runAsNonRoot"] is True
+    assert predictor["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = predictor["model"]["securityContext"]
+    assert container["runAsNonRoot"] is True and container["runAsUser"] != 0
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert container["seccompProfile"] == {"type": "RuntimeDefault"}
+    volumes = {volume["name"] for volume in predictor["volumes"] if "emptyDir" in volume}
+    mounts = {mount["mountPath"]: mount["name"] for mount in predictor["model"]["volumeMounts"]}
+    assert "/tmp" in mounts and set(mounts.values()) <= volumes
 
 
 @pytest.mark.parametrize("name", SERVICES)
