@@ -86,6 +86,21 @@ def test_scale_target_leaves_headroom_below_the_requests_a_replica_holds(name):
     assert service(name)["spec"]["predictor"]["scaleTarget"] < in_flight
 
 
+@pytest.mark.parametrize("name", SERVICES)
+def test_a_pod_takes_no_more_requests_than_its_batches_and_queue_hold(name, bundles):
+    config = yaml.safe_load(SERVICES[name].read_text())
+    properties = read_properties(bundles[name] / CONFIG_PATH)
+    held = config["maxWorkers"] * config["batchSize"] + int(properties["job_queue_size"])
+    assert service(name)["spec"]["predictor"]["containerConcurrency"] == held
+
+
+def test_the_cpu_pods_requests_fit_in_the_heap():
+    properties = read_properties(REPO / "config.properties")
+    concurrency = service("skin-cpu.yaml")["spec"]["predictor"]["containerConcurrency"]
+    heap = int(re.search(r"-Xmx(\d+)g", properties["vmargs"]).group(1)) * 2**30
+    assert concurrency * int(properties["max_request_size"]) <= heap
+
+
 def test_cpu_requests_follow_the_benchmarked_set_up():
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     requests_ = service("skin-cpu.yaml")["spec"]["predictor"]["model"]["resources"]["requests"]
