@@ -1,5 +1,7 @@
 """TorchServe's bearer keys: where a client reads them, and how they are rotated before they expire.
 
+    python -m api.keys page-key KEY_FILE PAGE_KEY_FILE   # the inference key alone, for a page
+
 TorchServe 0.12 writes key_file.json into its working directory with three keys: ``inference``,
 ``management`` and ``API`` (the one that may rotate the other two with ``POST /token``). Keys expire
 after ``token_expiration_min``; :class:`KeyRotator` asks for new ones well before that, and every
@@ -7,6 +9,7 @@ client re-reads its key when TorchServe refuses the one it holds.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -189,3 +192,18 @@ class KeyRotator:
                 LOG.warning("key rotation failed, retrying in %.0f s: %s", wait, exc)
             else:
                 wait, retry = self.interval_s, RETRY_FIRST_S
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Copy the inference key alone out of a key file "
+                                     "(for a page run against a container's TorchServe).")
+    parser.add_argument("command", choices=["page-key"])
+    parser.add_argument("key_file", type=Path, help="TorchServe's key_file.json")
+    parser.add_argument("page_key_file", type=Path, help="where the page's key file goes (mode 0600)")
+    args = parser.parse_args()
+    write_inference_key(args.key_file, args.page_key_file)
+    print(f"wrote {args.page_key_file}: the inference key alone")
+
+
+if __name__ == "__main__":
+    main()

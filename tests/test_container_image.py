@@ -226,3 +226,17 @@ def test_the_gpu_variant_is_a_build_argument_the_makefile_passes():
     assert any(args.startswith("TORCH_INDEX=https://download.pytorch.org/whl/cpu")
                for args in arguments("ARG"))
     assert "--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX)" in (REPO / "Makefile").read_text()
+
+
+def test_the_page_run_against_the_container_gets_the_inference_key_alone(torchserve, tmp_path):
+    readme = " ".join((REPO / "README.md").read_text().split())
+    section = readme[readme.index("### The container image"):readme.index("### KServe, step by step")]
+    command = "python -m api.keys page-key .run/docker-keys.json .run/docker-page-key.json"
+    assert command in section and "SKIN_KEY_FILE=.run/docker-page-key.json" in section
+    assert "SKIN_KEY_FILE=.run/docker-keys.json" not in section
+    page_key = tmp_path / "page.json"
+    subprocess.run([sys.executable, "-m", "api.keys", "page-key", str(torchserve.key_file),
+                    str(page_key)], cwd=REPO, check=True, capture_output=True, timeout=60)
+    keys = json.loads(torchserve.key_file.read_text())
+    assert json.loads(page_key.read_text()) == {"inference": keys["inference"]}
+    assert not page_key.stat().st_mode & 0o077

@@ -276,3 +276,10 @@ def test_the_bundle_replaces_only_an_old_bundle_or_an_empty_folder(model_store, 
             write_bundle(out, archive)
     assert (home / "notes.txt").read_text() == "keep me" and (tmp_path / "file").exists()
     assert (linked / CONFIG_PATH).exists()
+
+
+def test_the_readme_sends_tokens_and_photos_to_the_cluster_over_https_only():
+    readme = (REPO / "README.md").read_text()
+    steps = readme[readme.index("### KServe, step by step"):readme.index("What `deploy/kserve/` sets")]
+    assert "Bearer $TOKEN" in steps and "https://$SERVICE_HOSTNAME/v2/models/skin/infer" in steps
+    assert "http://" not in steps

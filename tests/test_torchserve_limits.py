@@ -68,6 +68,7 @@ def test_a_flood_gets_503s_from_the_full_queue_and_the_server_recovers(torchserv
 
     with ThreadPoolExecutor(max_workers=senders) as pool:
         statuses = list(pool.map(send, range(senders)))
+    print(f"\nflood of {senders}: {statuses.count(200)} served, {statuses.count(503)} refused with 503")
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(503) > 0, "the queue never filled"
     assert statuses.count(200) >= queue, "fewer served than the queue holds"
