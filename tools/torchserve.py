@@ -101,7 +101,7 @@ class TorchServe:
     def __post_init__(self) -> None:
         if self.ports is None:
             self.ports = ({**DEFAULT_PORTS, "front": DEFAULT_PORTS["inference"],
-                           "inference": BEHIND_FRONT_PORT} if self.protocol == "v2" else DEFAULT_PORTS)
+                           "inference": BEHIND_FRONT_PORT} if self.protocol == "v2" else dict(DEFAULT_PORTS))
 
     @classmethod
     def on_free_ports(cls, home: Path, **kwargs) -> "TorchServe":
@@ -210,6 +210,11 @@ class TorchServe:
         if self.front is not None:
             self.wait_front()
         return waited
+
+    def alive(self) -> bool:
+        """Whether TorchServe, and in v2 its front, still run."""
+        return all(process is not None and process.poll() is None
+                   for process in (self.process, *([self.front] if self.protocol == "v2" else [])))
 
     def _check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
