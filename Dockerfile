@@ -1,19 +1,31 @@
 # SKIN's TorchServe in a container: `make image` (CPU) or `make image GPU=1` (CUDA wheels); see the
 # README, "Deploying beyond one machine". Build it from the repository root after `make archive`.
+# The base image by tag: no registry was reachable where this was written, so no digest could be
+# read, and a made-up one would fail the build or, worse, pin nothing anyone checked. Pin it where
+# Docker is: `docker buildx imagetools inspect python:3.11-slim-bookworm` prints the index digest;
+# set PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<that digest> here (README, "Security").
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
-# CPU wheels by default. The GPU variant passes a CUDA index: those wheels bring the CUDA runtime,
-# and the node's driver comes in through the NVIDIA container toolkit.
+# CPU wheels by default. The GPU variant passes a CUDA index and TORCH_DEPS= (empty): its torch
+# needs the CUDA runtime's wheels, which that index resolves; the node's driver comes in through
+# the NVIDIA container toolkit.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_DEPS=--no-deps
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/*
 
-COPY requirements.txt requirements-serve.txt /tmp/requirements/
-RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" \
-        -r /tmp/requirements/requirements-serve.txt \
+# Two installs, two indexes, never both at once: with --extra-index-url pip takes the highest
+# version of a name from any index, so a look-alike upload to either could stand in for the
+# other's package. torch and torchvision come from PyTorch's index alone, at requirements.txt's
+# versions; everything else from PyPI alone, each wheel checked against its SHA-256.
+COPY requirements.txt requirements-serve.lock /tmp/requirements/
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" ${TORCH_DEPS} \
+        -c /tmp/requirements/requirements.txt torch torchvision \
+    && pip install --no-cache-dir --index-url https://pypi.org/simple --require-hashes --no-deps \
+        -r /tmp/requirements/requirements-serve.lock \
     && rm -rf /tmp/requirements
 
 # TorchServe and its workers never run as root; the user owns only its home, where TorchServe
@@ -22,10 +34,12 @@ RUN useradd --create-home --uid 10001 --user-group skin
 WORKDIR /home/skin
 
 COPY config.properties /home/skin/config.properties
-# The build-time config generator and the health check, with SKIN's API client (api/) that they use
-# and the few handler modules it reads (the classes, the refusal reasons, the v2 wire format).
+# The build-time config generator, the health check and ops (docker exec), with SKIN's API client
+# (api/) that they use and the few handler modules it reads (the classes, the refusal reasons, the
+# v2 wire format). ops register is left out: the image's model store is fixed at build time.
 COPY tools/__init__.py tools/torchserve.py tools/processes.py tools/deploy_config.py tools/healthcheck.py /home/skin/tools/
 COPY api/__init__.py api/client.py api/contract.py api/keys.py /home/skin/api/
+COPY ops/__init__.py ops/__main__.py ops/cli.py ops/errors.py ops/management.py ops/metrics.py ops/names.py ops/render.py /home/skin/ops/
 COPY handler/__init__.py handler/classes.py handler/classes.json handler/refusals.py handler/v2.py /home/skin/handler/
 COPY model_store/skin.mar /home/skin/model_store/skin.mar
 RUN python -m tools.deploy_config container /home/skin/torchserve.properties
@@ -38,7 +52,11 @@ ENV PYTHONUNBUFFERED=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 USER skin
-EXPOSE 8080 8081 8082
+# The workflow API's own store, empty (config.properties, workflow_store).
+RUN mkdir -m 700 /home/skin/workflow_store
+# Inference and metrics only: management listens on the container's loopback, for ops through
+# `docker exec` (README).
+EXPOSE 8080 8082
 
 # /ping wants the inference key in TorchServe 0.12; the check reads it from the key file.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \

@@ -140,11 +140,15 @@ IMAGE ?= skin
 CUDA_TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 KSERVE_BUNDLE ?= .run/kserve-bundle/$(if $(GPU),gpu,cpu)
 
-.PHONY: image kserve-bundle
+.PHONY: image lock kserve-bundle
 
 image: archive
 	@command -v docker >/dev/null || { echo "make image needs Docker, which this machine lacks"; exit 1; }
-	docker build $(if $(GPU),--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX)) -t $(IMAGE):$(if $(GPU),gpu,cpu) .
+	docker build $(if $(GPU),--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX) --build-arg TORCH_DEPS=) -t $(IMAGE):$(if $(GPU),gpu,cpu) .
+
+# requirements-serve.lock: the image's PyPI packages with their hashes; after changing requirements.
+lock: $(INSTALLED)
+	$(PY) -m tools.lock
 
 kserve-bundle: archive
 	$(PY) -m tools.kserve_bundle --out $(KSERVE_BUNDLE) \

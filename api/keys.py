@@ -1,5 +1,7 @@
 """TorchServe's bearer keys: where a client reads them, and how they are rotated before they expire.
 
+    python -m api.keys page-key KEY_FILE PAGE_KEY_FILE   # the inference key alone, for a page
+
 TorchServe 0.12 writes key_file.json into its working directory with three keys: ``inference``,
 ``management`` and ``API`` (the one that may rotate the other two with ``POST /token``). Keys expire
 after ``token_expiration_min``; :class:`KeyRotator` asks for new ones well before that, and every
@@ -7,6 +9,7 @@ client re-reads its key when TorchServe refuses the one it holds.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -33,6 +36,9 @@ PARTIAL_READ_PAUSE_S = 0.05
 REFRESH_WAIT_S = 2.0
 # Rotate when this share of a key's lifetime has passed: a day's key is renewed after 12 hours.
 ROTATE_AT = 0.5
+# After a failed rotation the keys have less than half their life left: try again after this,
+# doubling at each failure, never later than the regular interval.
+RETRY_FIRST_S = 5.0
 
 
 def read_keys(key_file: Path) -> dict:
@@ -177,9 +183,27 @@ class KeyRotator:
             self._thread.join(timeout=15)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        wait, retry = self.interval_s, RETRY_FIRST_S
+        while not self._stop.wait(wait):
             try:
                 self.rotate()
             except (OSError, ValueError, RuntimeError) as exc:
-                # The current keys still work until they expire; try again on the next tick.
-                LOG.warning("key rotation failed, retrying in %.0f s: %s", self.interval_s, exc)
+                wait, retry = min(retry, self.interval_s), retry * 2
+                LOG.warning("key rotation failed, retrying in %.0f s: %s", wait, exc)
+            else:
+                wait, retry = self.interval_s, RETRY_FIRST_S
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Copy the inference key alone out of a key file "
+                                     "(for a page run against a container's TorchServe).")
+    parser.add_argument("command", choices=["page-key"])
+    parser.add_argument("key_file", type=Path, help="TorchServe's key_file.json")
+    parser.add_argument("page_key_file", type=Path, help="where the page's key file goes (mode 0600)")
+    args = parser.parse_args()
+    write_inference_key(args.key_file, args.page_key_file)
+    print(f"wrote {args.page_key_file}: the inference key alone")
+
+
+if __name__ == "__main__":
+    main()

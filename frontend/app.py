@@ -12,7 +12,6 @@ from typing import TypeVar
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from frontend.access import require_pass_phrase
 from frontend.chart import ranking_chart
 from frontend.client import ClientConfig, ServerProblem, SkinClient
 from frontend.explanation import Explanation
@@ -24,7 +23,7 @@ from frontend.verdict import GateVerdict
 from handler.preprocessing import InvalidImageError
 
 # What the server accepts (handler.preprocessing.ACCEPTED_FORMATS), by the names files carry.
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
 Answer = TypeVar("Answer")
 
 
@@ -106,7 +105,6 @@ st.set_page_config(page_title="SKIN", page_icon=":material/dermatology:")
 language = st.segmented_control("Language / 语言", list(LANGUAGES), default="English",
                                 key="language", label_visibility="collapsed")
 texts = LANGUAGES[language or "English"]  # a second tap deselects; keep English then
-require_pass_phrase(texts)
 
 st.title(texts.title)
 st.warning(texts.disclaimer, icon=":material/medical_information:")

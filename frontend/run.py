@@ -3,7 +3,8 @@
 Browsers allow the camera only on HTTPS or localhost, so a phone on the same network needs HTTPS.
 With SKIN_SSL=1 the page listens on this machine's LAN address only, with a certificate from
 frontend/certificate.py (kept in .run/tls/ and reused while it is valid, so a phone that trusted it
-is not asked again), and asks for a pass phrase printed at start before it shows anything.
+is not asked again), and serves nothing, not even Streamlit's WebSocket or upload endpoint, before
+the pass phrase printed at start has been typed (frontend/access.py).
 
     python -m frontend.run [--port 8501]
 """
@@ -17,13 +18,15 @@ from pathlib import Path
 
 from tools.torchserve import BASE_CONFIG, read_properties
 from frontend.access import PASS_PHRASE_VARIABLE, new_pass_phrase
-from frontend.certificate import Tls, ensure_certificate
+from frontend.certificate import Tls, ensure_certificate, fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
-APP = Path(__file__).with_name("app.py")
+# The page behind phone mode's pass phrase; Streamlit runs it as an ASGI app (st.App).
+SERVED = Path(__file__).with_name("served.py")
 TLS_DIR = REPO / ".run" / "tls"
 DEFAULT_PORT = 8501
 LOOPBACK = "127.0.0.1"
+MULTIPART_MARGIN_MB = 1
 
 
 def lan_address() -> str:
@@ -52,8 +55,14 @@ def upload_limit_mb(config: Path = BASE_CONFIG) -> int:
     return int(read_properties(config)["max_request_size"]) // 2**20
 
 
+def request_body_limit() -> int:
+    """The largest body phone mode's gate lets through to Streamlit: an upload at the limit, and
+    the multipart framing around it (Streamlit allows itself the same margin)."""
+    return (upload_limit_mb() + MULTIPART_MARGIN_MB) * 2**20
+
+
 def streamlit_command(port: int = DEFAULT_PORT, tls: Tls | None = None) -> list[str]:
-    command = [sys.executable, "-m", "streamlit", "run", str(APP),
+    command = [sys.executable, "-m", "streamlit", "run", str(SERVED),
                "--server.headless", "true", "--server.port", str(port),
                "--server.maxUploadSize", str(upload_limit_mb()),
                "--server.address", page_address(tls),
@@ -80,11 +89,15 @@ def page_url(port: int, tls: Tls | None) -> str:
 
 
 def announce(port: int, tls: Tls | None, access: dict[str, str]) -> str:
-    """What to open, and in phone mode the pass phrase and the certificate to trust."""
+    """What to open, and in phone mode the pass phrase and the certificate to install, with the
+    fingerprint to check it by: whoever can intercept the LAN could hand a phone another one."""
     text = f"Open {page_url(port, tls)}"
     if tls:
         text += (f"\n  pass phrase: {access[PASS_PHRASE_VARIABLE]}"
-                 f"\n  certificate for phones to trust: {tls.ca} (see frontend/README.md)")
+                 f"\n  certificate for phones to install: {tls.ca}"
+                 f"\n  its SHA-256 fingerprint, to compare on the phone before trusting it:"
+                 f"\n    {fingerprint(tls.ca)}"
+                 "\n  (see frontend/README.md, \"From a phone\")")
     return text
 
 

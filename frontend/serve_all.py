@@ -96,7 +96,7 @@ def main() -> int:
         wait_for_page(page, args.port, tls)
         print(f"\nSKIN is ready after {waited:.0f}s. {announce(args.port, tls, access)}"
               "\n(Ctrl-C stops both)", flush=True)
-        while page.poll() is None and server.process.poll() is None:
+        while page.poll() is None and server.alive():
             time.sleep(1)
         print("A process exited on its own; stopping the other.", file=sys.stderr)
         return 1

@@ -23,11 +23,12 @@ STD = (0.229, 0.224, 0.225)
 MAX_IMAGE_PIXELS = 52_000_000
 # Panoramas stop near 4:1; a longer strip is no lesion photo, and framing it would keep a sliver.
 MAX_ASPECT_RATIO = 10
-# What phones, cameras and scanners save (JPEG's opener also reads MPO, a phone's multi-picture
-# JPEG). Pillow knows some 40 formats, EPS among them, which runs Ghostscript where it is
-# installed; each one more is attack surface and no photo.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
-FORMAT_NAMES = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+# What phones and cameras save (JPEG's opener also reads MPO, a phone's multi-picture JPEG).
+# Pillow knows some 40 formats, EPS among them, which runs Ghostscript where it is installed; each
+# one more is attack surface and no photo. TIFF stays out (libtiff is the decoder behind most of
+# Pillow's CVEs), and so do BMP and GIF, which no phone or dermatoscope camera saves.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+FORMAT_NAMES = "JPEG, PNG or WebP"
 # ISO BMFF brands of HEIF files (an iPhone's "High Efficiency" photos): refused with how to fix it.
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif")
 # Modes that Image.reduce averages meaningfully; palette, bilevel and 16-bit images convert first.

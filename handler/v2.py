@@ -18,11 +18,18 @@ import base64
 import binascii
 import json
 
-from handler.classes import BY_CODE
+from handler.classes import BY_CODE, CODES
 
 INPUT_NAME = "image"
 CODES_OUTPUT = "codes"
 PROBABILITIES_OUTPUT = "probabilities"
+# The v1 answer's fields besides the ranking, each an output of its own.
+FIELD_OUTPUTS = ("referral", "gate")
+# What a model's metadata (GET /v2/models/<model>, which oip/front.py answers) says it takes and gives.
+INPUTS = ({"name": INPUT_NAME, "datatype": "BYTES", "shape": [1]},)
+OUTPUTS = ({"name": CODES_OUTPUT, "datatype": "BYTES", "shape": [len(CODES)]},
+           {"name": PROBABILITIES_OUTPUT, "datatype": "FP32", "shape": [len(CODES)]},
+           *({"name": name, "datatype": "BYTES", "shape": [1]} for name in FIELD_OUTPUTS))
 # v1 fields that become the response's model_name and model_version instead of outputs.
 IDENTITY_FIELDS = ("model", "version")
 REQUEST_SHAPE = ('{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", '

@@ -13,6 +13,8 @@ from ops.errors import OpsError
 # letter or digit.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 ARCHIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.mar")
+# A release's version becomes part of an archive's file name: digits, letters, dots, '-' and '_'.
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def model_name(text: str) -> str:
@@ -31,3 +33,11 @@ def archive_name(text: str) -> str:
         raise OpsError(f"--archive {text!r} is not a bare .mar file name: name an archive inside "
                        "the server's model store, without a folder or URL")
     return name
+
+
+def release_version(text: str) -> str:
+    """``text`` when it can stand in a file name (``skin-<version>.mar``); else OpsError."""
+    if not VERSION.fullmatch(text) or ".." in text:
+        raise OpsError(f"the release's version {text!r} cannot name an archive: use letters, "
+                       "digits, '.', '-' and '_', starting with a letter or digit")
+    return text

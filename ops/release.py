@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
+from ops.names import release_version
 from tools.archive import DEFAULT_CONFIG, MODEL_STORE, build_archive, is_current
 
 DEFAULT_MODEL_STORE = MODEL_STORE
@@ -28,7 +29,7 @@ def versioned_archive(weights: Path, model_store: Path, name: str = "skin",
                       config_file: Path = DEFAULT_CONFIG) -> tuple[Path, str]:
     """Build ``<model_store>/<name>-<version>.mar``, or reuse it when it was built from these very
     inputs; returns it and the version."""
-    version = str(load_metadata(weights.with_name(METADATA_FILE))["version"])
+    version = release_version(str(load_metadata(weights.with_name(METADATA_FILE))["version"]))
     target = model_store / f"{name}-{version}.mar"
     if not is_current(target, weights, config_file):
         with tempfile.TemporaryDirectory(prefix="skin-register-") as scratch:

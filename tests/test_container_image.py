@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tools.deploy_config import CONTAINER_HOME, container_properties
+from tools.lock import TORCH_PACKAGES, from_pypi
 from tools.torchserve import ADDRESS_KEYS, KEY_FILE_NAME, REPO, free_port, read_properties
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -73,19 +74,19 @@ def test_runs_as_a_non_root_user_created_in_the_image():
     assert arguments("WORKDIR")[-1] == CONTAINER_HOME == f"/home/{user}"
 
 
-def test_exposes_the_three_apis_the_container_config_listens_on():
+def test_exposes_inference_and_metrics_and_keeps_management_on_the_containers_loopback():
     exposed = {int(port) for args in arguments("EXPOSE") for port in args.split()}
     properties = container_properties()
-    listening = {urlparse(properties[key]).port for key in ADDRESS_KEYS.values()}
-    assert exposed == listening == {8080, 8081, 8082}
-    for key in ADDRESS_KEYS.values():
-        assert urlparse(properties[key]).hostname == "0.0.0.0", key
+    hosts = {api: urlparse(properties[key]).hostname for api, key in ADDRESS_KEYS.items()}
+    assert hosts == {"inference": "0.0.0.0", "management": "127.0.0.1", "metrics": "0.0.0.0"}
+    assert exposed == {urlparse(properties[ADDRESS_KEYS[api]]).port
+                       for api in ("inference", "metrics")} == {8080, 8082}
 
 
 def test_every_copied_path_exists_and_is_in_the_build_context():
     sources = [source for sources, _ in copies() for source in sources]
     assert "model_store/skin.mar" in sources and "config.properties" in sources
-    assert "requirements.txt" in sources and "requirements-serve.txt" in sources
+    assert "requirements.txt" in sources and "requirements-serve.lock" in sources
     for source in sources:
         assert (REPO / source).exists() or source in BUILT_PATHS, source
         assert dockerignore_admits(source), f"{source} is left out by .dockerignore"
@@ -124,6 +125,18 @@ def test_the_image_python_commands_run_on_the_copied_files_alone(tmp_path):
     health = run("tools.healthcheck", "--url", f"http://127.0.0.1:{free_port()}/ping",
                  "--key-file", str(home / KEY_FILE_NAME))
     assert health.returncode == 1 and "unhealthy: no answer" in health.stderr, health.stderr
+    # ops through `docker exec`: it imports, and tells in one line that nothing answers.
+    ops = run("ops", "--key-file", str(home / KEY_FILE_NAME), "--management-url",
+              f"http://127.0.0.1:{free_port()}", "models")
+    assert ops.returncode == 1 and "Traceback" not in ops.stderr, ops.stderr
+
+
+def test_the_workflow_store_is_an_empty_folder_of_the_users_own():
+    store = f"{arguments('WORKDIR')[-1]}/{container_properties()['workflow_store']}"
+    order = [instruction for instruction, _ in instructions()]
+    made = [idx for idx, (instruction, args) in enumerate(instructions())
+            if instruction == "RUN" and f"mkdir -m 700 {store}" in args]
+    assert made and made[0] > order.index("USER"), "created by the user TorchServe runs as"
 
 
 def test_no_pythonpath_puts_the_images_handler_modules_before_the_archives():
@@ -173,7 +186,57 @@ def test_every_serving_requirement_is_pinned_in_requirements_txt(line):
     assert "-c requirements.txt" in (REPO / "requirements-serve.txt").read_text()
 
 
+def lock_pins() -> dict[str, tuple[str, list[str]]]:
+    """requirements-serve.lock as {name: (version, hashes)}."""
+    text = re.sub(r"\\\n", " ", (REPO / "requirements-serve.lock").read_text())
+    pins = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement, *options = line.split()
+            name, version = requirement.split("==")
+            pins[name] = (version, [option.split("sha256:")[1] for option in options])
+    return pins
+
+
+def test_every_package_from_pypi_is_locked_with_its_hash_at_the_pinned_version():
+    pins = lock_pins()
+    pinned = {pin.split("==")[0].strip().lower(): pin.split("==")[1].strip()
+              for pin in (REPO / "requirements.txt").read_text().splitlines()
+              if "==" in pin and not pin.startswith("#")}
+    wanted = {line.strip().lower() for line in from_pypi() if line.strip() and not line.startswith(("#", "-"))}
+    assert wanted <= set(pins), wanted - set(pins)
+    assert not set(pins) & set(TORCH_PACKAGES)
+    for name, (version, hashes) in pins.items():
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in hashes), name
+        assert version == pinned.get(name, version), name
+
+
+def test_torch_comes_from_its_index_alone_and_the_rest_from_pypi_with_hashes():
+    runs = " ".join(arguments("RUN"))
+    assert "--extra-index-url" not in runs
+    torch_install, lock_install = [command.strip() for command in runs.split("&&")
+                                   if "pip install" in command]
+    assert '--index-url "${TORCH_INDEX}"' in torch_install
+    assert torch_install.split()[-len(TORCH_PACKAGES):] == list(TORCH_PACKAGES)
+    assert "--index-url https://pypi.org/simple" in lock_install and "--require-hashes" in lock_install
+    assert lock_install.endswith("requirements-serve.lock")
+
+
 def test_the_gpu_variant_is_a_build_argument_the_makefile_passes():
     assert any(args.startswith("TORCH_INDEX=https://download.pytorch.org/whl/cpu")
                for args in arguments("ARG"))
     assert "--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX)" in (REPO / "Makefile").read_text()
+
+
+def test_the_page_run_against_the_container_gets_the_inference_key_alone(torchserve, tmp_path):
+    readme = " ".join((REPO / "README.md").read_text().split())
+    section = readme[readme.index("### The container image"):readme.index("### KServe, step by step")]
+    command = "python -m api.keys page-key .run/docker-keys.json .run/docker-page-key.json"
+    assert command in section and "SKIN_KEY_FILE=.run/docker-page-key.json" in section
+    assert "SKIN_KEY_FILE=.run/docker-keys.json" not in section
+    page_key = tmp_path / "page.json"
+    subprocess.run([sys.executable, "-m", "api.keys", "page-key", str(torchserve.key_file),
+                    str(page_key)], cwd=REPO, check=True, capture_output=True, timeout=60)
+    keys = json.loads(torchserve.key_file.read_text())
+    assert json.loads(page_key.read_text()) == {"inference": keys["inference"]}
+    assert not page_key.stat().st_mode & 0o077

@@ -1,5 +1,6 @@
 """One real browser: headless Chromium uploads a photo to the page served by `streamlit run`, turns
-on the heatmap overlay, and, at a phone's size, takes a photo with a camera fed from a fixture.
+on the heatmap overlay, and, at a phone's size, takes a photo with a camera fed from a fixture; in
+phone mode it types the pass phrase first.
 
 SKIN_SCREENSHOTS=1 also writes docs/screenshot-desktop.png, docs/screenshot-phone.png,
 docs/screenshot-overlay.png and docs/screenshot-refused.png of a photo the gate refuses.
@@ -20,9 +21,12 @@ from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from frontend.access import PASS_PHRASE_VARIABLE, PHRASE_FIELD, new_pass_phrase
+from frontend.certificate import ensure_certificate
 from frontend.explanation import Explanation
 from frontend.overlay import overlay
 from frontend.photo import prepare_photo
@@ -185,6 +189,33 @@ def test_upload_in_a_real_browser(page_url, browser, torchserve, inference_url, 
         screenshot(browser, tmp_path / "screenshot-overlay.png", DESKTOP, mobile=False)
         for name in ("screenshot-desktop.png", "screenshot-phone.png", "screenshot-overlay.png"):
             shutil.copy(tmp_path / name, REPO / "docs" / name)
+
+
+def test_phone_mode_classifies_after_the_pass_phrase(torchserve, inference_url, tmp_path):
+    """Everything the page needs (its WebSocket, Streamlit's cookies, the upload) passes the gate
+    once the phrase is typed."""
+    tls = ensure_certificate(tmp_path / "tls", "127.0.0.1")
+    phrase, port = new_pass_phrase(), free_port()
+    environment = page_environment({"SKIN_INFERENCE_URL": inference_url, PASS_PHRASE_VARIABLE: phrase,
+                                    "SKIN_KEY_FILE": str(torchserve.key_file)})
+    page = subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=environment,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The certificate names 127.0.0.1 and chains to a CA this throwaway profile does not hold.
+    driver = chromium(tmp_path, "--ignore-certificate-errors")
+    try:
+        wait_for_page(page, port, tls)
+        answer = served_answer(torchserve, inference_url, prepare_photo(PHOTO.read_bytes()).body).json()
+        driver.get(f"https://127.0.0.1:{port}/")
+        field = WebDriverWait(driver, 60).until(expected_conditions.presence_of_element_located(
+            (By.NAME, PHRASE_FIELD)))
+        field.send_keys(phrase + Keys.ENTER)
+        upload = WebDriverWait(driver, 60).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
+        upload.send_keys(str(PHOTO))
+        WebDriverWait(driver, 90).until(shows(expected_top(answer)))
+    finally:
+        driver.quit()
+        stop_process(page)
 
 
 def test_camera_photo_at_phone_size(page_url, camera_browser, torchserve, inference_url):

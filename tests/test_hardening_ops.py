@@ -17,19 +17,18 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from streamlit.testing.v1 import AppTest
 
 from frontend.access import PASS_PHRASE_VARIABLE
-from frontend.certificate import VALID_DAYS, ensure_certificate
-from frontend.run import REPO, access_environment, streamlit_command
-from frontend.texts import ENGLISH
+from frontend.certificate import VALID_DAYS, Tls, make_ca, make_leaf, ensure_certificate, names_for
+from frontend.run import REPO, access_environment, announce, streamlit_command
 from ops.errors import OpsError
-from ops.names import archive_name, model_name
+from conftest import write_random_release
+from ops.names import archive_name, model_name, release_version
+from ops.release import versioned_archive
 from test_frontend_serve_all import start_supervisor, until_ready
 from tools.processes import process_tree, stop_tree
 from tools.torchserve import TorchServe, free_port
 
-APP = REPO / "frontend" / "app.py"
 LAN = "192.0.2.7"  # TEST-NET-1: an address a certificate can name without it being this machine's
 
 
@@ -153,8 +152,9 @@ def test_phone_certificate_is_a_name_constrained_short_lived_ca_with_no_key_left
     assert re.search(r"Basic Constraints: critical\s+CA:TRUE, pathlen:0", ca)
     constraints = re.search(r"Name Constraints: critical\s+Permitted:\s+((?:\s*\S+\n)+)", ca).group(1)
     assert constraints.split() == ["DNS:localhost", "IP:127.0.0.1/255.255.255.255",
-                                   f"IP:{LAN}/255.255.255.255"]
+                                   f"IP:{LAN}/255.255.255.255", "email:.invalid", "URI:.invalid"]
     assert "Excluded" not in ca and validity_days(ca) <= VALID_DAYS
+    assert re.search(r"Extended Key Usage:\s+TLS Web Server Authentication\n", ca)
     leaf = openssl_text(tls.cert)  # the first certificate of the chain Streamlit sends
     assert re.search(r"Basic Constraints: critical\s+CA:FALSE", leaf) and validity_days(leaf) <= VALID_DAYS
     assert f"IP Address:{LAN}" in leaf and "TLS Web Server Authentication" in leaf
@@ -163,6 +163,30 @@ def test_phone_certificate_is_a_name_constrained_short_lived_ca_with_no_key_left
     # The CA's key signed the leaf and is gone: copying the folder lets no one sign anything else.
     keys = [path for path in (tmp_path / "tls").iterdir() if b"PRIVATE KEY" in path.read_bytes()]
     assert keys == [tls.key] and private(tls.key) and private(tmp_path / "tls")
+
+
+@pytest.mark.parametrize("name", ["email:someone@example.com", "URI:https://example.com/",
+                                  "DNS:example.com", "IP:192.0.2.70"])
+def test_the_phone_ca_cannot_vouch_for_any_other_name(tmp_path, name):
+    # The same CA as ensure_certificate's, its key kept here for once, signing one name more.
+    key, ca = tmp_path / "ca-key.pem", tmp_path / "ca.pem"
+    make_ca(key, ca, names_for(LAN), VALID_DAYS)
+    leaf = Tls(LAN, ca, tmp_path / "cert.pem", tmp_path / "key.pem")
+    make_leaf(key, leaf, [*names_for(LAN), name], VALID_DAYS, tmp_path)
+    verified = subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(ca),
+                               str(leaf.cert)], capture_output=True, text=True)
+    assert verified.returncode != 0 and "subtree violation" in verified.stdout + verified.stderr
+    honest = Tls(LAN, ca, tmp_path / "honest.pem", tmp_path / "honest-key.pem")
+    make_leaf(key, honest, names_for(LAN), VALID_DAYS, tmp_path)
+    subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(ca), str(honest.cert)],
+                   check=True, capture_output=True)
+
+
+def test_a_certificate_for_a_longer_address_is_not_reused_for_its_prefix(tmp_path):
+    longer = ensure_certificate(tmp_path / "tls", "192.0.2.23").ca.read_bytes()
+    prefix = ensure_certificate(tmp_path / "tls", "192.0.2.2")
+    assert prefix.ca.read_bytes() != longer
+    assert "IP Address:192.0.2.2\n" in openssl_text(prefix.cert) + "\n"
 
 
 def test_phone_certificate_is_renewed_near_its_end_or_for_a_new_address(tmp_path):
@@ -183,16 +207,25 @@ def test_phone_mode_listens_on_the_chosen_address_only(tmp_path):
     assert PASS_PHRASE_VARIABLE in access_environment(tls) and not access_environment(None)
 
 
-def test_phone_page_shows_nothing_before_the_pass_phrase(monkeypatch, tmp_path):
-    phrase = access_environment(ensure_certificate(tmp_path / "tls", LAN))[PASS_PHRASE_VARIABLE]
-    monkeypatch.setenv(PASS_PHRASE_VARIABLE, phrase)
-    page = AppTest.from_file(str(APP), default_timeout=60).run()
-    assert not page.exception
-    assert not page.get("file_uploader") and not page.get("camera_input")
-    [field] = page.text_input
-    assert field.label == ENGLISH.pass_phrase_label
-    field.input("not-the-phrase").run()
-    assert ENGLISH.pass_phrase_wrong in [error.value for error in page.error]
-    assert not page.get("file_uploader")
-    page.text_input[0].input(phrase).run()
-    assert page.get("file_uploader") and not page.text_input and not page.error
+def test_phone_mode_prints_the_ca_fingerprint_that_a_phone_shows(tmp_path):
+    tls = ensure_certificate(tmp_path / "tls", LAN)
+    access = access_environment(tls)
+    text = announce(8501, tls, access)
+    shown = subprocess.run(["openssl", "x509", "-in", str(tls.ca), "-noout", "-fingerprint", "-sha256"],
+                           capture_output=True, text=True, check=True).stdout.split("=", 1)[1].strip()
+    assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", shown)
+    assert shown in text and str(tls.ca) in text and access[PASS_PHRASE_VARIABLE] in text
+
+
+@pytest.mark.parametrize("version", ["../../../tmp/x", "2.0/../../x", "", ".hidden", "2.0 beta", "a/b"])
+def test_a_release_version_that_is_no_file_name_is_refused_before_any_path_is_built(version, tmp_path):
+    release = write_random_release(tmp_path / "release", version=version)
+    store = tmp_path / "store"
+    store.mkdir()
+    with pytest.raises(OpsError, match="cannot name an archive"):
+        versioned_archive(release, store)
+    assert not any(store.iterdir()) and not any(tmp_path.glob("**/x*.mar"))
+
+
+def test_a_plain_release_version_names_its_archive():
+    assert release_version("2.0") == "2.0" and release_version("3.0-rc_1") == "3.0-rc_1"

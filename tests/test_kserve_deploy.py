@@ -17,7 +17,7 @@ from handler import v2
 from api.contract import check_prediction
 from tools.archive import DEFAULT_CONFIG
 from tools.deploy_config import KSERVE_INFERENCE_PORT, KSERVE_STORAGE
-from tools.kserve_bundle import ARCHIVE_DIR, CONFIG_PATH, archive_manifest, write_bundle
+from tools.kserve_bundle import ARCHIVE_DIR, CONFIG_PATH, NotABundleError, archive_manifest, write_bundle
 from tools.torchserve import ADDRESS_KEYS, GRPC_PORT_KEYS, REPO, TorchServe, read_properties
 
 KSERVE_DIR = REPO / "deploy" / "kserve"
@@ -86,6 +86,21 @@ def test_scale_target_leaves_headroom_below_the_requests_a_replica_holds(name):
     assert service(name)["spec"]["predictor"]["scaleTarget"] < in_flight
 
 
+@pytest.mark.parametrize("name", SERVICES)
+def test_a_pod_takes_no_more_requests_than_its_batches_and_queue_hold(name, bundles):
+    config = yaml.safe_load(SERVICES[name].read_text())
+    properties = read_properties(bundles[name] / CONFIG_PATH)
+    held = config["maxWorkers"] * config["batchSize"] + int(properties["job_queue_size"])
+    assert service(name)["spec"]["predictor"]["containerConcurrency"] == held
+
+
+def test_the_cpu_pods_requests_fit_in_the_heap():
+    properties = read_properties(REPO / "config.properties")
+    concurrency = service("skin-cpu.yaml")["spec"]["predictor"]["containerConcurrency"]
+    heap = int(re.search(r"-Xmx(\d+)g", properties["vmargs"]).group(1)) * 2**30
+    assert concurrency * int(properties["max_request_size"]) <= heap
+
+
 def test_cpu_requests_follow_the_benchmarked_set_up():
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     requests_ = service("skin-cpu.yaml")["spec"]["predictor"]["model"]["resources"]["requests"]
@@ -124,8 +139,65 @@ def test_ingress_auth_selects_the_services_pods():
     kinds = set()
     for doc in documents("ingress-auth.yaml"):
         kinds.add(doc["kind"])
-        assert doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] in labels
-    assert kinds == {"RequestAuthentication", "AuthorizationPolicy"}
+        selector = doc["spec"].get("selector") or doc["spec"]["podSelector"]
+        assert selector["matchLabels"]["app.kubernetes.io/name"] in labels
+    assert kinds == {"RequestAuthentication", "AuthorizationPolicy", "NetworkPolicy"}
+
+
+def ingress_auth(kind: str) -> dict:
+    [doc] = [doc for doc in documents("ingress-auth.yaml") if doc["kind"] == kind]
+    return doc
+
+
+METRICS_OPERATION = {"ports": ["8082"], "methods": ["GET"], "paths": ["/metrics"]}
+
+
+def test_a_token_must_name_skin_as_audience_and_carry_a_claim_condition():
+    [rule] = ingress_auth("RequestAuthentication")["spec"]["jwtRules"]
+    assert urlparse(rule["issuer"]).scheme == "https" and rule["audiences"]
+    policy = ingress_auth("AuthorizationPolicy")["spec"]
+    assert policy["action"] == "ALLOW"
+    for allowed in policy["rules"]:
+        if "from" not in allowed:  # Prometheus: GET /metrics on :8082, and nothing else
+            assert [to["operation"] for to in allowed["to"]] == [METRICS_OPERATION]
+            continue
+        principals = [p for source in allowed["from"] for p in source["source"]["requestPrincipals"]]
+        assert principals and all(p.startswith(rule["issuer"]) for p in principals), principals
+        conditions = {condition["key"]: condition["values"] for condition in allowed["when"]}
+        assert conditions["request.auth.audiences"] == rule["audiences"]
+        assert any(key.startswith("request.auth.claims[") for key in conditions)
+
+
+def test_only_the_gateway_knative_and_prometheus_reach_the_pods():
+    policy = ingress_auth("NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    sources: dict[int, set[str]] = {}
+    for rule in policy["ingress"]:
+        assert rule["from"] and rule["ports"], "a rule without sources or ports admits everyone"
+        namespaces = {source["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                      for source in rule["from"]}
+        for port in rule["ports"]:
+            sources.setdefault(port["port"], set()).update(namespaces)
+    assert sources[8082] == {"monitoring"}
+    assert set(sources) == {8012, 9090, 9091, 8082}
+    assert "monitoring" not in sources[8012]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_pods_run_unprivileged_on_a_read_only_root_without_an_api_token(name):
+    predictor = service(name)["spec"]["predictor"]
+    assert predictor["automountServiceAccountToken"] is False
+    assert predictor["securityContext"]["runAsNonRoot"] is True
+    assert predictor["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = predictor["model"]["securityContext"]
+    assert container["runAsNonRoot"] is True and container["runAsUser"] != 0
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert container["seccompProfile"] == {"type": "RuntimeDefault"}
+    volumes = {volume["name"] for volume in predictor["volumes"] if "emptyDir" in volume}
+    mounts = {mount["mountPath"]: mount["name"] for mount in predictor["model"]["volumeMounts"]}
+    assert "/tmp" in mounts and set(mounts.values()) <= volumes
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -138,6 +210,9 @@ def test_bundle_layout_is_what_storage_uri_must_hold(name, bundles):
     assert properties["service_envelope"] == "kservev2"
     assert properties["disable_token_authorization"] == "true"
     assert "load_models" not in properties
+    # The workflow API's store is a folder the bundle does not hold: nothing to load from it.
+    assert properties["workflow_store"].startswith(KSERVE_STORAGE + "/")
+    assert not (bundle / Path(properties["workflow_store"]).relative_to(KSERVE_STORAGE)).exists()
     snapshot = json.loads(properties["model_snapshot"])
     manifest = archive_manifest(bundle / ARCHIVE_DIR / "skin.mar")
     [(model, versions)] = snapshot["models"].items()
@@ -181,3 +256,30 @@ def test_torchserve_serves_v2_without_keys_from_the_bundle_config(bundles, tmp_p
         assert requests.get(f"{server.url('inference')}/ping", timeout=10).json()["status"] == "Healthy"
     finally:
         server.stop()
+
+
+def test_the_bundle_replaces_only_an_old_bundle_or_an_empty_folder(model_store, tmp_path):
+    archive = model_store / "skin.mar"
+    old = write_bundle(tmp_path / "bundle", archive)
+    (old / ARCHIVE_DIR / "skin-0.9.mar").write_bytes(b"an older archive")
+    assert write_bundle(old, archive) == old and not (old / ARCHIVE_DIR / "skin-0.9.mar").exists()
+    (tmp_path / "empty").mkdir()
+    write_bundle(tmp_path / "empty", archive)
+    home = tmp_path / "home"
+    (home / "model-store").mkdir(parents=True)
+    (home / "notes.txt").write_text("keep me")
+    (tmp_path / "file").write_text("keep me too")
+    linked = write_bundle(tmp_path / "linked", archive)
+    (linked / ARCHIVE_DIR / "elsewhere.mar").symlink_to(tmp_path / "file")
+    for out in (home, tmp_path / "file", linked, REPO):
+        with pytest.raises(NotABundleError):
+            write_bundle(out, archive)
+    assert (home / "notes.txt").read_text() == "keep me" and (tmp_path / "file").exists()
+    assert (linked / CONFIG_PATH).exists()
+
+
+def test_the_readme_sends_tokens_and_photos_to_the_cluster_over_https_only():
+    readme = (REPO / "README.md").read_text()
+    steps = readme[readme.index("### KServe, step by step"):readme.index("What `deploy/kserve/` sets")]
+    assert "Bearer $TOKEN" in steps and "https://$SERVICE_HOSTNAME/v2/models/skin/infer" in steps
+    assert "http://" not in steps

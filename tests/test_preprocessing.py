@@ -43,8 +43,8 @@ def grey_in(mode: str, level: int) -> Image.Image:
 
 
 @pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG"),
-                                      ("CMYK", "TIFF"), ("CMYK", "JPEG"), ("I;16", "PNG"),
-                                      ("I", "TIFF"), ("RGB", "BMP"), ("RGB", "WEBP")])
+                                      ("CMYK", "JPEG"), ("I;16", "PNG"), ("L", "JPEG"),
+                                      ("RGB", "WEBP"), ("RGBA", "WEBP")])
 def test_every_mode_decodes_to_the_same_rgb(mode, fmt):
     data = encode(grey_in(mode, 128), fmt)
     image = decode_image(data)
@@ -101,13 +101,13 @@ def test_a_ten_to_one_panorama_is_still_a_photo():
     assert decode_image(encode(Image.new("RGB", (1000, 100)), "PNG")).size == (1000, 100)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "WEBP"])
 def test_the_formats_phones_and_cameras_save_are_read(fmt):
     image = Image.new("RGB", (40, 30), (128, 128, 128))
     assert decode_image(encode(image, fmt)).size == (40, 30)
 
 
-@pytest.mark.parametrize("fmt", ["PPM", "TGA", "PCX", "ICO", "SGI", "DDS"])
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP", "GIF", "PPM", "TGA", "PCX", "ICO", "SGI", "DDS"])
 def test_formats_no_phone_sends_are_refused_unread(fmt):
     with pytest.raises(InvalidImageError, match="not an image in an accepted format; send a JPEG, PNG"):
         decode_image(encode(Image.new("RGB", (40, 30), (128, 128, 128)), fmt))
@@ -145,7 +145,7 @@ def test_jpeg_draft_never_decodes_below_the_requested_size():
     assert min(image.size) >= 224 and image.size[0] < 4000
 
 
-@pytest.mark.parametrize("mode,fmt", [("RGB", "PNG"), ("RGBA", "PNG"), ("RGB", "WEBP"), ("RGB", "TIFF")])
+@pytest.mark.parametrize("mode,fmt", [("RGB", "PNG"), ("RGBA", "PNG"), ("RGB", "WEBP")])
 def test_a_large_photo_is_reduced_on_decoding_and_frames_as_at_full_size(mode, fmt):
     data = encode(smooth_photo((1600, 1200), mode), fmt)
     reduced = decode_image(data, draft_size=128)

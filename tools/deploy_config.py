@@ -13,15 +13,17 @@ from pathlib import Path
 
 import yaml
 
-from tools.torchserve import BASE_CONFIG, PROTOCOL_OVERRIDES, read_properties, write_properties
+from tools.torchserve import (BASE_CONFIG, BEHIND_FRONT_PORT, PROTOCOL_OVERRIDES, read_properties,
+                              write_properties)
 
 CONTAINER_HOME = "/home/skin"
-# Inside a container loopback is unreachable from outside, so the three APIs listen on all
-# interfaces; gRPC stays on loopback and is not published. Token authorization stays on. TS_*
-# variables may override keys (e.g. TS_SERVICE_ENVELOPE=kservev2 for the v2 protocol).
+# Inside a container loopback is unreachable from outside, so inference and metrics listen on all
+# interfaces. Management stays on the container's loopback, reached with `docker exec` (ops is in
+# the image), and so does gRPC; neither is published. Token authorization stays on. TS_* variables
+# may override keys (e.g. TS_SERVICE_ENVELOPE=kservev2 for the v2 protocol).
 CONTAINER_OVERRIDES = {
     "inference_address": "http://0.0.0.0:8080",
-    "management_address": "http://0.0.0.0:8081",
+    "management_address": "http://127.0.0.1:8081",
     "metrics_address": "http://0.0.0.0:8082",
     "model_store": f"{CONTAINER_HOME}/model_store",
     "enable_envvars_config": "true",
@@ -34,7 +36,7 @@ CONTAINER_OVERRIDES = {
 # reaches it; the cluster's ingress authenticates clients instead. Metrics stay open on :8082 for
 # Prometheus. The model API stays off: the pod serves the one model of its bundle.
 KSERVE_STORAGE = "/mnt/models"
-KSERVE_INFERENCE_PORT = 8085
+KSERVE_INFERENCE_PORT = BEHIND_FRONT_PORT
 KSERVE_OVERRIDES = {
     "inference_address": f"http://127.0.0.1:{KSERVE_INFERENCE_PORT}",
     "management_address": f"http://127.0.0.1:{KSERVE_INFERENCE_PORT}",
@@ -42,6 +44,8 @@ KSERVE_OVERRIDES = {
     "model_store": f"{KSERVE_STORAGE}/model-store",
     "disable_token_authorization": "true",
     "enable_model_api": "false",
+    # The bundle ships no such folder (object stores keep none empty): nothing for workflows.
+    "workflow_store": f"{KSERVE_STORAGE}/workflow-store",
     "enable_envvars_config": "true",
     **PROTOCOL_OVERRIDES["v2"],
 }

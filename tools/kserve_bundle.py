@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -21,6 +22,33 @@ from tools.torchserve import REPO, write_properties
 DEFAULT_OUT = REPO / ".run" / "kserve-bundle"
 CONFIG_PATH = Path("config") / "config.properties"
 ARCHIVE_DIR = Path("model-store")
+BUNDLE_FOLDERS = (CONFIG_PATH.parent, ARCHIVE_DIR)
+
+
+class NotABundleError(ValueError):
+    """``--out`` names something this tool did not write; nothing was removed."""
+
+
+def check_replaceable(out: Path) -> None:
+    """Raise NotABundleError unless ``out`` is absent, an empty folder, or a bundle: only
+    config/config.properties and model-store/*.mar, no links. The bundle is replaced whole, and
+    a mistyped --out (a home folder, the repository) must not be."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise NotABundleError(f"{out} is not a folder; name a new folder or an old bundle")
+    for folder, subfolders, files in os.walk(out):
+        here = Path(folder).relative_to(out)
+        expected = [*((here / name, here / name in BUNDLE_FOLDERS) for name in subfolders),
+                    *((here / name, bundle_file(here / name)) for name in files)]
+        for path, belongs in expected:
+            if not belongs or (out / path).is_symlink():
+                raise NotABundleError(f"{out} holds {path}, so it is no bundle of this tool's; "
+                                      "name a new folder or an old bundle")
+
+
+def bundle_file(path: Path) -> bool:
+    return path == CONFIG_PATH or (path.parent == ARCHIVE_DIR and path.suffix == ".mar")
 
 
 def archive_manifest(archive: Path) -> dict:
@@ -35,6 +63,7 @@ def write_bundle(out: Path = DEFAULT_OUT, archive: Path = MODEL_STORE / "skin.ma
     manifest = archive_manifest(archive)
     snapshot = model_snapshot(manifest["modelName"], manifest["modelVersion"], archive.name,
                               model_config)
+    check_replaceable(out)
     if out.exists():
         shutil.rmtree(out)
     (out / ARCHIVE_DIR).mkdir(parents=True)
@@ -52,7 +81,10 @@ def main() -> None:
                         help="workers and batching for the snapshot (bench/gpu-model-config.yaml "
                              "for the GPU service)")
     args = parser.parse_args()
-    out = write_bundle(args.out, args.archive, args.model_config)
+    try:
+        out = write_bundle(args.out, args.archive, args.model_config)
+    except NotABundleError as exc:
+        raise SystemExit(f"not written: {exc}") from None
     print(f"wrote {out}: {CONFIG_PATH} and {ARCHIVE_DIR / args.archive.name}; upload it where the "
           "InferenceService's storageUri points")
 

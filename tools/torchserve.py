@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 from api.client import ManagementClient, inference_path, protocol_from_env
 from api.keys import KEY_FILE_NAME, PAGE_KEY_FILE_NAME, SERVE_HOME, KeyRotator, KeySource, \
     read_key, write_inference_key
-from tools.processes import process_tree, stop_tree
+from tools.processes import die_with_parent, process_tree, stop_process, stop_tree
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "config.properties"
@@ -37,6 +38,12 @@ GRPC_PORT_KEYS = {"grpc_inference": "grpc_inference_port", "grpc_management": "g
 # The one archive speaks either protocol; only these configuration keys differ. v2 is the Open
 # Inference Protocol (KServe v2), translated by handler/kservev2_envelope.py.
 PROTOCOL_OVERRIDES = {"v1": {}, "v2": {"service_envelope": "kservev2"}}
+DEFAULT_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082,
+                 "grpc_inference": 7070, "grpc_management": 7071}
+# In v2 the protocol's front (oip/) answers on the inference port, as KServe's model server does in
+# a pod, and TorchServe behind it on this one, as there (tools/deploy_config.py).
+BEHIND_FRONT_PORT = 8085
+FRONT_START_TIMEOUT_S = 30
 DEFAULT_TOKEN_EXPIRATION_MIN = 60.0  # TorchServe's, when the configuration names none
 LOWEST_FREE_PORT = 10000
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -85,24 +92,30 @@ class TorchServe:
     home: Path = DEFAULT_HOME
     model_store: Path = REPO / "model_store"
     models: str = "skin=skin.mar"
-    ports: dict[str, int] = field(default_factory=lambda: {
-        "inference": 8080, "management": 8081, "metrics": 8082,
-        "grpc_inference": 7070, "grpc_management": 7071})
+    ports: dict[str, int] | None = None  # DEFAULT_PORTS, with the front's in v2
     overrides: dict[str, str] = field(default_factory=dict)
     protocol: str = "v1"
     process: subprocess.Popen | None = None
+    front: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        if self.ports is None:
+            self.ports = ({**DEFAULT_PORTS, "front": DEFAULT_PORTS["inference"],
+                           "inference": BEHIND_FRONT_PORT} if self.protocol == "v2" else dict(DEFAULT_PORTS))
 
     @classmethod
     def on_free_ports(cls, home: Path, **kwargs) -> "TorchServe":
-        return cls(home=home, ports={api: free_port() for api in (*ADDRESS_KEYS, *GRPC_PORT_KEYS)},
-                   **kwargs)
+        apis = (*ADDRESS_KEYS, *GRPC_PORT_KEYS, *(["front"] if kwargs.get("protocol") == "v2" else []))
+        return cls(home=home, ports={api: free_port() for api in apis}, **kwargs)
 
     def url(self, api: str) -> str:
+        """TorchServe's own API, or the v2 front's ("front")."""
         return f"http://127.0.0.1:{self.ports[api]}"
 
     def inference_url(self, model: str = "skin") -> str:
-        """Where this instance takes images, in its protocol."""
-        return self.url("inference") + inference_path(self.protocol, model)
+        """Where this instance takes images, in its protocol: in v2 through the front."""
+        api = "front" if self.protocol == "v2" else "inference"
+        return self.url(api) + inference_path(self.protocol, model)
 
     @property
     def key_file(self) -> Path:
@@ -121,6 +134,8 @@ class TorchServe:
 
     def write_config(self) -> Path:
         properties = read_properties(BASE_CONFIG)
+        # Relative to the working directory, the home; empty, so the workflow API finds nothing.
+        (self.home / properties["workflow_store"]).mkdir(mode=0o700, exist_ok=True)
         properties.update({key: self.url(api) for api, key in ADDRESS_KEYS.items()})
         properties.update({key: str(self.ports[api]) for api, key in GRPC_PORT_KEYS.items()})
         properties.update(model_store=str(self.model_store.resolve()), load_models=self.models)
@@ -148,6 +163,33 @@ class TorchServe:
         output = open(self.home / "torchserve.out", "wb") if log_to_files else None
         self.process = subprocess.Popen(command, cwd=self.home, env=self.environment(), umask=0o077,
                                         stdout=output, stderr=subprocess.STDOUT if output else None)
+        if self.protocol == "v2":
+            self.start_front(log_to_files)
+
+    def start_front(self, log_to_files: bool) -> None:
+        """The protocol's routes that TorchServe lacks (oip/), asking the key TorchServe asks."""
+        properties = read_properties(self.home / "config.properties")
+        keys = [] if properties.get("disable_token_authorization") == "true" else [
+            "--key-file", str(self.key_file)]
+        command = [sys.executable, "-m", "oip", "--port", str(self.ports["front"]),
+                   "--torchserve", self.url("inference"), "--management", self.url("management"),
+                   *keys]
+        output = open(self.home / "front.out", "wb") if log_to_files else None
+        self.front = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                      stdout=output, stderr=subprocess.STDOUT if output else None,
+                                      preexec_fn=die_with_parent)
+
+    def wait_front(self) -> None:
+        deadline = time.monotonic() + FRONT_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.front.poll() is not None:
+                raise RuntimeError(f"the v2 front exited with {self.front.returncode}; "
+                                   f"see {self.home / 'front.out'}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.ports["front"])) == 0:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"the v2 front did not listen within {FRONT_START_TIMEOUT_S}s")
 
     @contextlib.contextmanager
     def running(self, timeout: float = 180) -> Iterator["TorchServe"]:
@@ -162,9 +204,17 @@ class TorchServe:
     def wait_ready(self, model: str = "skin", timeout: float = 180) -> float:
         """Block until ``model`` has a READY worker; returns the seconds waited."""
         try:
-            return self.management().wait_ready(model, timeout, alive=self._check_alive)
+            waited = self.management().wait_ready(model, timeout, alive=self._check_alive)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; see {self.home / 'logs'}") from None
+        if self.front is not None:
+            self.wait_front()
+        return waited
+
+    def alive(self) -> bool:
+        """Whether TorchServe, and in v2 its front, still run."""
+        return all(process is not None and process.poll() is None
+                   for process in (self.process, *([self.front] if self.protocol == "v2" else [])))
 
     def _check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
@@ -192,6 +242,9 @@ class TorchServe:
     def stop(self, timeout: float = 60) -> None:
         """Stop the Java frontend and its Python workers, and wait for them. When `torchserve
         --stop` fails (no pid file, a hung frontend), the whole process tree is ended instead."""
+        if self.front is not None:
+            stop_process(self.front)
+            self.front = None
         tree = process_tree(self.process.pid) if self.process is not None else []
         subprocess.run([str(Path(sys.executable).parent / "torchserve"), "--stop", "--foreground"],
                        cwd=self.home, env=self.environment(), capture_output=True, timeout=timeout + 10)
