@@ -20,7 +20,7 @@ from pathlib import Path
 
 from handler.classes import CODES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 ISIC2019_GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 ISIC2019_METADATA = "ISIC_2019_Training_Metadata.csv"
 ISIC2019_IMAGES = "ISIC_2019_Training_Input"
