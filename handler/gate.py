@@ -118,10 +118,18 @@ class Gate:
     min_sharpness: float
     max_distance: float
 
+    def __post_init__(self) -> None:
+        # The bank's squared lengths, once: every batch's distances need them.
+        object.__setattr__(self, "_bank_squares", (self.bank * self.bank).sum(dim=1))
+
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """Euclidean distance from each row of ``features`` to its k-th nearest lesion in the bank."""
-        nearest = torch.cdist(features.float(), self.bank).topk(self.k, dim=1, largest=False)
-        return nearest.values[:, -1]
+        features = features.float()
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matrix product, half the CPU time of torch.cdist here.
+        squares = ((features * features).sum(dim=1, keepdim=True) + self._bank_squares
+                   - 2 * features @ self.bank.T)
+        nearest = squares.topk(self.k, dim=1, largest=False).values[:, -1]
+        return nearest.clamp(min=0).sqrt()
 
     def check(self, frame: torch.Tensor, size: tuple[int, int], distance: float) -> Verdict:
         """The verdict on one photo: ``frame`` is the uint8 CHW frame the task network saw, ``size``
