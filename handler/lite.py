@@ -25,8 +25,9 @@ WEIGHTS_NAME = "efficientnet-lite0-57934424.pth"
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
           (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
-# The stages whose output the gate reads beside the head's: on the tuning non-lesions, the head
-# alone let more through (objects, patterns) and the fifth stage alone refused more lesions.
+# The stages whose output the gate reads beside the head's: with the fifth stage's textures the gate
+# keeps more of the smallest collection's validation lesions than with the head alone, refusing as
+# many non-lesions (training/gate_choice.py).
 MIDDLE_STAGES = 5
 BATCH_NORM_EPS = 1e-3  # TensorFlow's, which the weights were trained with
 
