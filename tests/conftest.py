@@ -16,7 +16,7 @@ import torch
 
 from PIL import Image
 
-from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release, save_release
+from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
 from handler.classes import CODES
 from handler.gate import GATE_FILE, save_gate
 from handler.model import SkinResNet34
