@@ -16,7 +16,7 @@ from torchvision import transforms
 
 from handler.checkpoint import load_release
 from handler.classes import CLASSES
-from handler.gate import GATE_FILE, load_gate, penultimate
+from bench.inprocess import ReleaseGate
 from handler.preprocessing import input_shape
 
 
@@ -26,7 +26,7 @@ def create_app(weights: Path) -> Flask:
     frame = transforms.Compose([transforms.Resize(min(size)), transforms.CenterCrop(size),
                                 transforms.PILToTensor()])
     normalize = transforms.Normalize(metadata["mean"], metadata["std"])
-    gate = load_gate(weights.with_name(GATE_FILE), weights)
+    gate = ReleaseGate.beside(weights)
     app = Flask(__name__)
 
     @app.get("/health")
@@ -38,15 +38,16 @@ def create_app(weights: Path) -> Flask:
         image = Image.open(io.BytesIO(request.files["file"].read())).convert("RGB")
         pixels = frame(image)
         with torch.inference_mode():
-            features, logits = penultimate(model, normalize(pixels.float() / 255).unsqueeze(0))
+            logits = model(normalize(pixels.float() / 255).unsqueeze(0))
         probabilities = torch.softmax(logits[0] / float(metadata["temperature"]), dim=0).tolist()
+        [distance] = gate.gate.distances(gate.network(gate.network.frame(image).unsqueeze(0))).tolist()
         ranked = sorted(zip(CLASSES, probabilities), key=lambda pair: pair[1], reverse=True)
         # The referral threshold and the gate's verdict are part of the answer contract that
         # api.contract applies.
         return jsonify({"predictions": [{"code": c.code, "name": c.name, "risk": c.risk,
                                          "probability": p} for c, p in ranked],
                         "referral": {"threshold": metadata["referral"]["threshold"]},
-                        "gate": gate.check(pixels, image.size, features[0]).as_dict()})
+                        "gate": gate.gate.check(pixels, image.size, distance).as_dict()})
 
     return app
 

@@ -12,6 +12,8 @@ THROUGHPUT_TIE = 0.03
 TARGETS = {"served_vs_limit": 0.5, "served_vs_flask": 5.0, "single_vs_model_only": 1.5,
            "cold_start_s": 10.0}
 AT_MOST = {"single_vs_model_only", "cold_start_s"}
+# The photo gate may take at most this share of a served image's cost (issue 17).
+GATE_SHARE_TARGET = 0.25
 
 
 @dataclass
@@ -72,6 +74,18 @@ def format_limits(limits: dict[str, dict[str, float]], served: str, streams: int
              + " | ".join(f"{by_size[size]:.1f}" for size in sizes) + " |"
              for name, by_size in limits.items()]
     return "\n".join([header, *lines])
+
+
+def format_steps(steps: dict[str, float], precision: str, batch: int, size: str) -> str:
+    """CPU milliseconds per image of each step, and the gate's share against its target."""
+    met = steps["gate_share"] <= GATE_SHARE_TARGET
+    return (f"CPU time per image of each step (batch {batch}, 1 thread, {size} photos, {precision})"
+            "\n\n| step | CPU ms per image |\n|---|---:|\n"
+            f"| decode and frame for both networks | {steps['decode_ms']:.2f} |\n"
+            f"| task network ({precision}) and softmax | {steps['model_ms']:.2f} |\n"
+            f"| gate: its network, distances, quality checks | {steps['gate_ms']:.2f} |\n\n"
+            f"the gate's share of a served image's cost: {steps['gate_share']:.2f} (target <= "
+            f"{GATE_SHARE_TARGET}: {'met' if met else 'NOT met'})")
 
 
 def format_ratios(values: dict[str, float], best: Row, model_only: dict[int, float],

@@ -1,13 +1,14 @@
 """``python -m bench``: one run, same images, same weights, three ways of serving them.
 
-(a) the limit: the handler's preprocessing and model in this process, batched, no HTTP, at each
-    precision (fp32, bf16, int8) and each image size (HAM10000's 200x150, 1024x768 as the page
+(a) the limit: the handler's preprocessing, model and gate in this process, batched, no HTTP, at
+    each precision (fp32, bf16, int8) and each image size (HAM10000's 200x150, 1024x768 as the page
     sends, 4000x3000 as a phone takes); the ratios use the served precision at 1024x768;
 (b) TorchServe with our handler at the release's served precision, batch 1 and 8, 1 and 2 workers
     (workers x threads <= cores), at 1024x768; a full run repeats the best set-up at the other sizes;
 (c) a minimal single-process Flask app (bench/flask_baseline.py), batch 1, fp32.
 Also: the CPU and the flags that decide which precision is fast, decode + preprocessing cost per
-image at each size, and cold start to READY. Prints tables (img/s, p50, p99 at a fixed
+image at each size, what each step of a served image costs and the gate's share of it, and cold
+start to READY. Prints tables (img/s, p50, p99 at a fixed
 concurrency, single-request p50) and the ratios the issue targets; a full run writes the best
 TorchServe set-up back as the shipped defaults. ``--quick`` runs two TorchServe set-ups for a few
 seconds each (for the tests).
@@ -30,10 +31,10 @@ import torch
 from bench.client import LoadResult, Sender, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, \
     build_worker_archives, cores
-from bench.inprocess import decode_latency, measure_limit, model_only_latency
+from bench.inprocess import ReleaseGate, decode_latency, measure_limit, model_only_latency, step_costs
 from bench.precisions import precision_runners
 from bench.report import Row, best_served, format_decode, format_limits, format_ratios, \
-    format_table, ratios
+    format_steps, format_table, ratios
 from bench.write_back import write_back
 from handler.checkpoint import WEIGHTS_FILE, load_release
 from handler.cpus import cpu_info
@@ -205,19 +206,23 @@ def main() -> None:
           f"images: {len(originals)} from {image_dir}, sent at {', '.join(sized)}", flush=True)
 
     model, metadata = load_release(args.weights)
+    gate = ReleaseGate.beside(args.weights)
     runs, calibration = precision_runners(model, metadata, args.weights, sized[MAIN_SIZE][:32])
     print(f"int8 calibration: {calibration}\ndecode + preprocessing ...", flush=True)
     decode = {size: decode_latency(metadata, images[0], args.single) for size, images in sized.items()}
     print("in-process limit per precision and size ...", flush=True)
-    limits = {precision: {size: measure_limit(runs[precision], metadata, images, LIMIT_BATCH,
+    limits = {precision: {size: measure_limit(runs[precision], gate, metadata, images, LIMIT_BATCH,
                                               args.duration, cores())
                           for size, images in sized.items()} for precision in PRECISIONS}
+    print("cost of each step, served precision ...", flush=True)
+    steps = step_costs(runs[served["precision"]], gate, metadata, sized[MAIN_SIZE], LIMIT_BATCH,
+                       args.duration)
     model_only = {threads: model_only_latency(runs[served["precision"]], metadata,
                                               sized[MAIN_SIZE][0], threads, args.single)
                   for threads in sorted({1, cores()})}
     model_only_fp32 = model_only_latency(runs["fp32"], metadata, sized[MAIN_SIZE][0], cores(),
                                          args.single)
-    del model, runs  # their memory is better left to the servers measured next
+    del model, runs, gate  # their memory is better left to the servers measured next
     streams = f"{cores()} streams x 1 thread, batch {LIMIT_BATCH}, {MAIN_SIZE}"
     limit = Row(label=f"in-process limit, served precision {served['precision']}, {streams}",
                 images_per_s=limits[served["precision"]][MAIN_SIZE])
@@ -238,6 +243,7 @@ def main() -> None:
     sections = [f"CPU: {cpu_info()['model']}; {cpu_flags()}",
                 format_decode(decode),
                 format_limits(limits, served["precision"], cores(), LIMIT_BATCH),
+                format_steps(steps, served["precision"], LIMIT_BATCH, MAIN_SIZE),
                 f"TorchServe serves {served['precision']} ({served['source']}); all rows below "
                 f"send {MAIN_SIZE} JPEGs unless they say otherwise.\n\n"
                 + format_table(rows, args.concurrency),
@@ -252,7 +258,7 @@ def main() -> None:
         "int8_calibration": calibration, "images": str(image_dir), "quick": args.quick,
         "concurrency": args.concurrency, "decode_ms": decode, "limits": limits,
         "model_only_p50_ms": model_only, "model_only_fp32_p50_ms": model_only_fp32,
-        "cold_start_to_ready_s": ready_s,
+        "cold_start_to_ready_s": ready_s, "step_cpu_ms_per_image": steps,
         "rows": [{**asdict(row), "config": asdict(row.config) if row.config else None}
                  for row in rows],
         "ratios": values}, indent=2) + "\n")

@@ -87,6 +87,8 @@ def show_ranking(ranking: Ranking, texts: Texts) -> None:
         st.error(texts.flag.format(**summary), icon=":material/warning:")
     else:
         st.info(texts.no_flag.format(**summary))
+    # The gate refuses most photos taken without a dermatoscope, not all (MODEL_CARD.md).
+    st.caption(texts.dermoscopy_only)
 
 
 def show_refusal(gate: GateVerdict, texts: Texts) -> None:

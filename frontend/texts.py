@@ -26,6 +26,7 @@ class Texts:
     list_separator: str
     flag: str  # {share}: the four classes together; {classes}: each of them; {threshold}
     no_flag: str  # as flag
+    dermoscopy_only: str  # beside every answer: what the model learned from
     all_classes: str
     probability_column: str
     risk_names: dict[str, str]
@@ -74,6 +75,9 @@ ENGLISH = Texts(
     no_flag="Malignant or pre-malignant classes together: {share} ({classes}), below the "
             "{threshold} that raises a flag. About 1 in 20 such lesions stays below it, so see a "
             "dermatologist about any lesion that changes.",
+    dermoscopy_only="This model learned from dermoscopy photos only, taken through a dermatoscope. "
+                    "A photo taken without one (a phone's close-up) gets a less reliable answer; "
+                    "photograph the lesion through a dermatoscope instead.",
     all_classes="All eight classes",
     probability_column="probability",
     risk_names={"malignant": "malignant", "pre-malignant": "pre-malignant", "benign": "benign"},
@@ -126,6 +130,8 @@ CHINESE = Texts(
          "许多良性病变也会达到这一水平，所以提示的意思是“请检查”，而不是“这是癌症”。",
     no_flag="恶性或癌前病变类别合计：{share}（{classes}），低于提示阈值 {threshold}。"
             "约每 20 个此类病变中有 1 个低于该阈值，因此任何有变化的病变都请就诊皮肤科。",
+    dermoscopy_only="本模型只用皮肤镜照片（通过皮肤镜拍摄）训练。不用皮肤镜拍摄的照片（手机近拍）结果不可靠；"
+                    "请通过皮肤镜拍摄病变。",
     all_classes="全部八个类别",
     probability_column="概率",
     risk_names={"malignant": "恶性", "pre-malignant": "癌前病变", "benign": "良性"},

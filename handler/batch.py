@@ -26,7 +26,8 @@ class Batch:
     """The good images of one TorchServe batch, and an error for each request that had none."""
 
     size: int
-    images: torch.Tensor | None = None
+    images: torch.Tensor | None = None  # uint8 frames at the release's input size
+    gate_frames: torch.Tensor | None = None  # uint8 frames at the gate network's input size
     positions: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each good image
@@ -39,6 +40,7 @@ class Batch:
         rows = [row for row, idx in enumerate(self.positions) if keep(idx)]
         return Batch(size=self.size,
                      images=self.images[rows] if rows else None,
+                     gate_frames=self.gate_frames[rows] if rows else None,
                      positions=[self.positions[row] for row in rows],
                      sizes=[self.sizes[row] for row in rows],
                      errors={idx: message for idx, message in self.errors.items() if keep(idx)})

@@ -1,9 +1,9 @@
 """The served network at a precision: fp32, bf16 autocast (channels_last) or int8.
 
 int8 is PyTorch's FX graph mode quantisation with the x86 backend (oneDNN/FBGEMM, VNNI where the
-CPU has it). The gate needs the 512 penultimate features beside the logits, so every precision
-runs one module whose forward returns (features, logits): ``Penultimate`` wraps the float network
-and int8 quantises that wrapper whole.
+CPU has it). Every precision runs one module whose forward returns the 512 penultimate features
+beside the logits: ``Penultimate`` wraps the float network and int8 quantises that wrapper whole.
+Release 2.0's int8 calibration was recorded on that graph, when the gate still read those features.
 
 An int8 release stores only its calibration: each activation's scale and zero point, found by
 histogram observers as the calibration images went through (a few kB). The worker rebuilds the
@@ -22,20 +22,29 @@ import torch
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.observer import FixedQParamsObserver
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+from torchvision.models.resnet import ResNet
 
-from handler.gate import penultimate
 
 PRECISIONS = ("fp32", "bf16", "int8")
 CALIBRATION_FILE = "skin_int8_calibration.pt"
 QUANTISATION_BACKEND = "x86"
 # Activations on the full 8-bit range (the x86 default keeps 7 bits for CPUs without VNNI, where
-# the 16-bit accumulation could saturate): the 7-bit features moved the gate's Mahalanobis
-# distances enough to flip its verdict on 46% of test lesions, the 8-bit ones on 2.5%.
+# the 16-bit accumulation could saturate): the 7-bit features moved release 2.0's first gate (a
+# Mahalanobis distance on them) enough to flip its verdict on 46% of test lesions, the 8-bit ones
+# on 2.5%.
 QCONFIG_SOURCE = "onednn"
 # Float at both ends, for about a tenth of int8's speed: the stem sees the normalised photo itself,
 # whose 8-bit quantisation flipped a near-tie among the HAM fixtures (SCC 0.363 vs BKL 0.342); the
 # last layer is tiny, and quantising it only adds error to the logits.
 FLOAT_MODULES = ("model.conv1", "model.bn1", "model.relu", "model.fc")
+
+
+def penultimate(model: ResNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, logits) in one pass: the pooled 512 features that feed ResNet's last layer."""
+    x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
+    x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+    features = torch.flatten(model.avgpool(x), 1)
+    return features, model.fc(features)
 
 
 class Penultimate(torch.nn.Module):

@@ -106,10 +106,3 @@ def read_served(model_dir: Path) -> dict:
     if served["source"] == MEASURED and (elsewhere := measured_elsewhere(served["choice"])):
         return served | {"precision": "fp32", "source": elsewhere}
     return served
-
-
-def served_gate_threshold(served: dict) -> float | None:
-    """The gate's distance threshold that ``make precision`` chose for the served precision's own
-    features (quantisation lengthens distances), or None to keep the gate file's (fp32's)."""
-    choice = served.get("choice") or {}
-    return choice.get("candidates", {}).get(served["precision"], {}).get("gate_max_distance")

@@ -1,8 +1,8 @@
 """TorchServe handler for SKIN: one photo in, all eight lesion classes out, ranked by probability.
 
-The request path reads top to bottom: ``preprocess`` turns each request into an image tensor or a
-per-request error, ``inference`` runs the good images as one batch and puts each through the
-release's gate (handler/gate.py), ``postprocess`` ranks the classes beside the gate's verdict and
+The request path reads top to bottom: ``preprocess`` turns each request into the frames both networks
+see or a per-request error, ``inference`` runs the good images as one batch through the task network
+and the release's gate (handler/gate.py), ``postprocess`` ranks the classes beside the gate's verdict and
 answers the bad requests with HTTP 400 without failing the rest of the batch. Requests to
 ``/explanations/skin`` take ``explain_handle`` instead, which answers each with a Grad-CAM heatmap.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,11 +22,11 @@ from handler.checkpoint import METADATA_FILE, load_metadata, load_release
 from handler.classes import CLASSES
 from handler.cpus import available_cores
 from handler.explanation import UnknownClassError, explanation_body, requested_class
-from handler.gate import GATE_FILE, Gate, Verdict, gate_error, load_gate_state
+from handler.gate import GATE_FILE, GATE_NETWORK_FILE, Gate, GateNetwork, Verdict, gate_error, load_gate_state
 from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.precision import CALIBRATION_FILE, runner
-from handler.precision_choice import load_calibration, read_served, served_gate_threshold
+from handler.precision_choice import load_calibration, read_served
 from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
 
 logger = logging.getLogger(__name__)
@@ -44,10 +43,12 @@ class SkinHandler(BaseHandler):
         self.mean, self.std = tuple(self.metadata["mean"]), tuple(self.metadata["std"])
         self.temperature = float(self.metadata["temperature"])
         self.referral_threshold = float(self.metadata["referral"]["threshold"])
-        # The gate file must have been fitted on exactly the weights in this archive.
+        # The gate file must have been fitted on exactly the weights in this archive, and with
+        # exactly the ImageNet weights beside it.
         weights = model_dir / context.manifest["model"]["serializedFile"]
         gate_state = load_gate_state(model_dir / GATE_FILE, weights)
         self.gate = Gate.from_state(gate_state)
+        self.gate_network = GateNetwork.from_state(gate_state, model_dir / GATE_NETWORK_FILE)
         self.model_name = context.manifest["model"]["modelName"]
         self.model_version = context.manifest["model"].get("modelVersion", self.metadata["version"])
         config = (getattr(self, "model_yaml_config", None) or {})
@@ -60,9 +61,6 @@ class SkinHandler(BaseHandler):
                        if self.served["precision"] == "int8" and self.device.type == "cpu" else None)
         self.runner = runner(self.model, self.served["precision"], self.input_size, calibration,
                              self.device)
-        threshold = served_gate_threshold(self.served) if self.device.type == "cpu" else None
-        if threshold is not None:
-            self.gate = replace(self.gate, max_distance=threshold)
         logger.info("SKIN %s v%s on %s at %s (%s), %d torch threads, input %dx%d px, colour "
                     "constancy %s, T=%.3f, referral threshold %.3f", self.model_name,
                     self.model_version, self.device, self.runner.precision, self.served["source"],
@@ -86,12 +84,14 @@ class SkinHandler(BaseHandler):
     def preprocess(self, data: list[dict]) -> Batch:
         started = time.perf_counter()
         batch = Batch(size=len(data))
-        tensors = []
+        tensors, gate_frames = [], []
         for idx, row in enumerate(data):
             # Every step of one request stays inside its try: one hostile image fails alone.
             try:
-                image = decode_image(request_bytes(row), draft_size=max(self.input_size))
+                image = decode_image(request_bytes(row), draft_size=max(*self.input_size,
+                                                                        *self.gate_network.input_size))
                 frame = eval_transform(image, self.input_size)
+                gate_frame = self.gate_network.frame(image)
             except InvalidImageError as exc:
                 batch.errors[idx] = str(exc)
                 continue
@@ -100,10 +100,12 @@ class SkinHandler(BaseHandler):
                 batch.errors[idx] = f"the image could not be decoded: {exc}"
                 continue
             tensors.append(frame)
+            gate_frames.append(gate_frame)
             batch.positions.append(idx)
             batch.sizes.append(image.size)
         if tensors:
             batch.images = torch.stack(tensors)
+            batch.gate_frames = torch.stack(gate_frames)
         self._gauge("SkinPreprocessMs", (time.perf_counter() - started) * 1000, "ms")
         return batch
 
@@ -113,22 +115,32 @@ class SkinHandler(BaseHandler):
         started = time.perf_counter()
         images = model_input(batch.images.to(self.device, non_blocking=True), self.colour_constancy,
                              self.mean, self.std)
-        features, logits = self.runner(images)
+        _, logits = self.runner(images)
         batch.probabilities = torch.softmax(logits / self.temperature, dim=1).cpu()
-        batch.verdicts = self.gate_verdicts(batch, features.cpu())
-        self._gauge("SkinForwardMs", (time.perf_counter() - started) * 1000, "ms")
+        forward_done = time.perf_counter()
+        batch.verdicts = self.gate_verdicts(batch)
+        self._gauge("SkinForwardMs", (forward_done - started) * 1000, "ms")
+        self._gauge("SkinGateMs", (time.perf_counter() - forward_done) * 1000, "ms")
         self._gauge("SkinBatchSize", len(batch.positions), "count")
         self.context.metrics.add_counter("SkinImagesHandled", len(batch.positions))
         # Images / batches over any interval is the mean batch size, which one gauge cannot show.
         self.context.metrics.add_counter("SkinBatchesRun", 1)
         return batch
 
-    def gate_verdicts(self, batch: Batch, features: torch.Tensor) -> list[Verdict]:
-        """The gate's verdict on each good image; one that cannot be checked is refused alone."""
+    def gate_verdicts(self, batch: Batch) -> list[Verdict]:
+        """The gate's verdict on each good image; one that cannot be checked is refused alone. The
+        gate network runs on the CPU in fp32 whatever the task network runs at: it is small, and
+        its bank was measured so."""
+        try:
+            distances = self.gate.distances(self.gate_network(batch.gate_frames)).tolist()
+        except Exception:  # the batch keeps its answers; each is refused as unchecked
+            logger.exception("the gate network failed on a batch of %d images", len(batch.positions))
+            distances = None
         verdicts = []
         for row, idx in enumerate(batch.positions):
             try:
-                verdict = self.gate.check(batch.images[row], batch.sizes[row], features[row])
+                verdict = (gate_error() if distances is None else
+                           self.gate.check(batch.images[row], batch.sizes[row], distances[row]))
             except Exception:  # one odd image must not cost the rest of the batch their answers
                 logger.exception("request %d: the gate could not check the image", idx)
                 verdict = gate_error()
@@ -183,7 +195,9 @@ class SkinHandler(BaseHandler):
             "device": str(self.device),
             "precision": self.runner.precision,
             "precision_choice": self.served,
-            "gate_max_distance": self.gate.max_distance,
+            "gate": {"max_distance": self.gate.max_distance, "k": self.gate.k,
+                     "bank_lesions": len(self.gate.bank),
+                     "network_input_size": list(self.gate_network.input_size)},
             "torch_threads": torch.get_num_threads(),
             "classes": [{"code": c.code, "name": c.name, "name_zh": c.name_zh, "risk": c.risk}
                         for c in CLASSES],

@@ -10,18 +10,19 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from PIL import Image
 
-from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release, save_release
+from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
 from handler.classes import CODES
 from handler.gate import GATE_FILE, save_gate
 from handler.model import SkinResNet34
 from handler.preprocessing import MEAN, STD, decode_image
 from tools.archive import MODEL_STORE, build_archive
-from training.gate import fit_gate, frames_of, measure
+from training.gate import fit_gate, gate_network, photos_of
 from tools.torchserve import TorchServe
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -63,21 +64,22 @@ def write_random_release(directory: Path, input_size: tuple[int, int] = TEST_INP
 
 
 def write_fixture_gate(weights: Path) -> Path:
-    """The gate of a test release, fitted in a second on the fixture photos and their mirror images
+    """The gate of a test release, fitted in seconds on the fixture photos and their mirror images
     with no quantile cut: every fixture photo lies inside every quality threshold, and a photo built
-    to be too dark, too bright or blurred lies outside. Its distance check accepts everything: a
-    random network has no notion of a lesion, and a JPEG re-encode moves its features far, so
-    ``not_dermoscopy`` is tested on the shipped release (``shipped_server``)."""
-    model, metadata = load_release(weights)
+    to be too dark, too bright or blurred lies outside. Its distance check accepts everything: eight
+    lesions are too few to set a distance on, so ``not_dermoscopy`` is tested on the shipped
+    release's gate (``shipped_server``)."""
+    metadata = load_metadata(weights.with_name(METADATA_FILE))
     photos, labels = [], []
     for path in sorted((FIXTURES / "images").glob("*.jpg")):
         photo = decode_image(path.read_bytes())
         views = [photo, *(photo.transpose(mirror) for mirror in MIRRORS)]
         photos += views
         labels += [CODES.index(path.name.split("_")[0])] * len(views)
-    frames, sizes = frames_of(photos, metadata["input_size"])
-    measured = measure(model, metadata, frames, sizes, torch.tensor(labels))
-    state = fit_gate(measured, measured, weights, metadata, keep=1.0, quality_quantile=0.0)
+    network, record = gate_network()
+    bank = photos_of(photos, metadata, network)
+    state = fit_gate(bank, np.zeros(len(labels)), bank.features, [np.array(labels)], weights, metadata,
+                     record, keep=1.0, quality_quantile=0.0)
     for name, factor in FIXTURE_GATE_MARGINS.items():
         state["thresholds"][name] *= factor
     state["thresholds"]["max_distance"] = sys.float_info.max  # finite: answers are JSON

@@ -1,5 +1,6 @@
 """``python -m bench --quick`` runs every kind of set-up for real and prints its tables: the CPU's
-flags, decode cost and the in-process limit at each precision and photo size, TorchServe, Flask.
+flags, decode cost and the in-process limit at each precision and photo size, what each step of a
+served image costs and the gate's share of it, TorchServe, Flask.
 
 Figures are not asserted (speed targets belong in the benchmark's output), only the structure, that
 every set-up answered without errors, and that a quick run leaves the shipped defaults alone.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+
+import pytest
 
 from conftest import FIXTURES, write_random_release
 from tools.archive import DEFAULT_CONFIG
@@ -45,4 +48,9 @@ def test_quick_mode_prints_the_table(tmp_path):
         name: sizes for name in ("fp32", "bf16", "int8")}
     assert all(value > 0 for by_size in results["limits"].values() for value in by_size.values())
     assert 0 < results["cold_start_to_ready_s"] < 120
+    assert "the gate's share of a served image's cost: " in result.stdout
+    steps = results["step_cpu_ms_per_image"]
+    assert all(steps[name] > 0 for name in ("decode_ms", "model_ms", "gate_ms"))
+    assert steps["gate_share"] == pytest.approx(
+        steps["gate_ms"] / (steps["decode_ms"] + steps["model_ms"] + steps["gate_ms"]))
     assert (DEFAULT_CONFIG.read_text(), BASE_CONFIG.read_text()) == shipped

@@ -68,6 +68,7 @@ def assert_ranked_result(at: AppTest, answer: dict, chinese: bool = False) -> No
     assert bool(at.error) == (concerning >= threshold)
     assert f"{threshold:.0%}" in page_text(at)
     assert answer["version"] in page_text(at)
+    assert (CHINESE if chinese else ENGLISH).dermoscopy_only in page_text(at)
 
 
 def test_page_always_shows_disclaimer_and_capture_tips(page):
@@ -118,6 +119,7 @@ def test_a_refused_photo_shows_the_reason_and_how_to_retake_it_not_a_class(page,
     assert "take it again" in warning.value
     assert not page.get("vega_lite_chart") and not page.error and not page.info
     assert not any(c.name in page_text(page) for c in CLASSES)
+    assert ENGLISH.dermoscopy_only not in page_text(page)  # no answer, nothing to qualify
     page.segmented_control(key="language").set_value("中文").run()
     assert [s.value for s in page.subheader] == [CHINESE.refused_title]
     assert CHINESE.refusals["too_dark"] in page_text(page)

@@ -1,5 +1,6 @@
 """The gate against a real TorchServe: each refusal from a photo built for it, real lesions accepted,
-Prometheus counters by reason, batch isolation, and the shipped gate on non-lesion images."""
+Prometheus counters by reason, batch isolation, and the shipped gate on non-lesion photos of each
+kind, on lesions from each source and on the held-out part of the non-lesion set."""
 from __future__ import annotations
 
 import io
@@ -12,19 +13,33 @@ import torch
 from PIL import Image, ImageFilter
 
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
+from handler.gate import GATE_FILE
 from handler.model import SkinResNet34
 from handler.refusals import ACCEPTED, DETAILS
 from api.contract import check_prediction
 from test_handler import classify, load_service
-from tests.conftest import write_random_release
+from tests.conftest import FIXTURES, write_random_release
 from tools.archive import MODEL_STORE, build_archive
-from training.ood_images import ood_images
+from training.ood_images import HELD_OUT, drawn, ood_images, shipped_photo
 
 LESION = "MEL_ISIC_0024310.jpg"
 SHIPPED_WEIGHTS = MODEL_STORE / WEIGHTS_FILE
-# The shipped gate keeps 97% of validation lesions, every class weighing the same; it refuses 77% of
-# the non-lesion set (docs/gate_report.json), and must refuse at least this.
-SHIPPED_MIN_REFUSED = 0.7
+# The issue's bar for the held-out non-lesion photos; the shipped gate refuses 0.98 of them in
+# process (docs/gate_report.json), and the served path must give the same verdicts.
+SHIPPED_MIN_REFUSED = 0.95
+# One held-out non-lesion photo of each kind the issue names, and the check that refuses it: a
+# featureless card fails the focus check before it reaches the distance.
+NON_LESIONS = {
+    "object": (lambda: shipped_photo("motorcycle_left.png"), "not_dermoscopy"),
+    "animal": (lambda: shipped_photo("horse.png"), "not_dermoscopy"),
+    "scene": (lambda: drawn("scene", 1), "not_dermoscopy"),
+    "document": (lambda: shipped_photo("text.png"), "not_dermoscopy"),
+    "flat colour": (lambda: drawn("flat", 1), "blurred"),
+}
+# A test-split melanoma from each source of the training data (the HAM10000 one among the fixtures).
+SOURCE_LESIONS = {"HAM10000": FIXTURES / "images" / LESION,
+                  "BCN20000": FIXTURES / "sources" / "BCN20000_MEL_ISIC_0068381.jpg",
+                  "ISIC archive": FIXTURES / "sources" / "ISIC-archive_MEL_ISIC_0014082.jpg"}
 
 
 def encoded(image: Image.Image, kind: str = "JPEG") -> bytes:
@@ -124,6 +139,15 @@ def test_a_refusal_and_a_bad_image_leave_the_rest_of_the_batch_alone(tmp_path, f
     assert alone[0]["predictions"][0]["code"] == responses[0]["predictions"][0]["code"]
 
 
+def test_the_archive_refuses_a_gate_fitted_with_other_imagenet_weights(tmp_path):
+    weights = write_random_release(tmp_path / "release")
+    gate = torch.load(weights.with_name(GATE_FILE), weights_only=True)
+    gate["network"]["weights_sha256"] = "0" * 64
+    torch.save(gate, weights.with_name(GATE_FILE))
+    with pytest.raises(ValueError, match="not what the gate was fitted with"):
+        build_archive(weights=weights, export_path=tmp_path / "store")
+
+
 def test_the_archive_refuses_a_gate_fitted_for_other_weights(tmp_path):
     weights = write_random_release(tmp_path / "release")
     torch.manual_seed(1)
@@ -152,10 +176,32 @@ def test_a_photo_of_something_else_is_refused_as_not_dermoscopy(shipped_server):
     assert gate["score"] > gate["threshold"]
 
 
-def test_the_shipped_gate_refuses_most_non_lesion_photos_and_keeps_the_lesions(shipped_server,
-                                                                               fixture_images):
-    """The committed release with its committed gate, served by a real TorchServe."""
-    others = shipped_answers(shipped_server, [encoded(other.image, "PNG") for other in ood_images()])
+@pytest.mark.parametrize("kind", list(NON_LESIONS))
+def test_the_shipped_gate_refuses_a_non_lesion_photo_of_each_kind(shipped_server, kind):
+    """A held-out photo of an object, an animal, a scene, a document and a flat colour, each refused
+    with the reason that tells the user what to send instead, all eight classes still in the
+    answer."""
+    photo, reason = NON_LESIONS[kind]
+    [answer] = shipped_answers(shipped_server, [encoded(photo(), "PNG")])
+    check_prediction(answer)
+    gate = answer["gate"]
+    assert (gate["accepted"], gate["reason"], gate["detail"]) == (False, reason, DETAILS[reason])
+
+
+@pytest.mark.parametrize("source", list(SOURCE_LESIONS))
+def test_the_shipped_gate_keeps_a_lesion_from_each_source(shipped_server, source):
+    [answer] = shipped_answers(shipped_server, [SOURCE_LESIONS[source].read_bytes()])
+    gate = answer["gate"]
+    assert (gate["accepted"], gate["reason"]) == (True, ACCEPTED), gate
+    assert gate["score"] <= gate["threshold"]
+
+
+def test_the_shipped_gate_refuses_the_held_out_non_lesions_and_keeps_the_lesions(shipped_server,
+                                                                                 fixture_images):
+    """The committed release with its committed gate, served by a real TorchServe, on the part of
+    the non-lesion set that no choice was made on."""
+    others = shipped_answers(shipped_server, [encoded(other.image, "PNG")
+                                              for other in ood_images(part=HELD_OUT)])
     refused = [not answer["gate"]["accepted"] for answer in others]
     assert sum(refused) / len(refused) >= SHIPPED_MIN_REFUSED
     lesions = shipped_answers(shipped_server, list(fixture_images.values()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,10 @@ from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release
 from handler.cpus import cpu_info
 from handler.classes import CODES
 from handler.gate import GATE_FILE, file_sha256, load_gate
+from handler.lite import installed_weights
 from handler.precision import CALIBRATION_FILE, calibrate, quantise, runner
 from handler.precision_choice import CHOICE_FILE, SERVED_FILE, calibration_path, \
-    load_calibration, save_calibration_for, served_gate_threshold, served_record
+    load_calibration, save_calibration_for, served_record
 from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
 from ops.management import Management
 from ops.release import versioned_archive
@@ -78,23 +78,22 @@ def test_the_shipped_choice_belongs_to_the_shipped_weights():
 def test_an_int8_archive_answers_torchserve_and_agrees_with_fp32(
         shipped_release, model_store, torchserve, fixture_images):
     """A quantised archive on a real TorchServe: eight ranked classes, the same top class as fp32
-    on every fixture photo, the gate's verdict on int8's own features against int8's own distance
-    threshold, and its precision in ?customized=true."""
+    on every fixture photo, the gate's verdicts as its own fp32 network gives them in this process
+    (the task network's precision does not reach the gate), and its precision in
+    ?customized=true."""
     config = model_store / "int8-model-config.yaml"
     config.write_text(TEST_MODEL_CONFIG)
     built = build_archive(weights=shipped_release, export_path=model_store, config_file=config,
                           model_name="skin_int8", precision="int8")
     model, metadata = load_release(shipped_release)
     frames, inputs, sizes = fixture_inputs(metadata)
-    gate = load_gate(shipped_release.with_name(GATE_FILE), shipped_release)
+    gate, network = load_gate(shipped_release.with_name(GATE_FILE), shipped_release, installed_weights())
     shape = input_shape(metadata["input_size"])
     expected_top = [CODES[i] for i in runner(model, "fp32", shape)(inputs)[1].argmax(1)]
-    calibration = load_calibration(calibration_path(shipped_release), file_sha256(shipped_release))
-    int8_features = runner(model, "int8", shape, calibration)(inputs)[0]
-    threshold = served_gate_threshold(served_record(shipped_release, "int8"))
-    int8_gate = replace(gate, max_distance=threshold if threshold is not None else gate.max_distance)
-    expected_gate = [int8_gate.check(frame, size, feature).accepted
-                     for frame, size, feature in zip(frames, sizes, int8_features)]
+    photos = [decode_image(path.read_bytes()) for path in sorted((FIXTURES / "images").glob("*.jpg"))]
+    distances = gate.distances(network(torch.stack([network.frame(photo) for photo in photos])))
+    expected_gate = [gate.check(frame, size, float(distance)).accepted
+                     for frame, size, distance in zip(frames, sizes, distances)]
 
     api = Management(url=torchserve.url("management"), key_file=torchserve.key_file)
     api.register(built.name, batch_size=4, max_batch_delay=50, workers=1, name="skin_int8")
@@ -117,7 +116,7 @@ def test_an_int8_archive_answers_torchserve_and_agrees_with_fp32(
     custom = described[0]["customizedMetadata"]
     assert custom["precision"] == "int8"
     assert custom["precision_choice"]["precision"] == "int8"
-    assert custom["gate_max_distance"] == pytest.approx(int8_gate.max_distance)
+    assert custom["gate"]["max_distance"] == pytest.approx(gate.max_distance)
     assert version["precision"]["precision"] == "int8"
     assert "  precision    int8, requested" in render_describe([version])
 

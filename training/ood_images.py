@@ -1,129 +1,133 @@
-"""Photos that are not dermoscopy images, for measuring the gate: nothing here was seen in training.
+"""The non-lesion set: images that are not dermoscopy photos, for choosing and measuring the gate.
 
-Kinds: ``natural`` (the sample photos scikit-image and matplotlib ship: a cat, an astronaut, coffee,
-a rocket, coins, text pages, a retina, and crops of them), ``screenshot`` (the page's own
-screenshots in docs/), ``flat`` (skin-coloured and other plain cards, with a little sensor noise),
-``gradient``, ``noise`` and ``text`` (rendered pages). Everything is generated from a seed, so a release's figures
-can be reproduced exactly.
+Two origins. ``photo``: the real photos, scans and screenshots that ship inside the pinned
+scikit-image, matplotlib, scikit-learn, locust and networkx wheels, and SKIN's own page screenshots
+in docs/, each with views of it (crops, turns, colour, JPEG) as a phone might send; ``drawn``:
+images a program draws (training/ood_drawn.py). Each image belongs to a group (a photo and its
+views; a drawing alone), and each group to one part: ``tuning``, on which methods and thresholds may
+be chosen, or ``held_out``, which is only reported. Within each kind two groups in five are held
+out, so every kind is in both parts and no view of a held-out photo is ever tuned on.
+
+Everything is drawn from a seed, one generator per group, so a release's figures can be reproduced
+exactly. Nothing here was seen in training.
 """
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-import skimage
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageEnhance
+
+from handler.preprocessing import to_rgb
+from training.ood_drawn import DRAWN
 
 REPO = Path(__file__).resolve().parent.parent
-# Named, so that a new screenshot does not change a release's figures.
-SCREENSHOTS = [REPO / "docs" / f"screenshot-{name}.png" for name in ("desktop", "overlay", "phone")]
-PHOTO_SIZE = (640, 480)
-# Fitzpatrick-like skin tones and a few card colours (RGB).
-FLAT_COLOURS = [(255, 224, 196), (241, 194, 167), (224, 172, 138), (198, 134, 99), (141, 85, 54),
-                (92, 56, 36), (230, 200, 180), (200, 160, 150), (128, 128, 128), (40, 90, 160),
-                (30, 140, 60), (200, 40, 40)]
-WORDS = ("patient referral letter dermatology clinic appointment lesion photo date name the of and "
-         "to in is for with please bring your card insurance number follow up results report").split()
+TUNING, HELD_OUT = "tuning", "held_out"
+# Shipped photos by kind: file names within the folders of PHOTO_FOLDERS, as the wheels ship them.
+PHOTO_KINDS = {
+    "object": ("coffee.png", "coins.png", "clock_motion.png", "motorcycle_left.png", "rocket.jpg",
+               "flower.jpg", "motorcycle_right.png"),
+    "animal": ("chelsea.png", "horse.png"),
+    "person": ("astronaut.png", "camera.png", "grace_hopper.jpg"),
+    "scene": ("china.jpg", "hubble_deep_field.jpg", "moon.png"),
+    "texture": ("brick.png", "grass.png", "gravel.png"),
+    "microscopy": ("cell.png", "ihc.png", "retina.jpg"),
+    "document": ("page.png", "text.png"),
+    "screenshot": ("screenshot-desktop.png", "screenshot-overlay.png", "screenshot-phone.png",
+                   "graphs-light.png", "graphs-dark.png", "testruns-light.png", "testruns-dark.png"),
+    "chart": ("test_display_complex.png", "test_display_labels_and_colors.png",
+              "test_display_shortest_path.png", "test_house_with_colors.png"),
+    "graphic": ("logo.png", "color.png", "logo2.png"),
+}
+
+
+def package_folder(package: str, *parts: str) -> Path:
+    """A folder inside an installed package, found without importing it (importing locust
+    monkey-patches the standard library for gevent)."""
+    return Path(find_spec(package).origin).parent.joinpath(*parts)
+
+
+PHOTO_FOLDERS = (package_folder("skimage", "data"), package_folder("matplotlib", "mpl-data", "sample_data"),
+                 package_folder("sklearn", "datasets", "images"),
+                 package_folder("locust", "webui", "dist", "assets"),
+                 package_folder("networkx", "drawing", "tests", "baseline"), REPO / "docs")
+VIEWS_PER_PHOTO = 11
+# Drawn images per kind.
+DRAWN_COUNTS = {"document": 150, "screenshot": 120, "chart": 100, "scene": 150, "object": 150,
+                "flat": 48, "gradient": 48, "noise": 48, "pattern": 60}
 
 
 @dataclass(frozen=True)
 class OodImage:
     kind: str
+    origin: str  # "photo" or "drawn"
+    group: str  # the photo or drawing it comes from
     name: str
+    part: str  # TUNING or HELD_OUT
     image: Image.Image
 
 
-def sample_photos() -> list[tuple[str, Image.Image]]:
-    """The sample images that ship inside the scikit-image and matplotlib wheels (no download)."""
-    folders = [Path(skimage.__file__).parent / "data", Path(matplotlib.get_data_path()) / "sample_data"]
-    paths = sorted(path for folder in folders for path in folder.iterdir()
-                   if path.suffix.lower() in (".png", ".jpg"))
-    return [(path.name, Image.open(path).convert("RGB")) for path in paths]
+def part_of(index: int) -> str:
+    """The part of a kind's ``index``-th group: two in five are held out."""
+    return HELD_OUT if index % 5 in (1, 3) else TUNING
 
 
-def crops(image: Image.Image, rng: np.random.Generator, count: int) -> list[Image.Image]:
-    """Random crops of half to full size: more views of one scene, each at a size a phone sends."""
-    out = []
+def photo_path(name: str) -> Path:
+    return next(folder / name for folder in PHOTO_FOLDERS if (folder / name).is_file())
+
+
+def photo_views(photo: Image.Image, rng: np.random.Generator, count: int) -> list[Image.Image]:
+    """Views of one photo as a phone might send them: a crop of a third to all of it, a quarter
+    turn or a mirror, another exposure and saturation, a JPEG round trip."""
+    views = []
     for _ in range(count):
-        scale = rng.uniform(0.5, 1.0)
-        width, height = max(1, int(image.width * scale)), max(1, int(image.height * scale))
-        left, top = rng.integers(0, image.width - width + 1), rng.integers(0, image.height - height + 1)
-        out.append(image.crop((left, top, left + width, top + height)))
-    return out
+        scale = rng.uniform(0.35, 1.0)
+        width, height = max(1, int(photo.width * scale)), max(1, int(photo.height * scale))
+        left, top = rng.integers(0, photo.width - width + 1), rng.integers(0, photo.height - height + 1)
+        view = photo.crop((left, top, left + width, top + height))
+        view = view.transpose(int(rng.choice([Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
+                                              Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_270])))
+        view = ImageEnhance.Brightness(view).enhance(rng.uniform(0.75, 1.25))
+        view = ImageEnhance.Color(view).enhance(rng.uniform(0.6, 1.4))
+        buffer = io.BytesIO()
+        view.save(buffer, "JPEG", quality=int(rng.integers(50, 95)))
+        views.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return views
 
 
-def flat_cards(rng: np.random.Generator) -> list[Image.Image]:
-    """Plain cards with the little sensor noise a phone photo of one has."""
-    cards = []
-    for colour in FLAT_COLOURS:
-        pixels = np.full((*PHOTO_SIZE[::-1], 3), colour, dtype=np.float32)
-        pixels += rng.normal(0, 3, pixels.shape)
-        cards.append(Image.fromarray(pixels.clip(0, 255).astype(np.uint8)))
-    return cards
+def shipped_photo(name: str) -> Image.Image:
+    """One shipped photo (a file name in PHOTO_KINDS), as RGB."""
+    return to_rgb(Image.open(photo_path(name)))
 
 
-def gradients(rng: np.random.Generator, count: int) -> list[Image.Image]:
-    width, height = PHOTO_SIZE
-    out = []
-    for _ in range(count):
-        start, end = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-        angle = rng.uniform(0, np.pi)
-        x, y = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
-        t = (x * np.cos(angle) + y * np.sin(angle))
-        t = (t - t.min()) / (t.max() - t.min())
-        pixels = start + (end - start) * t[..., None]
-        out.append(Image.fromarray(pixels.astype(np.uint8)))
-    return out
+def drawn(kind: str, index: int, seed: int = 0) -> Image.Image:
+    """The ``index``-th drawn image of ``kind``, from its own generator: the same image whatever
+    else is drawn."""
+    rng = np.random.default_rng([seed, 1, list(DRAWN_COUNTS).index(kind), index])
+    return DRAWN[kind](rng, index)
 
 
-def noise(rng: np.random.Generator, count: int) -> list[Image.Image]:
-    """White noise, and coloured noise blurred to blobs of a few sizes."""
-    width, height = PHOTO_SIZE
-    out = []
-    for index in range(count):
-        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        image = Image.fromarray(pixels)
-        if index % 2:
-            image = image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(2, 12))))
-        out.append(image)
-    return out
-
-
-def text_pages(rng: np.random.Generator, count: int) -> list[Image.Image]:
-    """Pages of words at a few font sizes, dark on light and light on dark."""
-    width, height = PHOTO_SIZE
-    out = []
-    for index in range(count):
-        dark_on_light = index % 3 != 2
-        paper, ink = ((245, 242, 235), (20, 20, 30)) if dark_on_light else ((25, 25, 35), (230, 230, 230))
-        page = Image.new("RGB", PHOTO_SIZE, paper)
-        draw = ImageDraw.Draw(page)
-        size = int(rng.choice([14, 20, 28, 40]))
-        font = ImageFont.load_default(size=size)
-        for line in range(0, height, int(size * 1.5)):
-            words = " ".join(rng.choice(WORDS, 12))
-            draw.text((int(rng.integers(5, 30)), line), words, fill=ink, font=font)
-        out.append(page)
-    return out
-
-
-def ood_images(seed: int = 0) -> list[OodImage]:
-    """Every non-dermoscopy image, in a fixed order for a fixed seed."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for name, photo in sample_photos():
-        images.append(OodImage("natural", name, photo))
-        images += [OodImage("natural", f"{name} crop {i}", crop)
-                   for i, crop in enumerate(crops(photo, rng, 3))]
-    for path in SCREENSHOTS:
-        shot = Image.open(path).convert("RGB")
-        images.append(OodImage("screenshot", path.name, shot))
-        images += [OodImage("screenshot", f"{path.name} crop {i}", crop)
-                   for i, crop in enumerate(crops(shot, rng, 4))]
-    images += [OodImage("flat", f"card {i}", card) for i, card in enumerate(flat_cards(rng))]
-    images += [OodImage("gradient", f"gradient {i}", image) for i, image in enumerate(gradients(rng, 16))]
-    images += [OodImage("noise", f"noise {i}", image) for i, image in enumerate(noise(rng, 16))]
-    images += [OodImage("text", f"text {i}", image) for i, image in enumerate(text_pages(rng, 16))]
-    return images
+def ood_images(seed: int = 0, part: str | None = None) -> Iterator[OodImage]:
+    """Every non-lesion image (or those of one ``part``), in a fixed order for a fixed seed. An
+    iterator: the whole set is over a gigabyte of pixels, and callers frame each image as it comes."""
+    for kind_index, (kind, names) in enumerate(PHOTO_KINDS.items()):
+        for index, name in enumerate(names):
+            group_part = part_of(index)
+            if part not in (None, group_part):
+                continue
+            photo = shipped_photo(name)
+            rng = np.random.default_rng([seed, 0, kind_index, index])
+            yield OodImage(kind, "photo", name, name, group_part, photo)
+            for view_index, view in enumerate(photo_views(photo, rng, VIEWS_PER_PHOTO - 1)):
+                yield OodImage(kind, "photo", name, f"{name} view {view_index}", group_part, view)
+    for kind, count in DRAWN_COUNTS.items():
+        for index in range(count):
+            group_part = part_of(index)
+            if part not in (None, group_part):
+                continue
+            name = f"{kind} {index}"
+            yield OodImage(kind, "drawn", name, name, group_part, drawn(kind, index, seed))

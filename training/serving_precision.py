@@ -6,12 +6,9 @@
 Calibrates int8 on training images (the release's own lesion-grouped split), scores fp32, bf16 and
 int8 on validation images, and times each at a served batch; the test split is not used, since it
 only reports. The accuracy gate: against fp32, top-1
-agreement >= 98% and balanced accuracy within 0.005. Quantisation noise lengthens
-the gate's Mahalanobis distances, so each precision gets its own distance threshold: the gate's,
-scaled by how much longer that precision's distances are at the gate's class-balanced keep quantile
-of the same validation lesions;
-how often the gate's out-of-distribution verdict then differs from fp32's, and what share of the
-non-dermoscopy images it refuses, are recorded beside it. The fastest precision that passes is
+agreement >= 98% and balanced accuracy within 0.005. The photo gate (handler/gate.py) runs its own
+network in fp32 at every precision, so a precision does not change its verdicts. The fastest precision
+that passes is
 written, with every figure, to ``skin_precision.json`` beside the weights, and the int8 calibration to
 ``skin_int8_calibration.pt``; ``make archive`` packs the choice. Both are keyed by the weights'
 SHA-256, so a new release cannot ship with an old choice.
@@ -22,7 +19,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +26,16 @@ import torch
 
 from handler.checkpoint import load_release
 from handler.cpus import cpu_info
-from handler.gate import GATE_FILE, Gate, load_gate_state
 from handler.precision import PRECISIONS, Runner, calibrate, runner
 from handler.preprocessing import input_shape, release_input
 from handler.precision_choice import choice_path, save_calibration_for
-from training.gate import balanced_quantile, frames_of
 from training.metrics import balanced_accuracy
-from training.ood_images import ood_images
 from training.presets import load_images
 from training.splits import release_split
 
 MIN_AGREEMENT = 0.98
 MAX_BMA_CHANGE = 0.005
 SPEED_BATCH = 8
-
-
-@dataclass(frozen=True)
-class Scored:
-    logits: torch.Tensor
-    features: torch.Tensor
 
 
 def accuracy_gate(reference: torch.Tensor, candidate: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -63,41 +50,15 @@ def accuracy_gate(reference: torch.Tensor, candidate: torch.Tensor, labels: torc
             "passed": agreement >= MIN_AGREEMENT and abs(bma - reference_bma) <= MAX_BMA_CHANGE}
 
 
-def gate_changes(gate: Gate, reference: torch.Tensor, candidate: torch.Tensor,
-                 max_distance: float) -> dict:
-    """How the gate's out-of-distribution check decides on ``candidate`` features, held against
-    ``max_distance``, compared with fp32's ``reference`` features against the gate's own threshold:
-    the share where it agrees, and the shares it newly refuses and newly accepts."""
-    def kept(features: torch.Tensor, threshold: float) -> torch.Tensor:
-        return torch.tensor([gate.distance(row) <= threshold for row in features])
-    before, after = kept(reference, gate.max_distance), kept(candidate, max_distance)
-    return {"gate_agreement": round(float((before == after).float().mean()), 4),
-            "gate_newly_refused": round(float((before & ~after).float().mean()), 4),
-            "gate_newly_accepted": round(float((~before & after).float().mean()), 4)}
-
-
-def gate_threshold(gate: Gate, features: torch.Tensor, labels: torch.Tensor, keep: float) -> float:
-    """The distance below which ``keep`` of these validation lesions fall, each class weighing the
-    same: the gate's own rule (training.gate), on one precision's features."""
-    distances = np.array([gate.distance(row) for row in features])
-    return balanced_quantile(distances, labels.numpy(), keep)
-
-
-def ood_refused(gate: Gate, features: torch.Tensor, max_distance: float) -> float:
-    """The share of non-dermoscopy images the distance check refuses at ``max_distance``."""
-    return round(float(np.mean([gate.distance(row) > max_distance for row in features])), 4)
-
-
 def evenly_spread(indices: list[int], limit: int) -> list[int]:
     """At most about ``limit`` of ``indices``, evenly spaced; all of them when ``limit`` is 0."""
     step = max(1, len(indices) // limit) if limit else 1
     return indices[::step]
 
 
-def score(run: Runner, inputs: torch.Tensor, batch_size: int = 64) -> Scored:
-    features, logits = zip(*(run(inputs[start:start + batch_size])
-                             for start in range(0, len(inputs), batch_size)))
-    return Scored(torch.cat(logits), torch.cat(features))
+def logits_of(run: Runner, inputs: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    return torch.cat([run(inputs[start:start + batch_size])[1]
+                      for start in range(0, len(inputs), batch_size)])
 
 
 def images_per_s(run: Runner, batch: torch.Tensor, seconds: float) -> float:
@@ -124,8 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calibration-images", type=int, default=1000,
                         help="training images the int8 calibration sees")
     parser.add_argument("--val-limit", type=int, default=0,
-                        help="validation images to score and to set each precision's gate "
-                             "threshold on, evenly spread (0: all)")
+                        help="score at most this many validation images, evenly spread (0: all)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for timing; 1 is a served worker's share (2 workers x 1 "
                              "thread on 2 cores)")
@@ -153,24 +113,12 @@ def main(argv: list[str] | None = None) -> dict:
     calibration = calibrate(model, calibration_inputs.split(64), size)
     calibration_s = time.perf_counter() - started
     val_inputs = inputs(val_ids)
-    val_labels = torch.tensor([samples[i].label for i in val_ids])
-    gate_state = load_gate_state(args.weights.with_name(GATE_FILE), args.weights)
-    gate, keep = Gate.from_state(gate_state), float(gate_state["fitted"]["keep"])
-    others = ood_images()
-    ood_frames, _ = frames_of([other.image for other in others], size)
-    ood_inputs = release_input(ood_frames, metadata)
+    labels = torch.tensor([samples[i].label for i in val_ids])
     runners = {name: runner(model, name, size, calibration) for name in PRECISIONS}
-    scored = {name: score(run, val_inputs) for name, run in runners.items()}
-    # Each precision's threshold is the gate's, scaled by how much longer that precision's distances
-    # are at the gate's keep quantile on the same validation images (the sample's own noise cancels).
-    val_quantile = {name: gate_threshold(gate, scored[name].features, val_labels, keep) for name in runners}
+    logits = {name: logits_of(run, val_inputs) for name, run in runners.items()}
     candidates = {}
     for name, run in runners.items():
-        max_distance = gate.max_distance * val_quantile[name] / val_quantile["fp32"]
-        figures = accuracy_gate(scored["fp32"].logits, scored[name].logits, val_labels)
-        figures |= gate_changes(gate, scored["fp32"].features, scored[name].features, max_distance)
-        figures |= {"gate_max_distance": round(max_distance, 3),
-                    "gate_ood_refused": ood_refused(gate, score(run, ood_inputs).features, max_distance)}
+        figures = accuracy_gate(logits["fp32"], logits[name], labels)
         figures["images_per_s"] = round(images_per_s(run, val_inputs[:SPEED_BATCH], args.seconds), 1)
         candidates[name] = figures
         print(f"{name}: {figures}", flush=True)
