@@ -19,11 +19,12 @@ RUN apt-get update \
 
 # Two installs, two indexes, never both at once: with --extra-index-url pip takes the highest
 # version of a name from any index, so a look-alike upload to either could stand in for the
-# other's package. torch and torchvision come from PyTorch's index alone, at requirements.txt's
+# other's package. torch and torchvision come from PyTorch's index alone, at pyproject.toml's
 # versions; everything else from PyPI alone, each wheel checked against its SHA-256.
-COPY requirements.txt requirements-serve.lock /tmp/requirements/
+COPY pyproject.toml requirements-serve.lock /tmp/requirements/
+COPY tools/pins.py /tmp/requirements/tools/
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" ${TORCH_DEPS} \
-        -c /tmp/requirements/requirements.txt torch torchvision \
+        $(python /tmp/requirements/tools/pins.py serve torch torchvision) \
     && pip install --no-cache-dir --index-url https://pypi.org/simple --require-hashes --no-deps \
         -r /tmp/requirements/requirements-serve.lock \
     && rm -rf /tmp/requirements

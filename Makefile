@@ -2,21 +2,32 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-INSTALLED := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+# One stamp per set of extras and pyproject.toml's content: `make serve` installs what serving and
+# the page need, everything else the lot (pyproject.toml says which extra holds what).
+PINS := $(shell sha1sum pyproject.toml | cut -c1-12)
+SERVING := $(VENV)/.installed-serve-$(PINS)
+INSTALLED := $(VENV)/.installed-all-$(PINS)
 
 RELEASE := model_store/skin_resnet34.pt model_store/skin_resnet34.json model_store/skin_gate.pt
 
 # The browser test drives Debian's Chromium; CI runs as root, a developer through sudo.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: venv archive precision serve test
+.PHONY: venv archive precision serve test lint
 
-# torch and torchvision come from this machine's local wheels through plain pip (see README).
-$(INSTALLED): requirements.txt
+# Editable, so that `python -m` and TorchServe's workers run this checkout; pip shows its progress.
+# torch and torchvision resolve from this machine's local wheels through plain pip.
+$(SERVING): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	rm -f $(VENV)/.installed-* && touch $@
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[serve,page]"
+	rm -f $(VENV)/.installed-serve-* && touch $@
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[serve,page,train,dev]"
+	rm -f $(VENV)/.installed-* && touch $@ $(SERVING)
 
 venv: $(INSTALLED)
 
@@ -25,7 +36,7 @@ venv: $(INSTALLED)
 # only when the hash of its inputs (weights, gate, calibration, handler, model-config, precision)
 # differs from the one the archive recorded, whatever the files' times say.
 PRECISION ?=
-archive: $(INSTALLED)
+archive: $(SERVING)
 	$(PY) -m tools.archive $(if $(PRECISION),--precision $(PRECISION))
 
 # Calibrate int8 on training images, gate each precision against fp32 on validation images, time
@@ -44,7 +55,10 @@ serve: archive
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei
 
-test: $(INSTALLED) /usr/bin/chromedriver
+lint: $(INSTALLED)
+	$(PY) -m ruff check .
+
+test: lint /usr/bin/chromedriver
 	$(PY) -m pytest
 
 # Training: `make train-cpu` trains the next release where the machine has no GPU (about 8 hours on
@@ -124,13 +138,13 @@ bench: $(INSTALLED) $(RELEASE)
 soak: $(INSTALLED) $(RELEASE)
 	$(PY) -m loadtest.soak --weights $(WEIGHTS)
 
-models: $(INSTALLED)
+models: $(SERVING)
 	$(PY) -m ops models
 
-describe: $(INSTALLED)
+describe: $(SERVING)
 	$(PY) -m ops describe $(MODEL)
 
-metrics: $(INSTALLED)
+metrics: $(SERVING)
 	$(PY) -m ops metrics
 
 # Beyond one machine (README, "Deploying beyond one machine"). `make image` builds the container
@@ -146,7 +160,7 @@ image: archive
 	@command -v docker >/dev/null || { echo "make image needs Docker, which this machine lacks"; exit 1; }
 	docker build $(if $(GPU),--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX) --build-arg TORCH_DEPS=) -t $(IMAGE):$(if $(GPU),gpu,cpu) .
 
-# requirements-serve.lock: the image's PyPI packages with their hashes; after changing requirements.
+# requirements-serve.lock: the image's PyPI packages with their hashes; after changing the serve extra.
 lock: $(INSTALLED)
 	$(PY) -m tools.lock
 

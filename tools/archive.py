@@ -89,7 +89,7 @@ def gate_network_weights(gate_state: dict) -> Path:
     path = installed_weights()
     if file_sha256(path) != gate_state["network"]["weights_sha256"]:
         raise ValueError(f"the installed {path.name} is not what the gate was fitted with: reinstall "
-                         "requirements.txt or rebuild the gate (make gate)")
+                         "the serve extra (pyproject.toml) or rebuild the gate (make gate)")
     return path
 
 

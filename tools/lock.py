@@ -1,12 +1,13 @@
-"""Write requirements-serve.lock: every package the container image installs from PyPI, pinned to
-one version with the SHA-256 of its wheel, for `pip install --require-hashes` (`make lock`).
+"""Write requirements-serve.lock: every package of pyproject.toml's serve extra that the container
+image installs from PyPI, with its dependencies, each pinned to one version with the SHA-256 of its
+wheel, for `pip install --require-hashes` (`make lock`).
 
     python -m tools.lock
 
 torch and torchvision are left out: the image installs them from PyTorch's own index, in a step of
 their own (Dockerfile). pip resolves on this machine, so the wheels are those for its platform,
-Linux x86_64 and CPython 3.11, the image's. Run it again after changing requirements.txt or
-requirements-serve.txt; tests/test_container_image.py checks that the lock still agrees.
+Linux x86_64 and CPython 3.11, the image's. Run it again after changing the serve extra;
+tests/test_container_image.py checks that the lock still agrees.
 """
 from __future__ import annotations
 
@@ -15,20 +16,18 @@ import re
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
+from tools.pins import pins
 from tools.torchserve import REPO
 
-SERVE_REQUIREMENTS = REPO / "requirements-serve.txt"
 LOCK = REPO / "requirements-serve.lock"
 # What the image takes from PyTorch's index alone (--index-url, so no other index can answer).
 TORCH_PACKAGES = ("torch", "torchvision")
 
 
-def from_pypi(requirements: Path = SERVE_REQUIREMENTS) -> list[str]:
-    """requirements-serve.txt's lines without the packages that come from PyTorch's index."""
-    return [line for line in requirements.read_text().splitlines()
-            if line.strip().lower() not in TORCH_PACKAGES]
+def from_pypi() -> list[str]:
+    """The serve extra's pins without the packages that come from PyTorch's index."""
+    return [f"{name}=={version}" for name, version in pins("serve").items() if name not in TORCH_PACKAGES]
 
 
 def resolve(lines: list[str]) -> list[dict]:
@@ -52,9 +51,9 @@ def lock_text(packages: list[dict]) -> str:
     entries = sorted((canonical(package["metadata"]["name"]), package["metadata"]["version"],
                       package["download_info"]["archive_info"]["hashes"]["sha256"])
                      for package in packages)
-    header = ("# Written by `make lock` (python -m tools.lock) from requirements-serve.txt, pinned by\n"
-              "# requirements.txt; installed with --require-hashes. torch and torchvision come from\n"
-              "# PyTorch's index instead (Dockerfile).\n")
+    header = ("# Written by `make lock` (python -m tools.lock) from pyproject.toml's serve extra;\n"
+              "# installed with --require-hashes. torch and torchvision come from PyTorch's index\n"
+              "# instead (Dockerfile).\n")
     return header + "".join(f"{name}=={version} \\\n    --hash=sha256:{digest}\n"
                             for name, version, digest in entries)
 
