@@ -8,8 +8,6 @@ PINS := $(shell sha1sum pyproject.toml | cut -c1-12)
 SERVING := $(VENV)/.installed-serve-$(PINS)
 INSTALLED := $(VENV)/.installed-all-$(PINS)
 
-RELEASE := model_store/skin_resnet34.pt model_store/skin_resnet34.json model_store/skin_gate.pt
-
 # The browser test drives Debian's Chromium; CI runs as root, a developer through sudo.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -44,12 +42,12 @@ archive: $(SERVING)
 # PRECISION_FLAGS="--calibration-images 500 --val-limit 1000" makes it shorter.
 PRECISION_FLAGS ?=
 precision: $(INSTALLED)
-	$(PY) -m training.serving_precision --weights $(WEIGHTS) --data $(TRAIN_DATA) $(PRECISION_FLAGS)
+	$(PY) -m training.serving_precision $(RELEASE_WEIGHTS) $(DATA) $(PRECISION_FLAGS)
 
 # TorchServe and the Streamlit page together; Ctrl-C stops both. SKIN_SSL=1 serves HTTPS for phones;
 # SKIN_PROTOCOL=v2 serves KServe's v2 protocol (same archive, and the page speaks it too).
 serve: archive
-	$(PY) -m frontend.serve_all
+	$(PY) -m serve.launcher
 
 /usr/bin/chromedriver:
 	$(SUDO) apt-get update -qq
@@ -71,45 +69,50 @@ test: lint /usr/bin/chromedriver
 # does not end it. TRAIN_DATA takes any list of data folders (e.g. the full-size ISIC 2019). The
 # student warm-starts from release 2.0 (from git history). A run ships only if it beats the shipped
 # release on validation BMA and on HAM10000's melanoma sensitivity.
-TRAIN_DATA ?= ../shared/data/ham10000 ../shared/data/isic2019-84px
+# Empty: settings.py's data folders and release.
+TRAIN_DATA ?=
+DATA := $(if $(TRAIN_DATA),--data $(TRAIN_DATA))
 RUN ?= $(HOME)/skin-runs/3.0
 TRAIN_FLAGS ?=
 RELEASE_2_0 := 738423a
 INIT ?= runs/init-2.0.pt
 SPLIT ?= test
-WEIGHTS ?= model_store/skin_resnet34.pt
+WEIGHTS ?=
+RELEASE_WEIGHTS := $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 .PHONY: train train-cpu train-cpu-detached evaluate gate ablate train-speed
 
 runs/init-2.0.pt:
 	mkdir -p runs && git show $(RELEASE_2_0):model_store/skin_resnet34.pt > $@
 
+TRAIN := $(PY) -m training.train $(DATA) --init $(INIT) --resume $(TRAIN_FLAGS)
+
 train-cpu: $(INSTALLED) $(INIT)
-	$(PY) -m training.train --data $(TRAIN_DATA) --output $(RUN) --init $(INIT) --threads 2 --resume $(TRAIN_FLAGS)
+	$(TRAIN) --output $(RUN) --threads 2
 
 # The same run on a machine with a GPU (fp16 there), in its own folder.
 train: $(INSTALLED) $(INIT)
-	$(PY) -m training.train --data $(TRAIN_DATA) --output $(RUN)-gpu --init $(INIT) --resume $(TRAIN_FLAGS)
+	$(TRAIN) --output $(RUN)-gpu
 
 train-cpu-detached: $(INSTALLED) $(INIT)
 	mkdir -p $(RUN)
-	setsid nohup $(MAKE) train-cpu > $(RUN)/train.log 2>&1 < /dev/null &
+	setsid nohup $(MAKE) train-cpu >> $(RUN)/train.log 2>&1 < /dev/null &
 	@echo "training in the background: tail -f $(RUN)/train.log; after a stop, run make train-cpu-detached again"
 
 # The release on SPLIT (per source, MEL sensitivity, referral) and the table of MEL calls with one
 # thing changed (a dermatoscope's circle added, blur, zoom): whether it reads the lesion or the equipment.
 evaluate: $(INSTALLED)
-	$(PY) -m training.evaluate --data $(TRAIN_DATA) --split $(SPLIT) --weights $(WEIGHTS)
+	$(PY) -m training.evaluate $(DATA) --split $(SPLIT) $(RELEASE_WEIGHTS)
 
 # The release's gate (handler/gate.py): fitted on its own split and features, written beside the
 # weights as model_store/skin_gate.pt, with its figures in docs/gate_report.json. Run it after every
 # new release; the archive refuses a gate fitted for other weights (a few minutes on 2 cores).
 gate: $(INSTALLED)
-	$(PY) -m training.gate --weights $(WEIGHTS) --data $(TRAIN_DATA)
+	$(PY) -m training.gate $(RELEASE_WEIGHTS) $(DATA)
 
 # Short runs for the model card's ablations, from the run's teacher; writes docs/ablations.json.
 ablate: $(INSTALLED) $(INIT)
-	$(PY) -m training.ablate --data $(TRAIN_DATA) --init $(INIT) --soft-targets $(RUN)/soft_targets.pt
+	$(PY) -m training.ablate $(DATA) --init $(INIT) --soft-targets $(RUN)/soft_targets.pt
 
 # Train-step and data-path img/s per precision and input size; run it on a quiet CPU.
 train-speed: $(INSTALLED)
@@ -132,11 +135,11 @@ loadtest: $(INSTALLED)
 
 # Own TorchServe instances; run on a quiet CPU. A full bench writes the best set-up back into
 # handler/model-config.yaml and config.properties.
-bench: $(INSTALLED) $(RELEASE)
-	$(PY) -m bench --weights $(WEIGHTS)
+bench: $(INSTALLED)
+	$(PY) -m bench $(RELEASE_WEIGHTS)
 
-soak: $(INSTALLED) $(RELEASE)
-	$(PY) -m loadtest.soak --weights $(WEIGHTS)
+soak: $(INSTALLED)
+	$(PY) -m loadtest.soak $(RELEASE_WEIGHTS)
 
 models: $(SERVING)
 	$(PY) -m ops models

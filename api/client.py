@@ -16,13 +16,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+import settings
 from api.contract import RETRIED_STATUSES, Problem, ServerProblem, key_refused, problem_of
 from api.keys import KeySource
 from handler import v2
 
-DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"
-DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
-DEFAULT_METRICS_URL = "http://127.0.0.1:8082"
 PROTOCOLS = ("v1", "v2")
 CONNECT_TIMEOUT_S = 3.0
 # Above TorchServe's default_response_timeout (60 s), so the server reports its own timeouts.
@@ -101,7 +99,7 @@ class Endpoint:
 class InferenceClient:
     """Predictions and explanations for one model, in v1 or v2; answers come back as v1 dicts."""
 
-    url: str = DEFAULT_INFERENCE_URL + inference_path("v1")
+    url: str = settings.INFERENCE_URL + inference_path("v1")
     keys: KeySource = field(default_factory=KeySource)
     protocol: str = "v1"
 
@@ -142,7 +140,7 @@ class InferenceClient:
 class ManagementClient:
     """TorchServe's management API (models, workers, registration) with the management key."""
 
-    url: str = DEFAULT_MANAGEMENT_URL
+    url: str = settings.MANAGEMENT_URL
     keys: KeySource = field(default_factory=lambda: KeySource(api="management"))
 
     def __post_init__(self) -> None:
@@ -176,7 +174,7 @@ class ManagementClient:
         raise TimeoutError(f"{model} not READY after {timeout:.0f}s")
 
 
-def metrics_text(url: str = DEFAULT_METRICS_URL, timeout: float = FAST_CALL_S) -> str:
+def metrics_text(url: str = settings.METRICS_URL, timeout: float = FAST_CALL_S) -> str:
     """TorchServe's Prometheus text (the metrics API takes no key); raises ServerProblem."""
     response = Endpoint().send("GET", f"{url}/metrics", timeout=timeout)
     if response.status_code != 200:

@@ -1,11 +1,11 @@
-"""TorchServe's bearer keys: where a client reads them, and how they are rotated before they expire.
+"""TorchServe's bearer keys: where a client reads them, and the page's copy of the inference key.
 
     python -m api.keys page-key KEY_FILE PAGE_KEY_FILE   # the inference key alone, for a page
 
 TorchServe 0.12 writes key_file.json into its working directory with three keys: ``inference``,
 ``management`` and ``API`` (the one that may rotate the other two with ``POST /token``). Keys expire
-after ``token_expiration_min``; :class:`KeyRotator` asks for new ones well before that, and every
-client re-reads its key when TorchServe refuses the one it holds.
+after ``token_expiration_min``; the launcher renews them well before that (serve/key_rotation.py),
+and every client re-reads its key when TorchServe refuses the one it holds.
 """
 from __future__ import annotations
 
@@ -14,31 +14,16 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
 LOG = logging.getLogger(__name__)
-KEY_FILE_NAME = "key_file.json"
-# Where `make serve` runs TorchServe (tools.torchserve), so where its clients find the key files.
-SERVE_HOME = Path(__file__).resolve().parent.parent / ".run" / "serve"
-# The inference key alone, beside key_file.json: all that the page gets (write_inference_key).
-PAGE_KEY_FILE_NAME = "page_key.json"
-ROTATED_APIS = ("inference", "management")
 # TorchServe rewrites key_file.json in place, so a reader can catch it half written.
 PARTIAL_READ_RETRIES = 5
 PARTIAL_READ_PAUSE_S = 0.05
 # After a refusal, how long a client waits for a rotation in progress to reach its key file.
 REFRESH_WAIT_S = 2.0
-# Rotate when this share of a key's lifetime has passed: a day's key is renewed after 12 hours.
-ROTATE_AT = 0.5
-# After a failed rotation the keys have less than half their life left: try again after this,
-# doubling at each failure, never later than the regular interval.
-RETRY_FIRST_S = 5.0
 
 
 def read_keys(key_file: Path) -> dict:
@@ -143,55 +128,6 @@ class KeySource:
             return read_key(self.key_file, self.api)
         except (OSError, ValueError):
             return None
-
-
-@dataclass
-class KeyRotator:
-    """Renews the inference and management keys with ``POST /token`` and the API key, every
-    ``interval_s``, then calls ``after_rotation`` (which copies the page's key, for one)."""
-
-    management_url: str
-    key_file: Path
-    interval_s: float
-    after_rotation: Callable[[], None] | None = None
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
-
-    @staticmethod
-    def interval_for(expiration_min: float) -> float:
-        return expiration_min * 60 * ROTATE_AT
-
-    def rotate(self) -> None:
-        """Renew both keys now; raises RuntimeError when TorchServe refuses."""
-        api_key = read_key(self.key_file, "API")
-        for api in ROTATED_APIS:
-            response = requests.post(f"{self.management_url}/token", params={"type": api},
-                                     headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
-            if response.status_code != 200:
-                raise RuntimeError(f"POST /token?type={api}: HTTP {response.status_code}: "
-                                   f"{response.text[:200]}")
-        if self.after_rotation is not None:
-            self.after_rotation()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="key-rotator", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        wait, retry = self.interval_s, RETRY_FIRST_S
-        while not self._stop.wait(wait):
-            try:
-                self.rotate()
-            except (OSError, ValueError, RuntimeError) as exc:
-                wait, retry = min(retry, self.interval_s), retry * 2
-                LOG.warning("key rotation failed, retrying in %.0f s: %s", wait, exc)
-            else:
-                wait, retry = self.interval_s, RETRY_FIRST_S
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ from flask import Flask, jsonify, request
 from PIL import Image
 from torchvision import transforms
 
+from bench.inprocess import ReleaseGate
 from handler.checkpoint import load_release
 from handler.classes import CLASSES
-from bench.inprocess import ReleaseGate
 from handler.preprocessing import input_shape
 
 

@@ -16,7 +16,7 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(
 # The GPU archive replaces the build output model_store/skin.mar; `make archive` restores the CPU one
 # (the GPU archive records other inputs, so it is never taken for the CPU one).
 $PY -m tools.archive --weights "$WEIGHTS" --config-file bench/gpu-model-config.yaml
-$PY -m tools.torchserve --home "$HOME_DIR" > "$OUT/torchserve.log" 2>&1 &
+$PY -m serve.torchserve --home "$HOME_DIR" > "$OUT/torchserve.log" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER; wait $SERVER || true' EXIT
 for _ in $(seq 120); do

@@ -28,23 +28,30 @@ from pathlib import Path
 import requests
 import torch
 
+import settings
 from bench.client import LoadResult, Sender, drive
-from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, \
-    build_worker_archives, cores
+from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, build_worker_archives, cores
 from bench.inprocess import ReleaseGate, decode_latency, measure_limit, model_only_latency, step_costs
 from bench.precisions import precision_runners
-from bench.report import Row, best_served, format_decode, format_limits, format_ratios, \
-    format_steps, format_table, ratios
+from bench.report import (
+    Row,
+    best_served,
+    format_decode,
+    format_limits,
+    format_ratios,
+    format_steps,
+    format_table,
+    ratios,
+)
 from bench.write_back import write_back
-from handler.checkpoint import WEIGHTS_FILE, load_release
+from handler.checkpoint import load_release
 from handler.cpus import cpu_info
 from handler.precision import PRECISIONS
 from handler.precision_choice import served_record
 from loadtest.images import at_size, default_image_dir, load_images
 from ops.management import Management
-from tools.archive import MODEL_STORE
-from tools.processes import stop_process
-from tools.torchserve import REPO, TorchServe, free_port
+from serve.processes import stop_process
+from serve.torchserve import TorchServe, free_port
 
 LIMIT_BATCH = 8
 # Bounds every closed loop in count as well as time.
@@ -131,7 +138,7 @@ def bench_flask(weights: Path, images: list[bytes], args: argparse.Namespace) ->
     """The Flask baseline at MAIN_SIZE."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "bench.flask_baseline", "--weights",
-                                str(weights), "--port", str(port)], cwd=REPO,
+                                str(weights), "--port", str(port)], cwd=settings.REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -176,7 +183,7 @@ def cpu_flags() -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=MODEL_STORE / WEIGHTS_FILE,
+    parser.add_argument("--weights", type=Path, default=settings.WEIGHTS,
                         help="release weights, metadata JSON beside them (default: %(default)s)")
     parser.add_argument("--images", type=Path, help="JPEG folder (default: HAM10000 if present)")
     parser.add_argument("--image-count", type=int, default=64)
@@ -195,7 +202,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(cores())
-    out = args.out or REPO / "reports" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or settings.REPO / "reports" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     originals = load_images(args.images, args.image_count)
     sized = {size: [data for _, data in at_size(originals, shape)] for size, shape in IMAGE_SIZES.items()}

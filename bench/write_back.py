@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import settings
 from bench.configs import ServeConfig
 from tools.archive import DEFAULT_CONFIG
-from tools.torchserve import BASE_CONFIG
 
 WORKERS_COMMENT = "# Workers per model when an archive does not say; written by `make bench`."
 
@@ -19,7 +19,7 @@ def _set_line(text: str, pattern: str, line: str) -> str:
 
 
 def write_back(config: ServeConfig, model_config: Path = DEFAULT_CONFIG,
-               properties: Path = BASE_CONFIG) -> None:
+               properties: Path = settings.TORCHSERVE_CONFIG) -> None:
     """Batch size, delay and workers into model-config.yaml; workers into config.properties."""
     text = model_config.read_text()
     for key, value in (("minWorkers", config.workers), ("maxWorkers", config.workers),

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from starlette.middleware import Middleware
 
+import settings
 from frontend.texts import LANGUAGES
 
 PASS_PHRASE_VARIABLE = "SKIN_PASS_PHRASE"
@@ -28,6 +29,8 @@ LOGIN_PATH = "/_skin/login"
 COOKIE_NAME = "skin_access"
 # The login form's body is one short field; anything longer is not a person typing a phrase.
 LOGIN_BODY_LIMIT = 1024
+# Room for the multipart framing around an upload at the limit.
+MULTIPART_MARGIN_MB = 1
 PHRASE_FIELD = "phrase"
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -161,6 +164,12 @@ async def respond(send: Send, status: int, body: bytes,
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def request_body_limit() -> int:
+    """The largest body phone mode's gate lets through to Streamlit: an upload at the limit, and
+    the multipart framing around it (Streamlit allows itself the same margin)."""
+    return (settings.UPLOAD_LIMIT_MB + MULTIPART_MARGIN_MB) * 2**20
 
 
 def gate_from_env(body_limit: int, environ: MutableMapping[str, str] = os.environ) -> list[Middleware]:

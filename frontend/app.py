@@ -1,6 +1,6 @@
 """SKIN's page: a dermoscopy photo in; the eight lesion classes ranked, in plain language.
 
-Run it with `python -m frontend.run` (or `make serve`, which starts TorchServe too). The page only
+Run it with `python -m serve.page` (or `make serve`, which starts TorchServe too). The page only
 lays things out: the client, the photo preparation, the ranking and the heatmap overlay live in
 their own modules.
 """

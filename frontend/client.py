@@ -14,30 +14,29 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from api.client import DEFAULT_INFERENCE_URL, InferenceClient, inference_path, protocol_from_env
+import settings
+from api.client import InferenceClient, inference_path, protocol_from_env
 from api.contract import Problem, ServerProblem
-from api.keys import PAGE_KEY_FILE_NAME, SERVE_HOME, KeySource
+from api.keys import KeySource
 from frontend.explanation import Explanation
 from frontend.ranking import Ranking
 
 LOG = logging.getLogger(__name__)
-# The inference key alone, copied there by `make serve` (frontend/serve_all.py).
-DEFAULT_KEY_FILE = SERVE_HOME / PAGE_KEY_FILE_NAME
 __all__ = ["ClientConfig", "Problem", "ServerProblem", "SkinClient"]
 
 
 @dataclass(frozen=True)
 class ClientConfig:
-    url: str = DEFAULT_INFERENCE_URL + inference_path("v1")
-    key_file: Path = DEFAULT_KEY_FILE
+    url: str = settings.INFERENCE_URL + inference_path("v1")
+    key_file: Path = settings.PAGE_KEY_FILE
     token: str | None = None
     protocol: str = "v1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ClientConfig":
         protocol = protocol_from_env(environ)
-        url = environ.get("SKIN_INFERENCE_URL") or DEFAULT_INFERENCE_URL + inference_path(protocol)
-        return cls(url=url, key_file=Path(environ.get("SKIN_KEY_FILE") or DEFAULT_KEY_FILE),
+        url = environ.get("SKIN_INFERENCE_URL") or settings.INFERENCE_URL + inference_path(protocol)
+        return cls(url=url, key_file=Path(environ.get("SKIN_KEY_FILE") or settings.PAGE_KEY_FILE),
                    token=environ.get("SKIN_TOKEN") or None, protocol=protocol)
 
     def api(self) -> InferenceClient:

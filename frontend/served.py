@@ -1,4 +1,4 @@
-"""What `streamlit run` serves (frontend/run.py): the page, app.py, on Streamlit's own server, with
+"""What `streamlit run` serves (serve/page.py starts it): the page, app.py, on Streamlit's own server, with
 phone mode's pass phrase in front of all of it (frontend/access.py). Streamlit finds ``app`` here
 and runs it with uvicorn, with the address, port, certificate and upload limit given on its
 command line."""
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from frontend.access import gate_from_env
-from frontend.run import request_body_limit
+from frontend.access import gate_from_env, request_body_limit
 
 app = st.App(Path(__file__).with_name("app.py"), middleware=gate_from_env(request_body_limit()))

@@ -24,7 +24,6 @@ from torch.ao.quantization.observer import FixedQParamsObserver
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 from torchvision.models.resnet import ResNet
 
-
 PRECISIONS = ("fp32", "bf16", "int8")
 CALIBRATION_FILE = "skin_int8_calibration.pt"
 QUANTISATION_BACKEND = "x86"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-DATASET_IMAGES = REPO.parent / "shared" / "data" / "ham10000" / "images"
-FIXTURE_IMAGES = REPO / "tests" / "fixtures" / "images"
+import settings
+
+DATASET_IMAGES = settings.REPO / settings.DATA_DIRS[0] / "images"
+FIXTURE_IMAGES = settings.REPO / "tests" / "fixtures" / "images"
 DEFAULT_LIMIT = 64
 
 

@@ -15,17 +15,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import settings
+from api.client import PROTOCOLS
 from loadtest.images import default_image_dir
 from loadtest.report import format_summary, plot_latency, read_totals
-from api.client import DEFAULT_METRICS_URL, PROTOCOLS
 from ops.errors import OpsError
 from ops.metrics import scrape, time_split
-from tools.torchserve import DEFAULT_KEY_FILE
 
-REPO = Path(__file__).resolve().parent.parent
-LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
+LOCUSTFILE = settings.REPO / "loadtest" / "locustfile.py"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-DEFAULT_HOST = "http://127.0.0.1:8080"
 DEFAULT_MAX_REQUESTS = 50_000
 # Time locust gets beyond --run-time to stop its users and write the reports.
 SHUTDOWN_GRACE_S = 60
@@ -39,7 +37,7 @@ def require_loopback(url: str) -> None:
 
 
 def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir: Path, *,
-                 metrics_url: str | None = DEFAULT_METRICS_URL, model: str = "skin",
+                 metrics_url: str | None = settings.METRICS_URL, model: str = "skin",
                  max_requests: int = DEFAULT_MAX_REQUESTS, rate_per_user: float | None = None,
                  image_dir: Path | None = None, processes: int = 1, protocol: str = "v1",
                  token: str | None = None, host_header: str | None = None) -> dict:
@@ -62,7 +60,7 @@ def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir
                    "SKIN_MAX_REQUESTS": str(max_requests),
                    "SKIN_RATE_PER_USER": str(rate_per_user or 0),
                    "SKIN_TOTALS_FILE": str(out_dir / "locust_totals.json"),
-                   "PYTHONPATH": str(REPO)}
+                   "PYTHONPATH": str(settings.REPO)}
     prefix = out_dir / "locust"
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
                "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{duration_s}s",
@@ -73,7 +71,7 @@ def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir
         command += ["--processes", str(processes)]
     started = time.monotonic()
     # locust exits 1 when a request failed; the summary below reports that, so the code is ignored.
-    subprocess.run(command, cwd=REPO, env=environment, timeout=duration_s + SHUTDOWN_GRACE_S,
+    subprocess.run(command, cwd=settings.REPO, env=environment, timeout=duration_s + SHUTDOWN_GRACE_S,
                    stdout=(out_dir / "locust.log").open("wb"), stderr=subprocess.STDOUT)
     if not (out_dir / "locust_totals.json").exists():
         raise OpsError(f"locust wrote no statistics; see {out_dir / 'locust.log'}")
@@ -101,19 +99,19 @@ def seconds(text: str) -> int:
 
 
 def timestamped(prefix: str) -> Path:
-    return REPO / "reports" / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return settings.REPO / "reports" / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest",
                                      description="Headless locust run against SKIN on loopback.")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="inference address (%(default)s)")
+    parser.add_argument("--host", default=settings.INFERENCE_URL, help="inference address (%(default)s)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="v1",
                         help="v1 (/predictions/skin) or v2 (KServe's /v2/models/skin/infer)")
-    parser.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE)
+    parser.add_argument("--key-file", type=Path, default=settings.KEY_FILE)
     parser.add_argument("--token", help="bearer token instead of the key file (a cluster's ingress)")
     parser.add_argument("--host-header", help="Host header, for an ingress gateway on a port-forward")
-    parser.add_argument("--metrics-url", default=DEFAULT_METRICS_URL,
+    parser.add_argument("--metrics-url", default=settings.METRICS_URL,
                         help="TorchServe's metrics address; empty to skip (%(default)s)")
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--duration", type=seconds, default=60, help="90, 90s, 5m or 1h")

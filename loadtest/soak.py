@@ -14,12 +14,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from handler.checkpoint import WEIGHTS_FILE
+import settings
 from loadtest.run import run_loadtest, seconds, timestamped
 from ops.errors import OpsError
 from ops.management import Management
-from tools.archive import MODEL_STORE, build_archive
-from tools.torchserve import TorchServe
+from serve.torchserve import TorchServe
+from tools.archive import build_archive
 
 LOAD_SHARE = 0.8
 MAX_RSS_GROWTH = 0.10
@@ -75,7 +75,7 @@ def format_report(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.soak",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=MODEL_STORE / WEIGHTS_FILE)
+    parser.add_argument("--weights", type=Path, default=settings.WEIGHTS)
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--probe", type=seconds, default=30, help="time to measure the maximum")
     parser.add_argument("--duration", type=seconds, default=600, help="soak time (10m)")

@@ -1,4 +1,4 @@
-"""Run the protocol's front on loopback (tools/torchserve.py starts it beside a v2 TorchServe).
+"""Run the protocol's front on loopback (serve/torchserve.py starts it beside a v2 TorchServe).
 
     python -m oip --port 8080 --torchserve http://127.0.0.1:8085 --management http://127.0.0.1:8081 \
         [--key-file .run/serve/key_file.json]
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import uvicorn
 
+import settings
 from api.client import ManagementClient
 from api.keys import KeySource
 from oip.front import Backend, create_app
-from tools.torchserve import BASE_CONFIG, read_properties
 
 
 def main() -> None:
@@ -29,8 +29,8 @@ def main() -> None:
     management = ManagementClient(args.management, KeySource(args.key_file, "management"))
     backend = Backend(args.torchserve, management, keys)
     # The same limit as TorchServe's: a body the front takes, TorchServe takes too.
-    limit = int(read_properties(BASE_CONFIG)["max_request_size"])
-    uvicorn.run(create_app(backend, limit), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(create_app(backend, settings.MAX_REQUEST_BYTES), host=settings.LOOPBACK, port=args.port,
+                log_level="warning")
 
 
 if __name__ == "__main__":

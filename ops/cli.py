@@ -10,21 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from api.client import DEFAULT_MANAGEMENT_URL, DEFAULT_METRICS_URL
+import settings
 from ops.errors import OpsError
 from ops.management import Management
 from ops.metrics import scrape, summarize
 from ops.names import archive_name, model_name
 from ops.render import render_describe, render_metrics, render_models
-from tools.torchserve import DEFAULT_KEY_FILE
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__.splitlines()[0])
-    parser.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
+    parser.add_argument("--key-file", type=Path, default=settings.KEY_FILE,
                         help="TorchServe's key_file.json (default: %(default)s, from make serve)")
-    parser.add_argument("--management-url", default=DEFAULT_MANAGEMENT_URL)
-    parser.add_argument("--metrics-url", default=DEFAULT_METRICS_URL)
+    parser.add_argument("--management-url", default=settings.MANAGEMENT_URL)
+    parser.add_argument("--metrics-url", default=settings.METRICS_URL)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -87,16 +86,15 @@ def run(args: argparse.Namespace) -> tuple[object, str]:
 
 def register(api: Management, args: argparse.Namespace) -> tuple[dict, str]:
     # The release code imports torch (3 s); only this command needs it.
-    from ops.release import DEFAULT_MODEL_STORE, DEFAULT_WEIGHTS, shipped_batching, \
-        versioned_archive
+    from ops.release import shipped_batching, versioned_archive
 
     name = model_name(args.name)
     archive = None if args.archive is None else archive_name(args.archive)
     shipped = shipped_batching()
     if archive is None:
-        weights = args.weights or DEFAULT_WEIGHTS
+        weights = args.weights or settings.WEIGHTS
         try:
-            archive = versioned_archive(weights, args.model_store or DEFAULT_MODEL_STORE,
+            archive = versioned_archive(weights, args.model_store or settings.MODEL_STORE,
                                         name)[0].name
         except (FileNotFoundError, ValueError) as exc:
             raise OpsError(f"cannot build an archive from {weights}: {exc}") from None

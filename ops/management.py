@@ -10,11 +10,11 @@ from pathlib import Path
 
 import psutil
 
-from api.client import DEFAULT_MANAGEMENT_URL, FAST_CALL_S, ManagementClient
+import settings
+from api.client import FAST_CALL_S, ManagementClient
 from api.contract import Problem, ServerProblem, json_field, key_refused
 from api.keys import KeySource
 from ops.errors import OpsError
-from tools.torchserve import DEFAULT_KEY_FILE
 
 # Registering or scaling synchronously waits for workers to load a ResNet34: give it time.
 SLOW_CALL_S = 300
@@ -22,8 +22,8 @@ SLOW_CALL_S = 300
 
 @dataclass
 class Management:
-    url: str = DEFAULT_MANAGEMENT_URL
-    key_file: Path = DEFAULT_KEY_FILE
+    url: str = settings.MANAGEMENT_URL
+    key_file: Path = settings.KEY_FILE
     client: ManagementClient = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

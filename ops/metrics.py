@@ -11,7 +11,8 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.client import DEFAULT_METRICS_URL, FAST_CALL_S, metrics_text
+import settings
+from api.client import FAST_CALL_S, metrics_text
 from api.contract import Problem, ServerProblem
 from ops.errors import OpsError
 
@@ -28,7 +29,7 @@ MODEL_COUNTERS = ("ts_inference_requests_total", "ts_inference_latency_microseco
 ModelMetrics = dict[str, dict[str, float]]
 
 
-def scrape(metrics_url: str = DEFAULT_METRICS_URL,
+def scrape(metrics_url: str = settings.METRICS_URL,
            timeout: float = FAST_CALL_S) -> tuple[dict[str, float], ModelMetrics]:
     """Host-level metrics and per-model metrics from one GET of ``/metrics``."""
     try:

@@ -12,12 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
+from handler.checkpoint import METADATA_FILE, load_metadata
 from ops.names import release_version
-from tools.archive import DEFAULT_CONFIG, MODEL_STORE, build_archive, is_current
-
-DEFAULT_MODEL_STORE = MODEL_STORE
-DEFAULT_WEIGHTS = MODEL_STORE / WEIGHTS_FILE
+from tools.archive import DEFAULT_CONFIG, build_archive, is_current
 
 
 def shipped_batching() -> dict:

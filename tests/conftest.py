@@ -13,17 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from PIL import Image
 
-from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
+import settings
+from handler.checkpoint import METADATA_FILE, load_metadata, save_release
 from handler.classes import CODES
 from handler.gate import GATE_FILE, save_gate
 from handler.model import SkinResNet34
 from handler.preprocessing import MEAN, STD, decode_image
-from tools.archive import MODEL_STORE, build_archive
+from serve.torchserve import TorchServe
+from tools.archive import build_archive
 from training.gate import fit_gate, gate_network, photos_of
-from tools.torchserve import TorchServe
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Small, so the CPU answers quickly, and not square, so the release's shape must reach the handler.
@@ -128,14 +128,14 @@ def shipped_server(tmp_path_factory) -> TorchServe:
     """The shipped release (trained weights, their gate) as ``skin`` and, as ``untrained``, the same
     release with the random weights of a network that never saw a lesion, side by side in one real
     TorchServe: for what only a trained model shows (heatmaps on the lesion, refusing non-lesions)."""
-    metadata = load_metadata(MODEL_STORE / METADATA_FILE)
+    metadata = load_metadata(settings.MODEL_STORE / METADATA_FILE)
     torch.manual_seed(0)
     untrained = save_release(SkinResNet34().state_dict(), metadata, tmp_path_factory.mktemp("untrained"))
     write_fixture_gate(untrained)
     store = tmp_path_factory.mktemp("shipped_store")
     config = store / "test-model-config.yaml"
     config.write_text(TEST_MODEL_CONFIG)
-    build_archive(weights=MODEL_STORE / WEIGHTS_FILE, export_path=store, config_file=config)
+    build_archive(weights=settings.WEIGHTS, export_path=store, config_file=config)
     build_archive(weights=untrained, export_path=store, config_file=config, model_name="untrained")
     home = tmp_path_factory.mktemp("shipped_torchserve")
     server = TorchServe.on_free_ports(home, model_store=store, models="skin=skin.mar,untrained=untrained.mar")

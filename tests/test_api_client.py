@@ -20,7 +20,7 @@ from frontend.texts import LANGUAGES
 from ops.errors import OpsError
 from ops.management import Management
 from ops.metrics import scrape
-from tools.torchserve import TorchServe, free_port
+from serve.torchserve import TorchServe, free_port
 
 # TorchServe's answer when the worker running a batch dies (kill -9, out of memory).
 WORKER_DIED = {"code": 500, "type": "InternalServerException", "message": "Worker died."}

@@ -12,19 +12,19 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import FIXTURES, write_random_release
+
+import settings
 from tools.archive import DEFAULT_CONFIG
-from tools.torchserve import BASE_CONFIG, REPO
 
 
 def test_quick_mode_prints_the_table(tmp_path):
     weights = write_random_release(tmp_path / "release")
-    shipped = DEFAULT_CONFIG.read_text(), BASE_CONFIG.read_text()
+    shipped = DEFAULT_CONFIG.read_text(), settings.TORCHSERVE_CONFIG.read_text()
     result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--weights", str(weights),
                              "--images", str(FIXTURES / "images"), "--concurrency", "4",
                              "--out", str(tmp_path / "out")],
-                            cwd=REPO, capture_output=True, text=True, timeout=400)
+                            cwd=settings.REPO, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     start = lines.index("| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms |")
@@ -53,4 +53,4 @@ def test_quick_mode_prints_the_table(tmp_path):
     assert all(steps[name] > 0 for name in ("decode_ms", "model_ms", "gate_ms"))
     assert steps["gate_share"] == pytest.approx(
         steps["gate_ms"] / (steps["decode_ms"] + steps["model_ms"] + steps["gate_ms"]))
-    assert (DEFAULT_CONFIG.read_text(), BASE_CONFIG.read_text()) == shipped
+    assert (DEFAULT_CONFIG.read_text(), settings.TORCHSERVE_CONFIG.read_text()) == shipped

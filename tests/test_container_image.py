@@ -14,11 +14,12 @@ from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlparse
 
+import settings
+from serve.torchserve import ADDRESS_KEYS, free_port, read_properties
 from tools.deploy_config import CONTAINER_HOME, container_properties
 from tools.lock import TORCH_PACKAGES, from_pypi
-from tools.torchserve import ADDRESS_KEYS, KEY_FILE_NAME, REPO, free_port, read_properties
 
-DOCKERFILE = REPO / "Dockerfile"
+DOCKERFILE = settings.REPO / "Dockerfile"
 # Built by `make archive`, on which `make image` depends; not committed.
 BUILT_PATHS = {"model_store/skin.mar"}
 
@@ -51,7 +52,7 @@ def copies() -> list[tuple[list[str], str]]:
 
 def dockerignore_admits(path: str) -> bool:
     admitted = False
-    for line in (REPO / ".dockerignore").read_text().splitlines():
+    for line in (settings.REPO / ".dockerignore").read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             if line.startswith("!"):
@@ -86,7 +87,7 @@ def test_every_copied_path_exists_and_is_in_the_build_context():
     assert "model_store/skin.mar" in sources and "config.properties" in sources
     assert "pyproject.toml" in sources and "requirements-serve.lock" in sources
     for source in sources:
-        assert (REPO / source).exists() or source in BUILT_PATHS, source
+        assert (settings.REPO / source).exists() or source in BUILT_PATHS, source
         assert dockerignore_admits(source), f"{source} is left out by .dockerignore"
     assert not dockerignore_admits(".venv") and not dockerignore_admits("runs")
 
@@ -104,7 +105,7 @@ def stage_home(root: Path) -> Path:
                 continue
             path = target / Path(source).name if destination.endswith("/") else target
             path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(REPO / source, path)
+            shutil.copy(settings.REPO / source, path)
     return home
 
 
@@ -121,10 +122,10 @@ def test_the_image_python_commands_run_on_the_copied_files_alone(tmp_path):
     assert built.returncode == 0, built.stderr
     assert read_properties(home / "torchserve.properties") == container_properties()
     health = run("tools.healthcheck", "--url", f"http://127.0.0.1:{free_port()}/ping",
-                 "--key-file", str(home / KEY_FILE_NAME))
+                 "--key-file", str(home / settings.KEY_FILE_NAME))
     assert health.returncode == 1 and "unhealthy: no answer" in health.stderr, health.stderr
     # ops through `docker exec`: it imports, and tells in one line that nothing answers.
-    ops = run("ops", "--key-file", str(home / KEY_FILE_NAME), "--management-url",
+    ops = run("ops", "--key-file", str(home / settings.KEY_FILE_NAME), "--management-url",
               f"http://127.0.0.1:{free_port()}", "models")
     assert ops.returncode == 1 and "Traceback" not in ops.stderr, ops.stderr
 
@@ -146,7 +147,7 @@ def test_no_pythonpath_puts_the_images_handler_modules_before_the_archives():
 def test_the_archive_lands_in_the_model_store_the_container_config_names():
     destinations = {source: dest for sources, dest in copies() for source in sources}
     assert destinations["model_store/skin.mar"] == f"{container_properties()['model_store']}/skin.mar"
-    assert read_properties(REPO / "config.properties")["load_models"] == "skin=skin.mar"
+    assert read_properties(settings.REPO / "config.properties")["load_models"] == "skin=skin.mar"
 
 
 def test_entrypoint_runs_torchserve_in_the_foreground_on_the_generated_config():
@@ -163,7 +164,7 @@ def test_healthcheck_pings_with_the_key_torchserve_writes_into_its_working_direc
     assert command[:3] == ["python", "-m", "tools.healthcheck"]
     assert urlparse(command[command.index("--url") + 1]).path == "/ping"
     assert urlparse(command[command.index("--url") + 1]).port == 8080
-    assert command[command.index("--key-file") + 1] == f"{arguments('WORKDIR')[-1]}/{KEY_FILE_NAME}"
+    assert command[command.index("--key-file") + 1] == f"{arguments('WORKDIR')[-1]}/{settings.KEY_FILE_NAME}"
     assert "--start-period" in healthcheck
 
 
@@ -175,7 +176,7 @@ def test_token_authorization_stays_on_in_the_container():
 
 def lock_pins() -> dict[str, tuple[str, list[str]]]:
     """requirements-serve.lock as {name: (version, hashes)}."""
-    text = re.sub(r"\\\n", " ", (REPO / "requirements-serve.lock").read_text())
+    text = re.sub(r"\\\n", " ", (settings.REPO / "requirements-serve.lock").read_text())
     pins = {}
     for line in text.splitlines():
         if line.strip() and not line.startswith("#"):
@@ -202,7 +203,7 @@ def test_torch_comes_from_its_index_alone_and_the_rest_from_pypi_with_hashes():
                                    if "pip install" in command]
     assert '--index-url "${TORCH_INDEX}"' in torch_install
     asked = re.fullmatch(r".*\$\(python /tmp/requirements/(tools/pins\.py .*)\)", torch_install).group(1)
-    printed = subprocess.run([sys.executable, *asked.split()], cwd=REPO, capture_output=True, text=True,
+    printed = subprocess.run([sys.executable, *asked.split()], cwd=settings.REPO, capture_output=True, text=True,
                              check=True, timeout=60).stdout.split()
     assert [pin.split("==")[0] for pin in printed] == list(TORCH_PACKAGES)
     assert all(re.fullmatch(r"[a-z]+==[0-9.]+", pin) for pin in printed), printed
@@ -213,18 +214,18 @@ def test_torch_comes_from_its_index_alone_and_the_rest_from_pypi_with_hashes():
 def test_the_gpu_variant_is_a_build_argument_the_makefile_passes():
     assert any(args.startswith("TORCH_INDEX=https://download.pytorch.org/whl/cpu")
                for args in arguments("ARG"))
-    assert "--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX)" in (REPO / "Makefile").read_text()
+    assert "--build-arg TORCH_INDEX=$(CUDA_TORCH_INDEX)" in (settings.REPO / "Makefile").read_text()
 
 
 def test_the_page_run_against_the_container_gets_the_inference_key_alone(torchserve, tmp_path):
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((settings.REPO / "README.md").read_text().split())
     section = readme[readme.index("### The container image"):readme.index("### KServe, step by step")]
     command = "python -m api.keys page-key .run/docker-keys.json .run/docker-page-key.json"
     assert command in section and "SKIN_KEY_FILE=.run/docker-page-key.json" in section
     assert "SKIN_KEY_FILE=.run/docker-keys.json" not in section
     page_key = tmp_path / "page.json"
     subprocess.run([sys.executable, "-m", "api.keys", "page-key", str(torchserve.key_file),
-                    str(page_key)], cwd=REPO, check=True, capture_output=True, timeout=60)
+                    str(page_key)], cwd=settings.REPO, check=True, capture_output=True, timeout=60)
     keys = json.loads(torchserve.key_file.read_text())
     assert json.loads(page_key.read_text()) == {"inference": keys["inference"]}
     assert not page_key.stat().st_mode & 0o077

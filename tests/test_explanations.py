@@ -16,15 +16,16 @@ import requests
 import torch
 from torch.nn import functional as F
 
+import settings
+from api.contract import check_prediction
 from handler.checkpoint import METADATA_FILE, load_release
 from handler.classes import CODES
 from handler.gradcam import heatmap_shape
 from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
-from api.contract import check_prediction
+from serve.torchserve import TorchServe
 from tests.conftest import TEST_INPUT_SIZE, write_random_release
 from tests.test_handler import load_service, run_batch
-from tools.archive import MODEL_STORE, build_archive
-from tools.torchserve import TorchServe
+from tools.archive import build_archive
 
 
 def explanations_url(server: TorchServe, model: str = "skin") -> str:
@@ -170,7 +171,7 @@ def test_explanations_batched_with_predictions_each_get_their_own_answer(service
 
 # The shipped release: trained weights, through their own archive and TorchServe.
 
-SHIPPED = json.loads((MODEL_STORE / METADATA_FILE).read_text(encoding="utf-8"))
+SHIPPED = json.loads((settings.MODEL_STORE / METADATA_FILE).read_text(encoding="utf-8"))
 # A centred box with half the frame's area: a heatmap that ignored the photo would put half its
 # mass there.
 CENTRE_SIDE = 2 ** -0.5

@@ -14,14 +14,14 @@ import requests
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from frontend.access import COOKIE_NAME, LOGIN_PATH, PASS_PHRASE_VARIABLE, new_pass_phrase
-from frontend.certificate import Tls, ensure_certificate
-from frontend.run import (REPO, page_environment, request_body_limit, streamlit_command,
-                          upload_limit_mb)
-from frontend.serve_all import wait_for_page
+import settings
+from frontend.access import COOKIE_NAME, LOGIN_PATH, PASS_PHRASE_VARIABLE, new_pass_phrase, request_body_limit
 from frontend.texts import CHINESE, ENGLISH
-from tools.processes import stop_process
-from tools.torchserve import free_port
+from serve.certificate import Tls, ensure_certificate
+from serve.launcher import wait_for_page
+from serve.page import page_environment, streamlit_command
+from serve.processes import stop_process
+from serve.torchserve import free_port
 
 UPLOAD = "/_stcore/upload_file/session/file"
 STREAM = "/_stcore/stream"
@@ -65,7 +65,7 @@ def phone_page(tmp_path_factory) -> Iterator[PhonePage]:
     for 127.0.0.1; no TorchServe is needed to open the page."""
     tls = ensure_certificate(tmp_path_factory.mktemp("tls"), "127.0.0.1")
     phrase, port = new_pass_phrase(), free_port()
-    page = subprocess.Popen(streamlit_command(port, tls), cwd=REPO,
+    page = subprocess.Popen(streamlit_command(port, tls), cwd=settings.REPO,
                             env=page_environment({PASS_PHRASE_VARIABLE: phrase}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -120,7 +120,7 @@ def test_the_pass_phrase_opens_the_page_and_its_websocket(phone_page, cookie):
 
 
 def test_bodies_over_the_cap_or_of_unknown_length_are_refused_unread(phone_page, cookie):
-    assert request_body_limit() <= 17 * 2**20 and upload_limit_mb() == 16
+    assert request_body_limit() <= 17 * 2**20 and settings.UPLOAD_LIMIT_MB == 16
     sent = {"Cookie": f"{COOKIE_NAME}={cookie}"}
     assert phone_page.declared_only("PUT", {**sent, "Content-Length": str(request_body_limit() + 1)}).status == 413
     assert phone_page.declared_only("PUT", {**sent, "Transfer-Encoding": "chunked"}).status == 411

@@ -24,24 +24,25 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
+from test_frontend_page import served_answer, served_explanation
+from test_gate import darkened, lesion
 
+import settings
 from frontend.access import PASS_PHRASE_VARIABLE, PHRASE_FIELD, new_pass_phrase
-from frontend.certificate import ensure_certificate
 from frontend.explanation import Explanation
 from frontend.overlay import overlay
 from frontend.photo import prepare_photo
-from frontend.run import REPO, page_environment, streamlit_command
-from frontend.serve_all import wait_for_page
 from frontend.texts import ENGLISH
 from handler.classes import BY_CODE, CLASSES
-from test_frontend_page import served_answer, served_explanation
-from test_gate import darkened, lesion
-from tools.processes import stop_process
-from tools.torchserve import BASE_CONFIG, free_port, read_properties
+from serve.certificate import ensure_certificate
+from serve.launcher import wait_for_page
+from serve.page import page_environment, streamlit_command
+from serve.processes import stop_process
+from serve.torchserve import free_port, read_properties
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-PHOTO = REPO / "tests" / "fixtures" / "images" / "MEL_ISIC_0024310.jpg"
+PHOTO = settings.REPO / "tests" / "fixtures" / "images" / "MEL_ISIC_0024310.jpg"
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
 
@@ -58,7 +59,7 @@ def page_url(torchserve, inference_url) -> str:
     port = free_port()
     environment = page_environment({"SKIN_INFERENCE_URL": inference_url,
                                     "SKIN_KEY_FILE": str(torchserve.key_file)})
-    page = subprocess.Popen(streamlit_command(port), cwd=REPO, env=environment,
+    page = subprocess.Popen(streamlit_command(port), cwd=settings.REPO, env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_page(page, port, None)
@@ -188,7 +189,7 @@ def test_upload_in_a_real_browser(page_url, browser, torchserve, inference_url, 
     if screenshots:
         screenshot(browser, tmp_path / "screenshot-overlay.png", DESKTOP, mobile=False)
         for name in ("screenshot-desktop.png", "screenshot-phone.png", "screenshot-overlay.png"):
-            shutil.copy(tmp_path / name, REPO / "docs" / name)
+            shutil.copy(tmp_path / name, settings.REPO / "docs" / name)
 
 
 def test_phone_mode_classifies_after_the_pass_phrase(torchserve, inference_url, tmp_path):
@@ -198,7 +199,7 @@ def test_phone_mode_classifies_after_the_pass_phrase(torchserve, inference_url, 
     phrase, port = new_pass_phrase(), free_port()
     environment = page_environment({"SKIN_INFERENCE_URL": inference_url, PASS_PHRASE_VARIABLE: phrase,
                                     "SKIN_KEY_FILE": str(torchserve.key_file)})
-    page = subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=environment,
+    page = subprocess.Popen(streamlit_command(port, tls), cwd=settings.REPO, env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # The certificate names 127.0.0.1 and chains to a CA this throwaway profile does not hold.
     driver = chromium(tmp_path, "--ignore-certificate-errors")
@@ -255,11 +256,11 @@ def test_a_refused_photo_in_a_real_browser(page_url, browser, torchserve, infere
     assert not any(c.name in text for c in CLASSES)
     if os.environ.get("SKIN_SCREENSHOTS") == "1":
         screenshot(browser, tmp_path / "screenshot-refused.png", DESKTOP, mobile=False)
-        shutil.copy(tmp_path / "screenshot-refused.png", REPO / "docs" / "screenshot-refused.png")
+        shutil.copy(tmp_path / "screenshot-refused.png", settings.REPO / "docs" / "screenshot-refused.png")
 
 
 def test_the_page_takes_files_up_to_torchserves_request_limit(page_url, browser, tmp_path):
-    limit = int(read_properties(BASE_CONFIG)["max_request_size"])
+    limit = int(read_properties(settings.TORCHSERVE_CONFIG)["max_request_size"])
     browser.get(page_url)
     WebDriverWait(browser, 60).until(shows(f"{limit // 2**20}MB per file"))
     too_large = tmp_path / "too-large.jpg"

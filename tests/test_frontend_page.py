@@ -12,13 +12,13 @@ import pyarrow as pa
 import pytest
 import requests
 from streamlit.testing.v1 import AppTest
+from test_gate import darkened, lesion
 
 from api.contract import Problem
 from frontend.photo import prepare_photo
 from frontend.texts import CHINESE, ENGLISH
 from handler.classes import BY_CODE, CLASSES
-from test_gate import darkened, lesion
-from tools.torchserve import free_port
+from serve.torchserve import free_port
 
 APP = Path(__file__).resolve().parent.parent / "frontend" / "app.py"
 TEXT_ELEMENTS = ("title", "subheader", "markdown", "caption", "warning", "error", "info")

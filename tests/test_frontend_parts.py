@@ -10,16 +10,17 @@ import pytest
 import requests
 from PIL import ExifTags, Image
 
+import settings
 from frontend.client import ClientConfig, Problem, ServerProblem, SkinClient
 from frontend.photo import LONG_SIDE, prepare_photo
 from frontend.ranking import Ranking
-from frontend.certificate import ensure_certificate
-from frontend.run import LOOPBACK, REPO, page_address, page_environment, streamlit_command
-from frontend.serve_all import wait_for_page
 from handler.classes import CLASSES
 from handler.preprocessing import InvalidImageError
-from tools.processes import stop_process
-from tools.torchserve import free_port, read_key, read_properties
+from serve.certificate import ensure_certificate
+from serve.launcher import wait_for_page
+from serve.page import page_address, page_environment, streamlit_command
+from serve.processes import stop_process
+from serve.torchserve import free_port, read_key, read_properties
 
 
 def jpeg(size: tuple[int, int], orientation: int | None = None) -> bytes:
@@ -146,7 +147,7 @@ def test_a_refusal_is_read_and_an_inconsistent_verdict_rejected():
 
 def test_config_from_environment():
     assert ClientConfig.from_env({}) == ClientConfig()
-    assert ClientConfig().key_file == REPO / ".run" / "serve" / "page_key.json"  # the inference key alone
+    assert ClientConfig().key_file == settings.REPO / ".run" / "serve" / "page_key.json"  # the inference key alone
     config = ClientConfig.from_env({"SKIN_INFERENCE_URL": "http://h:1/p",
                                     "SKIN_KEY_FILE": "/k.json", "SKIN_TOKEN": "t"})
     assert (config.url, str(config.key_file), config.token) == ("http://h:1/p", "/k.json", "t")
@@ -173,15 +174,15 @@ def test_client_reads_a_rotated_key_again(torchserve, inference_url, tmp_path, f
 
 
 def test_https_page_with_the_generated_certificate(tmp_path):
-    tls = ensure_certificate(tmp_path / "tls", LOOPBACK)
+    tls = ensure_certificate(tmp_path / "tls", settings.LOOPBACK)
     extensions = subprocess.run(
         ["openssl", "x509", "-in", str(tls.cert), "-noout", "-ext",
          "subjectAltName,extendedKeyUsage"], capture_output=True, text=True, check=True).stdout
     assert "IP Address:127.0.0.1" in extensions and "DNS:localhost" in extensions
     assert "TLS Web Server Authentication" in extensions
-    assert ensure_certificate(tmp_path / "tls", LOOPBACK).cert.read_bytes() == tls.cert.read_bytes()
+    assert ensure_certificate(tmp_path / "tls", settings.LOOPBACK).cert.read_bytes() == tls.cert.read_bytes()
     port = free_port()
-    page = subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=page_environment(),
+    page = subprocess.Popen(streamlit_command(port, tls), cwd=settings.REPO, env=page_environment(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_page(page, port, tls)

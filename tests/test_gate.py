@@ -7,23 +7,24 @@ import io
 import re
 
 import pytest
-import skimage
 import requests
+import skimage
 import torch
 from PIL import Image, ImageFilter
+from test_handler import classify, load_service
 
-from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
+import settings
+from api.contract import check_prediction
+from handler.checkpoint import METADATA_FILE, load_metadata, save_release
 from handler.gate import GATE_FILE
 from handler.model import SkinResNet34
 from handler.refusals import ACCEPTED, DETAILS
-from api.contract import check_prediction
-from test_handler import classify, load_service
 from tests.conftest import FIXTURES, write_random_release
-from tools.archive import MODEL_STORE, build_archive
+from tools.archive import build_archive
 from training.ood_images import HELD_OUT, drawn, ood_images, shipped_photo
 
 LESION = "MEL_ISIC_0024310.jpg"
-SHIPPED_WEIGHTS = MODEL_STORE / WEIGHTS_FILE
+SHIPPED_WEIGHTS = settings.WEIGHTS
 # The bar for the held-out non-lesion photos; the shipped gate refuses 0.98 of them in
 # process (docs/gate_report.json), and the served path must give the same verdicts.
 SHIPPED_MIN_REFUSED = 0.95

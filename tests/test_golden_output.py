@@ -18,14 +18,15 @@ import requests
 import torch
 from PIL import Image, ImageOps
 
-from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE
+import settings
+from handler.checkpoint import METADATA_FILE
 from handler.classes import CLASSES, CODES
 from handler.model import SkinResNet34
-from tools.archive import MODEL_STORE, build_archive
+from tools.archive import build_archive
 
 GOLDEN = "golden"
-WEIGHTS = MODEL_STORE / WEIGHTS_FILE
-RELEASE = json.loads((MODEL_STORE / METADATA_FILE).read_text(encoding="utf-8"))
+WEIGHTS = settings.WEIGHTS
+RELEASE = json.loads((settings.MODEL_STORE / METADATA_FILE).read_text(encoding="utf-8"))
 
 
 def reference_input(photo: bytes, height: int, width: int) -> np.ndarray:

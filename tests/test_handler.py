@@ -11,18 +11,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import ts
 from PIL import Image
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 from ts.service import Service
 
-import ts
+import settings
+from api.contract import check_prediction
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release
 from handler.classes import BY_CODE, CLASSES, CODES
 from handler.preprocessing import decode_image, eval_transform, model_input
-from api.contract import check_prediction
 from tests.conftest import TEST_INPUT_SIZE, TEST_REFERRAL_THRESHOLD, write_random_release
-from tools.archive import HANDLER_DIR, MODEL_STORE, build_archive
+from tools.archive import HANDLER_DIR, build_archive
 
 METRICS_CONFIG = Path(ts.__file__).parent / "configs" / "metrics.yaml"
 
@@ -183,7 +184,7 @@ def test_archive_carries_the_one_class_file_and_matching_release(archive):
 
 def test_the_shipped_release_is_what_make_serve_serves(tmp_path, fixture_images):
     """The committed release: within the size budget, archived and loaded as TorchServe does."""
-    weights = MODEL_STORE / WEIGHTS_FILE
+    weights = settings.WEIGHTS
     metadata = load_metadata(weights.with_name(METADATA_FILE))
     assert weights.stat().st_size <= 45 * 2**20
     assert all(value.dtype == torch.float16 for value in torch.load(weights).values()

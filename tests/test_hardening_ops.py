@@ -17,17 +17,18 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-
-from frontend.access import PASS_PHRASE_VARIABLE
-from frontend.certificate import VALID_DAYS, Tls, make_ca, make_leaf, ensure_certificate, names_for
-from frontend.run import REPO, access_environment, announce, streamlit_command
-from ops.errors import OpsError
 from conftest import write_random_release
+from test_serve_launcher import start_supervisor, until_ready
+
+import settings
+from frontend.access import PASS_PHRASE_VARIABLE
+from ops.errors import OpsError
 from ops.names import archive_name, model_name, release_version
 from ops.release import versioned_archive
-from test_frontend_serve_all import start_supervisor, until_ready
-from tools.processes import process_tree, stop_tree
-from tools.torchserve import TorchServe, free_port
+from serve.certificate import VALID_DAYS, Tls, ensure_certificate, make_ca, make_leaf, names_for
+from serve.page import access_environment, announce, streamlit_command
+from serve.processes import process_tree, stop_tree
+from serve.torchserve import TorchServe, free_port
 
 LAN = "192.0.2.7"  # TEST-NET-1: an address a certificate can name without it being this machine's
 
@@ -129,7 +130,7 @@ def test_ops_register_refuses_a_path_in_one_line(torchserve):
     result = subprocess.run([sys.executable, "-m", "ops", "--key-file", str(torchserve.key_file),
                              "--management-url", torchserve.url("management"), "register",
                              "--archive", "/tmp/model_store/x.mar"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+                            cwd=settings.REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "bare .mar file name" in result.stderr
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tools.torchserve import REPO, free_port
+import settings
+from serve.torchserve import free_port
 
 
 def healthcheck(url: str, key_file) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tools.healthcheck", "--url", url,
-                           "--key-file", str(key_file)], cwd=REPO, capture_output=True,
+                           "--key-file", str(key_file)], cwd=settings.REPO, capture_output=True,
                           text=True, timeout=60)
 
 

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.keys import RETRY_FIRST_S, KeyRotator, read_key, read_keys
-from tools.torchserve import REPO, TorchServe
+import settings
+from api.keys import read_key, read_keys
+from serve.key_rotation import RETRY_FIRST_S, KeyRotator
+from serve.torchserve import TorchServe
 
 LIFE_MIN = 0.3  # TorchServe reads the setting as a float of minutes: 18 s
 INTERVAL_S = 12.0
@@ -28,7 +30,7 @@ def short_lived(model_store, tmp_path_factory) -> Iterator[TorchServe]:
 def healthcheck(server: TorchServe) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tools.healthcheck", "--url",
                            f"{server.url('inference')}/ping", "--key-file", str(server.key_file)],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+                          cwd=settings.REPO, capture_output=True, text=True, timeout=60)
 
 
 def test_a_failed_rotation_is_retried_after_seconds_not_an_interval(short_lived, tmp_path):

@@ -13,15 +13,16 @@ import pytest
 import requests
 import yaml
 
-from handler import v2
+import settings
 from api.contract import check_prediction
+from handler import v2
+from serve.torchserve import ADDRESS_KEYS, GRPC_PORT_KEYS, TorchServe, read_properties
 from tools.archive import DEFAULT_CONFIG
 from tools.deploy_config import KSERVE_INFERENCE_PORT, KSERVE_STORAGE
 from tools.kserve_bundle import ARCHIVE_DIR, CONFIG_PATH, NotABundleError, archive_manifest, write_bundle
-from tools.torchserve import ADDRESS_KEYS, GRPC_PORT_KEYS, REPO, TorchServe, read_properties
 
-KSERVE_DIR = REPO / "deploy" / "kserve"
-SERVICES = {"skin-cpu.yaml": DEFAULT_CONFIG, "skin-gpu.yaml": REPO / "bench" / "gpu-model-config.yaml"}
+KSERVE_DIR = settings.REPO / "deploy" / "kserve"
+SERVICES = {"skin-cpu.yaml": DEFAULT_CONFIG, "skin-gpu.yaml": settings.REPO / "bench" / "gpu-model-config.yaml"}
 DNS_1123 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 SCALE_METRICS = {"cpu", "memory", "concurrency", "rps"}
 # docs/benchmarks.md, soak: each CPU worker ~960 MB resident.
@@ -95,7 +96,7 @@ def test_a_pod_takes_no_more_requests_than_its_batches_and_queue_hold(name, bund
 
 
 def test_the_cpu_pods_requests_fit_in_the_heap():
-    properties = read_properties(REPO / "config.properties")
+    properties = read_properties(settings.REPO / "config.properties")
     concurrency = service("skin-cpu.yaml")["spec"]["predictor"]["containerConcurrency"]
     heap = int(re.search(r"-Xmx(\d+)g", properties["vmargs"]).group(1)) * 2**30
     assert concurrency * int(properties["max_request_size"]) <= heap
@@ -222,7 +223,7 @@ def test_bundle_layout_is_what_storage_uri_must_hold(name, bundles):
     config = yaml.safe_load(SERVICES[name].read_text())
     assert settings["batchSize"] == config["batchSize"]
     assert settings["maxWorkers"] == config["maxWorkers"]
-    base = read_properties(REPO / "config.properties")
+    base = read_properties(settings.REPO / "config.properties")
     assert properties["max_request_size"] == base["max_request_size"]
 
 
@@ -271,7 +272,7 @@ def test_the_bundle_replaces_only_an_old_bundle_or_an_empty_folder(model_store, 
     (tmp_path / "file").write_text("keep me too")
     linked = write_bundle(tmp_path / "linked", archive)
     (linked / ARCHIVE_DIR / "elsewhere.mar").symlink_to(tmp_path / "file")
-    for out in (home, tmp_path / "file", linked, REPO):
+    for out in (home, tmp_path / "file", linked, settings.REPO):
         with pytest.raises(NotABundleError):
             write_bundle(out, archive)
     assert (home / "notes.txt").read_text() == "keep me" and (tmp_path / "file").exists()
@@ -279,7 +280,7 @@ def test_the_bundle_replaces_only_an_old_bundle_or_an_empty_folder(model_store, 
 
 
 def test_the_readme_sends_tokens_and_photos_to_the_cluster_over_https_only():
-    readme = (REPO / "README.md").read_text()
+    readme = (settings.REPO / "README.md").read_text()
     steps = readme[readme.index("### KServe, step by step"):readme.index("What `deploy/kserve/` sets")]
     assert "Bearer $TOKEN" in steps and "https://$SERVICE_HOSTNAME/v2/models/skin/infer" in steps
     assert "http://" not in steps

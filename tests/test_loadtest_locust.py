@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 from conftest import FIXTURES
-from tools.torchserve import REPO
+
+import settings
 
 
 def loadtest(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=settings.REPO,
                           capture_output=True, text=True, timeout=180)
 
 

@@ -11,16 +11,17 @@ import sys
 
 import pytest
 import requests
-
 from conftest import write_random_release
-from tools.torchserve import REPO, free_port
+
+import settings
+from serve.torchserve import free_port
 
 
 def ops(torchserve, *args: str, key_file=None, management_url=None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "ops", "--key-file", str(key_file or torchserve.key_file),
                "--management-url", management_url or torchserve.url("management"),
                "--metrics-url", torchserve.url("metrics"), *args]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=settings.REPO, capture_output=True, text=True, timeout=300)
 
 
 def ops_json(torchserve, *args: str):
@@ -127,5 +128,5 @@ def test_server_down_is_one_line(torchserve, command):
     down = f"http://127.0.0.1:{free_port()}"
     result = subprocess.run([sys.executable, "-m", "ops", "--key-file", str(torchserve.key_file),
                              "--management-url", down, "--metrics-url", down, command],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+                            cwd=settings.REPO, capture_output=True, text=True, timeout=60)
     assert_one_line_error(result, "cannot reach", down)

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from ops.management import Management
-from tools.torchserve import TorchServe
+from serve.torchserve import TorchServe
 
 CONCURRENCY = 4
 RECOVERY_TIMEOUT_S = 60

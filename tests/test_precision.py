@@ -11,26 +11,32 @@ import pytest
 import requests
 import torch
 
+import settings
 from handler import precision_choice
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release
-from handler.cpus import cpu_info
 from handler.classes import CODES
+from handler.cpus import cpu_info
 from handler.gate import GATE_FILE, file_sha256, load_gate
 from handler.lite import installed_weights
 from handler.precision import CALIBRATION_FILE, calibrate, quantise, runner
-from handler.precision_choice import CHOICE_FILE, SERVED_FILE, calibration_path, \
-    load_calibration, save_calibration_for, served_record
+from handler.precision_choice import (
+    CHOICE_FILE,
+    SERVED_FILE,
+    calibration_path,
+    load_calibration,
+    save_calibration_for,
+    served_record,
+)
 from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
 from ops.management import Management
 from ops.release import versioned_archive
 from ops.render import render_describe
 from tests.conftest import FIXTURES, TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
 from tests.test_handler import classify, load_service
-from tools.archive import DEFAULT_CONFIG, MODEL_STORE, archived_digest, build_archive, \
-    ensure_archive, inputs_digest
+from tools.archive import DEFAULT_CONFIG, archived_digest, build_archive, ensure_archive, inputs_digest
 from training.serving_precision import accuracy_gate, choose
 
-SHIPPED = MODEL_STORE / WEIGHTS_FILE
+SHIPPED = settings.WEIGHTS
 
 
 def fixture_inputs(metadata: dict) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
@@ -51,8 +57,8 @@ def shipped_release(tmp_path_factory) -> Path:
     """The shipped release copied aside, with its committed precision files when there are any."""
     folder = tmp_path_factory.mktemp("shipped")
     for name in (WEIGHTS_FILE, METADATA_FILE, GATE_FILE, CHOICE_FILE, CALIBRATION_FILE):
-        if (MODEL_STORE / name).is_file():
-            shutil.copy2(MODEL_STORE / name, folder / name)
+        if (settings.MODEL_STORE / name).is_file():
+            shutil.copy2(settings.MODEL_STORE / name, folder / name)
     if not calibration_path(folder / WEIGHTS_FILE).is_file():
         model, metadata = load_release(folder / WEIGHTS_FILE)
         calibration = calibrate(model, [mirrored(fixture_inputs(metadata)[1])],

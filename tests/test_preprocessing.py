@@ -15,11 +15,20 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from bench.decode_memory import smooth_photo
 from handler.batch import request_bytes
-from handler.preprocessing import (INPUT_SIZE, InvalidImageError, MAX_IMAGE_PIXELS, decode_image,
-                                   eval_transform, fit_to_frame, image_to_tensor, normalize,
-                                   open_image, shades_of_gray)
-from tools.decode_memory import smooth_photo
+from handler.preprocessing import (
+    INPUT_SIZE,
+    MAX_IMAGE_PIXELS,
+    InvalidImageError,
+    decode_image,
+    eval_transform,
+    fit_to_frame,
+    image_to_tensor,
+    normalize,
+    open_image,
+    shades_of_gray,
+)
 
 EXIF_ORIENTATION = 0x0112
 

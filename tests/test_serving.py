@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from handler.classes import CODES
+import settings
 from api.contract import check_prediction
-from tools.torchserve import read_properties, BASE_CONFIG
+from handler.classes import CODES
+from serve.torchserve import read_properties
 
 
 def assert_ranked(body: dict) -> list[str]:
@@ -113,7 +114,7 @@ def test_decompression_bomb_gets_400(inference_url, auth, huge_png, fixture_imag
 
 
 def test_body_over_the_size_limit_gets_413_and_a_phone_photo_fits(inference_url, auth, fixture_images):
-    limit = int(read_properties(BASE_CONFIG)["max_request_size"])
+    limit = int(read_properties(settings.TORCHSERVE_CONFIG)["max_request_size"])
     assert limit >= 12_000_000, "a 12 MB phone photo must fit"
     answer = post(inference_url, auth, data=b"\xff" * (limit + 1024))
     assert answer.status_code == 413

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from test_serving import handler_counters
 
+from api.contract import check_prediction
 from frontend.client import ClientConfig, SkinClient
 from handler import v2
 from handler.classes import CODES
-from api.contract import check_prediction
-from test_serving import handler_counters
 
 IMAGE = "MEL_ISIC_0024310.jpg"
 

@@ -1,11 +1,11 @@
-"""tools.torchserve's port choice, and what a TorchServe that could not start tells its caller."""
+"""serve.torchserve's port choice, and what a TorchServe that could not start tells its caller."""
 from __future__ import annotations
 
 import socket
 
 import pytest
 
-from tools.torchserve import EPHEMERAL_RANGE, LOWEST_FREE_PORT, TorchServe, free_port
+from serve.torchserve import EPHEMERAL_RANGE, LOWEST_FREE_PORT, TorchServe, free_port
 
 
 def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range():

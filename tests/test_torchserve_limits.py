@@ -13,8 +13,9 @@ import psutil
 import requests
 from PIL import Image
 
+import settings
+from serve.torchserve import read_properties
 from tools.deploy_config import container_properties, kserve_properties
-from tools.torchserve import BASE_CONFIG, read_properties
 
 MiB = 2**20
 # Decoding a 3000x3000 PNG takes the handler about 0.1 s, so the test's one worker drains the queue
@@ -37,7 +38,7 @@ def slow_png() -> bytes:
 
 
 def test_the_queue_full_of_the_largest_bodies_fits_in_half_the_heap():
-    base = read_properties(BASE_CONFIG)
+    base = read_properties(settings.TORCHSERVE_CONFIG)
     request_size, queue = int(base["max_request_size"]), int(base["job_queue_size"])
     assert 12_000_000 <= request_size <= 16 * MiB, "a 12 MB photo fits; little more does"
     assert 32 <= queue <= 64
@@ -49,7 +50,7 @@ def test_the_queue_full_of_the_largest_bodies_fits_in_half_the_heap():
 def test_the_jvm_runs_with_the_configured_heap(torchserve):
     [java] = [process for process in psutil.Process(torchserve.process.pid).children(recursive=True)
               if process.name() == "java"]
-    vmargs = read_properties(BASE_CONFIG)["vmargs"].split()
+    vmargs = read_properties(settings.TORCHSERVE_CONFIG)["vmargs"].split()
     assert all(argument in java.cmdline() for argument in vmargs)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.fixtures.training.make_data import make_labels_csv
 from training.datasets import Sample
 from training.dedupe import deduplicate
 from training.splits import load_split
-from tests.fixtures.training.make_data import make_labels_csv
 
 
 def write(path: Path, content: bytes) -> Path:

@@ -15,11 +15,10 @@ from handler.model import SkinResNet34
 from tests.fixtures.training.make_data import COLOURS, make_labels_csv
 from training import ablate, evaluate, shortcuts, train
 from training.engine import predict, train_one_epoch
-from training.splits import load_split
 from training.losses import DistillationLoss
-from training.models import build_teacher
 from training.precision import Precision
 from training.presets import ImageBatches
+from training.splits import load_split
 
 MAX_RELEASE_BYTES = 45 * 1024 * 1024
 FP32_CPU = Precision("fp32", torch.device("cpu"))

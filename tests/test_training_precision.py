@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 
 from handler.cpus import cpu_info
-from training import speed
 from training import precision as training_precision
+from training import speed
 from training.precision import Precision, choose_precision, cpu_candidates
 
 CPU = torch.device("cpu")

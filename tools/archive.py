@@ -28,15 +28,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
+import settings
+from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.gate import GATE_FILE, GATE_NETWORK_FILE, file_sha256, load_gate_state
 from handler.lite import installed_weights
 from handler.precision import CALIBRATION_FILE, PRECISIONS
 from handler.precision_choice import SERVED_FILE, calibration_path, load_calibration, served_record
 
-REPO = Path(__file__).resolve().parent.parent
-HANDLER_DIR = REPO / "handler"
-MODEL_STORE = REPO / "model_store"
+HANDLER_DIR = settings.REPO / "handler"
+
 DEFAULT_CONFIG = HANDLER_DIR / "model-config.yaml"
 PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "checkpoint.py", "cpus.py",
                  "explanation.py", "gate.py", "gradcam.py", "kservev2_envelope.py", "lite.py",
@@ -44,7 +44,7 @@ PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "check
                  "skin_handler.py", "v2.py")
 
 
-def build_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path = MODEL_STORE,
+def build_archive(weights: Path = settings.WEIGHTS, export_path: Path = settings.MODEL_STORE,
                   config_file: Path = DEFAULT_CONFIG, model_name: str = "skin",
                   precision: str | None = None) -> Path:
     """Run torch-model-archiver; the metadata JSON and the gate fitted for these weights must sit
@@ -123,7 +123,7 @@ def is_current(archive: Path, weights: Path, config_file: Path = DEFAULT_CONFIG,
     return archived_digest(archive) == inputs_digest(weights, config_file, served)
 
 
-def ensure_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path = MODEL_STORE,
+def ensure_archive(weights: Path = settings.WEIGHTS, export_path: Path = settings.MODEL_STORE,
                    config_file: Path = DEFAULT_CONFIG, model_name: str = "skin",
                    precision: str | None = None) -> tuple[Path, bool]:
     """The archive of these inputs, rebuilt only when the one at its path differs; returns it and
@@ -136,8 +136,8 @@ def ensure_archive(weights: Path = MODEL_STORE / WEIGHTS_FILE, export_path: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=MODEL_STORE / WEIGHTS_FILE)
-    parser.add_argument("--export-path", type=Path, default=MODEL_STORE)
+    parser.add_argument("--weights", type=Path, default=settings.WEIGHTS)
+    parser.add_argument("--export-path", type=Path, default=settings.MODEL_STORE)
     parser.add_argument("--config-file", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--model-name", default="skin")
     parser.add_argument("--precision", choices=PRECISIONS,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from tools.torchserve import (BASE_CONFIG, BEHIND_FRONT_PORT, PROTOCOL_OVERRIDES, read_properties,
-                              write_properties)
+import settings
+from serve.torchserve import PROTOCOL_OVERRIDES, read_properties, write_properties
 
 CONTAINER_HOME = "/home/skin"
 # Inside a container loopback is unreachable from outside, so inference and metrics listen on all
@@ -22,9 +22,9 @@ CONTAINER_HOME = "/home/skin"
 # the image), and so does gRPC; neither is published. Token authorization stays on. TS_* variables
 # may override keys (e.g. TS_SERVICE_ENVELOPE=kservev2 for the v2 protocol).
 CONTAINER_OVERRIDES = {
-    "inference_address": "http://0.0.0.0:8080",
-    "management_address": "http://127.0.0.1:8081",
-    "metrics_address": "http://0.0.0.0:8082",
+    "inference_address": f"http://0.0.0.0:{settings.INFERENCE_PORT}",
+    "management_address": f"http://{settings.LOOPBACK}:{settings.MANAGEMENT_PORT}",
+    "metrics_address": f"http://0.0.0.0:{settings.METRICS_PORT}",
     "model_store": f"{CONTAINER_HOME}/model_store",
     "enable_envvars_config": "true",
 }
@@ -36,11 +36,11 @@ CONTAINER_OVERRIDES = {
 # reaches it; the cluster's ingress authenticates clients instead. Metrics stay open on :8082 for
 # Prometheus. The model API stays off: the pod serves the one model of its bundle.
 KSERVE_STORAGE = "/mnt/models"
-KSERVE_INFERENCE_PORT = BEHIND_FRONT_PORT
+KSERVE_INFERENCE_PORT = settings.BEHIND_FRONT_PORT
 KSERVE_OVERRIDES = {
-    "inference_address": f"http://127.0.0.1:{KSERVE_INFERENCE_PORT}",
-    "management_address": f"http://127.0.0.1:{KSERVE_INFERENCE_PORT}",
-    "metrics_address": "http://0.0.0.0:8082",
+    "inference_address": f"http://{settings.LOOPBACK}:{KSERVE_INFERENCE_PORT}",
+    "management_address": f"http://{settings.LOOPBACK}:{KSERVE_INFERENCE_PORT}",
+    "metrics_address": f"http://0.0.0.0:{settings.METRICS_PORT}",
     "model_store": f"{KSERVE_STORAGE}/model-store",
     "disable_token_authorization": "true",
     "enable_model_api": "false",
@@ -53,7 +53,7 @@ KSERVE_OVERRIDES = {
 KSERVE_DROPPED = ("load_models",)
 
 
-def container_properties(base: Path = BASE_CONFIG) -> dict[str, str]:
+def container_properties(base: Path = settings.TORCHSERVE_CONFIG) -> dict[str, str]:
     return {**read_properties(base), **CONTAINER_OVERRIDES}
 
 
@@ -68,7 +68,7 @@ def model_snapshot(model: str, version: str, archive_name: str, model_config: Pa
                        "models": {model: {version: settings}}}, separators=(",", ":"))
 
 
-def kserve_properties(snapshot: str, base: Path = BASE_CONFIG) -> dict[str, str]:
+def kserve_properties(snapshot: str, base: Path = settings.TORCHSERVE_CONFIG) -> dict[str, str]:
     properties = {key: value for key, value in read_properties(base).items()
                   if key not in KSERVE_DROPPED}
     return {**properties, **KSERVE_OVERRIDES, "model_snapshot": snapshot}

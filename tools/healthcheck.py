@@ -12,9 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import settings
 from api.client import Endpoint
 from api.contract import ServerProblem
-from api.keys import KEY_FILE_NAME, KeySource
+from api.keys import KeySource
 
 TIMEOUT_S = 5.0
 
@@ -36,8 +37,8 @@ def ping(url: str, key_file: Path) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8080/ping")
-    parser.add_argument("--key-file", type=Path, default=Path(KEY_FILE_NAME))
+    parser.add_argument("--url", default=f"{settings.INFERENCE_URL}/ping")
+    parser.add_argument("--key-file", type=Path, default=Path(settings.KEY_FILE_NAME))
     args = parser.parse_args()
     problem = ping(args.url, args.key_file)
     if problem:

@@ -15,11 +15,12 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from tools.archive import DEFAULT_CONFIG, MODEL_STORE
+import settings
+from serve.torchserve import write_properties
+from tools.archive import DEFAULT_CONFIG
 from tools.deploy_config import kserve_properties, model_snapshot
-from tools.torchserve import REPO, write_properties
 
-DEFAULT_OUT = REPO / ".run" / "kserve-bundle"
+DEFAULT_OUT = settings.REPO / ".run" / "kserve-bundle"
 CONFIG_PATH = Path("config") / "config.properties"
 ARCHIVE_DIR = Path("model-store")
 BUNDLE_FOLDERS = (CONFIG_PATH.parent, ARCHIVE_DIR)
@@ -57,7 +58,7 @@ def archive_manifest(archive: Path) -> dict:
         return json.loads(mar.read("MAR-INF/MANIFEST.json"))["model"]
 
 
-def write_bundle(out: Path = DEFAULT_OUT, archive: Path = MODEL_STORE / "skin.mar",
+def write_bundle(out: Path = DEFAULT_OUT, archive: Path = settings.ARCHIVE,
                  model_config: Path = DEFAULT_CONFIG) -> Path:
     """Copy the archive and write the configuration under ``out``; returns ``out``."""
     manifest = archive_manifest(archive)
@@ -76,7 +77,7 @@ def write_bundle(out: Path = DEFAULT_OUT, archive: Path = MODEL_STORE / "skin.ma
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--archive", type=Path, default=MODEL_STORE / "skin.mar")
+    parser.add_argument("--archive", type=Path, default=settings.ARCHIVE)
     parser.add_argument("--model-config", type=Path, default=DEFAULT_CONFIG,
                         help="workers and batching for the snapshot (bench/gpu-model-config.yaml "
                              "for the GPU service)")

@@ -17,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 
+import settings
 from tools.pins import pins
-from tools.torchserve import REPO
 
-LOCK = REPO / "requirements-serve.lock"
+LOCK = settings.REPO / "requirements-serve.lock"
 # What the image takes from PyTorch's index alone (--index-url, so no other index can answer).
 TORCH_PACKAGES = ("torch", "torchvision")
 
@@ -32,7 +32,7 @@ def from_pypi() -> list[str]:
 
 def resolve(lines: list[str]) -> list[dict]:
     """pip's installation report for ``lines``: each package, version and archive hash."""
-    with tempfile.NamedTemporaryFile("w", dir=REPO, suffix=".txt") as requirements:
+    with tempfile.NamedTemporaryFile("w", dir=settings.REPO, suffix=".txt") as requirements:
         requirements.write("\n".join(lines) + "\n")
         requirements.flush()
         report = subprocess.run(

@@ -11,8 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+import settings
 from training import train
-from training.run_setup import DEFAULT_DATA
 
 # The runs that are compared, as the training flags that set them apart. Labels alone (no teacher)
 # unless a run says otherwise, so that a variant costs a short student run and no teacher passes.
@@ -29,7 +29,7 @@ VARIANTS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", nargs="+", default=[str(path) for path in DEFAULT_DATA])
+    parser.add_argument("--data", nargs="+", default=[str(path) for path in settings.DATA_DIRS])
     parser.add_argument("--soft-targets", type=Path, required=True,
                         help="the main run's soft targets (RUN/soft_targets.pt), so the teacher "
                              "comparison costs one student run and no teacher passes")

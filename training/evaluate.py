@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+import settings
 from handler.checkpoint import METADATA_FILE, MODEL_KEYS, load_release
 from training.datasets import Sample
 from training.engine import predict
@@ -62,9 +63,9 @@ def shipped_val_figures(weights: Path, samples: list[Sample], indices: list[int]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, nargs="+",
-                        default=[Path("../shared/data/ham10000"), Path("../shared/data/isic2019-84px")])
+                        default=list(settings.DATA_DIRS))
     parser.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
-    parser.add_argument("--weights", type=Path, default=Path("model_store/skin_resnet34.pt"))
+    parser.add_argument("--weights", type=Path, default=settings.WEIGHTS)
     parser.add_argument("--metadata", type=Path, default=None,
                         help=f"release metadata (default: {METADATA_FILE} beside the weights)")
     parser.add_argument("--output", type=Path, default=Path("reports"),

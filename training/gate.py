@@ -27,14 +27,15 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+import settings
 from handler.checkpoint import METADATA_FILE, load_release
 from handler.classes import CODES
-from handler.gate import (GATE_FILE, GATE_FORMAT, Gate, GateNetwork, file_sha256, luminance, save_gate,
-                          sharpness)
+from handler.gate import GATE_FILE, GATE_FORMAT, Gate, GateNetwork, file_sha256, luminance, save_gate, sharpness
 from handler.lite import WEIGHTS_NAME, installed_weights, load_lite_features
 from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
 from handler.refusals import ACCEPTED, REASONS
-from training.clinical import SIZE as CLINICAL_SIZE, clinical_views
+from training.clinical import SIZE as CLINICAL_SIZE
+from training.clinical import clinical_views
 from training.datasets import Sample
 from training.metrics import balanced_accuracy
 from training.ood_images import HELD_OUT, TUNING, ood_images
@@ -42,7 +43,6 @@ from training.presets import load_images
 from training.referral import referral_report
 from training.splits import release_split
 
-DEFAULT_DATA = [Path("../shared/data/ham10000"), Path("../shared/data/isic2019-84px")]
 DEFAULT_REPORT = Path("docs/gate_report.json")
 # The gate network's input: at 72x96 the gate took 42% of a served image's CPU time (make bench);
 # 48x64 refuses almost as many tuning non-lesions and keeps about as many validation lesions
@@ -258,10 +258,10 @@ def lesion_photos(samples: list[Sample], indices: list[int], metadata: dict,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=Path("model_store/skin_resnet34.pt"))
+    parser.add_argument("--weights", type=Path, default=settings.WEIGHTS)
     parser.add_argument("--metadata", type=Path, default=None,
                         help=f"release metadata (default: {METADATA_FILE} beside the weights)")
-    parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, nargs="+", default=list(settings.DATA_DIRS))
     parser.add_argument("--train-images", type=int, default=3000,
                         help="training lesions in the bank, as equally as possible from each class")
     parser.add_argument("--keep", type=float, default=0.98,

@@ -25,11 +25,11 @@ import torch
 from PIL import Image
 from sklearn.covariance import LedoitWolf
 
+import settings
 from handler.checkpoint import load_release
 from handler.gate import GateNetwork, luminance, sharpness
 from handler.preprocessing import eval_transform, input_shape
-from training.gate import (DEFAULT_DATA, GATE_INPUT_SIZE, K, balanced_sample, decoded, gate_network,
-                           group_quantile)
+from training.gate import GATE_INPUT_SIZE, K, balanced_sample, decoded, gate_network, group_quantile
 from training.ood_images import TUNING, ood_images
 from training.presets import BatchAugment
 from training.splits import release_split
@@ -187,8 +187,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=Path("model_store/skin_resnet34.pt"))
-    parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
+    parser.add_argument("--weights", type=Path, default=settings.WEIGHTS)
+    parser.add_argument("--data", type=Path, nargs="+", default=list(settings.DATA_DIRS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT)

@@ -24,11 +24,13 @@ import requests
 import torch
 from PIL import Image
 
+import settings
 from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.classes import CODES
-from tools.torchserve import TorchServe
-from training.clinical import SIZE as CLINICAL_SIZE, clinical_views
-from training.gate import DEFAULT_DATA, clinical_sample, rate, rate_by
+from serve.torchserve import TorchServe
+from training.clinical import SIZE as CLINICAL_SIZE
+from training.clinical import clinical_views
+from training.gate import clinical_sample, rate, rate_by
 from training.ood_images import HELD_OUT, TUNING, ood_images
 from training.presets import load_images
 from training.splits import release_split
@@ -60,9 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", type=Path, required=True)
-    parser.add_argument("--weights", type=Path, default=Path("model_store/skin_resnet34.pt"),
+    parser.add_argument("--weights", type=Path, default=settings.WEIGHTS,
                         help="the release whose split is sent (its metadata beside it)")
-    parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, nargs="+", default=list(settings.DATA_DIRS))
     parser.add_argument("--clinical-images", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=Path, required=True)

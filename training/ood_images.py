@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
+import settings
 from handler.preprocessing import to_rgb
 from training.ood_drawn import DRAWN
 
-REPO = Path(__file__).resolve().parent.parent
 TUNING, HELD_OUT = "tuning", "held_out"
 # Shipped photos by kind: file names within the folders of PHOTO_FOLDERS, as the wheels ship them.
 PHOTO_KINDS = {
@@ -54,7 +54,7 @@ def package_folder(package: str, *parts: str) -> Path:
 PHOTO_FOLDERS = (package_folder("skimage", "data"), package_folder("matplotlib", "mpl-data", "sample_data"),
                  package_folder("sklearn", "datasets", "images"),
                  package_folder("locust", "webui", "dist", "assets"),
-                 package_folder("networkx", "drawing", "tests", "baseline"), REPO / "docs")
+                 package_folder("networkx", "drawing", "tests", "baseline"), settings.REPO / "docs")
 VIEWS_PER_PHOTO = 11
 # Drawn images per kind.
 DRAWN_COUNTS = {"document": 150, "screenshot": 120, "chart": 100, "scene": 150, "object": 150,

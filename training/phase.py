@@ -15,8 +15,8 @@ from torch.utils.tensorboard import SummaryWriter
 from training.engine import predict, train_one_epoch
 from training.metrics import balanced_accuracy
 from training.precision import Precision
-from training.report import by_source
 from training.presets import ImageBatches
+from training.report import by_source
 
 
 def lr_factor(progress: float, warmup: float) -> float:

@@ -6,8 +6,7 @@ import argparse
 import numpy as np
 
 from handler.classes import CODES
-from handler.preprocessing import MEAN, STD
-from handler.preprocessing import SHADES_OF_GRAY_POWER
+from handler.preprocessing import MEAN, SHADES_OF_GRAY_POWER, STD
 from training.datasets import Sample, class_counts, detect_layout
 from training.splits import Split
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import random
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from handler.preprocessing import input_shape
 from training.precision import Precision
-
-DEFAULT_DATA = [Path("../shared/data/ham10000"), Path("../shared/data/isic2019-84px")]
 
 
 def image_size(text: str) -> tuple[int, int]:

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import settings
 from handler.checkpoint import load_release
 from handler.cpus import cpu_info
 from handler.precision import PRECISIONS, Runner, calibrate, runner
-from handler.preprocessing import input_shape, release_input
 from handler.precision_choice import choice_path, save_calibration_for
+from handler.preprocessing import input_shape, release_input
 from training.metrics import balanced_accuracy
 from training.presets import load_images
 from training.splits import release_split
@@ -79,9 +80,9 @@ def choose(candidates: dict[str, dict]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=Path("model_store/skin_resnet34.pt"))
+    parser.add_argument("--weights", type=Path, default=settings.WEIGHTS)
     parser.add_argument("--data", type=Path, nargs="+",
-                        default=[Path("../shared/data/ham10000"), Path("../shared/data/isic2019-84px")])
+                        default=list(settings.DATA_DIRS))
     parser.add_argument("--calibration-images", type=int, default=1000,
                         help="training images the int8 calibration sees")
     parser.add_argument("--val-limit", type=int, default=0,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+import settings
 from handler.checkpoint import WEIGHTS_FILE, save_release
 from handler.classes import CODES, NUM_CLASSES
 from handler.cpus import CPU_FLAGS, cpu_info
@@ -37,7 +38,7 @@ from training.presets import BatchAugment, ImageBatches, StoredViewBatches, eval
 from training.referral import CONCERNING, TARGET_SENSITIVITY, choose_threshold, referral_report
 from training.release import release_metadata
 from training.report import build_report, by_source, write_report
-from training.run_setup import DEFAULT_DATA, git_commit, image_size, seed_everything, to_device
+from training.run_setup import git_commit, image_size, seed_everything, to_device
 from training.sampling import EpochSampler
 from training.soft_targets import TARGETS_FILE, compute_soft_targets
 from training.splits import Split, load_split
@@ -48,16 +49,16 @@ HAM_SOURCE = "ham10000"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA,
+    parser.add_argument("--data", type=Path, nargs="+", default=list(settings.DATA_DIRS),
                         help="data directories, each in any layout training.datasets reads; each is "
                              "split by lesion on its own")
     parser.add_argument("--output", type=Path, default=Path("runs/train"),
                         help="the run's checkpoints, soft targets and TensorBoard logs")
-    parser.add_argument("--model-store", type=Path, default=Path("model_store"))
+    parser.add_argument("--model-store", type=Path, default=settings.MODEL_STORE)
     parser.add_argument("--docs", type=Path, default=Path("docs"),
                         help="where the test report JSON and confusion plot go")
-    parser.add_argument("--version", default="3.0", help="release version (the archive version)")
-    parser.add_argument("--image-size", type=image_size, default=(96, 128),
+    parser.add_argument("--version", default=settings.RELEASE_VERSION, help="release version (the archive version)")
+    parser.add_argument("--image-size", type=image_size, default=settings.IMAGE_SIZE,
                         help="the student's (served) input, HEIGHTxWIDTH, or one number for a square")
     parser.add_argument("--epochs", type=int, default=40, help="the student's epochs")
     parser.add_argument("--epoch-samples", type=int, default=0,
@@ -87,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher-arch", choices=sorted(TEACHERS), default="efficientnet-lite0")
     parser.add_argument("--teacher-weights", type=Path, default=None,
                         help="a fine-tuned teacher's state dict to use instead of fine-tuning one")
-    parser.add_argument("--teacher-size", type=image_size, default=(150, 200))
+    parser.add_argument("--teacher-size", type=image_size, default=settings.TEACHER_SIZE)
     parser.add_argument("--teacher-epochs", type=int, default=12)
     parser.add_argument("--teacher-lr", type=float, default=8e-4)
     parser.add_argument("--teacher-ema-decay", type=float, default=0.998)

@@ -1,8 +1,8 @@
 """`make serve`: TorchServe and the SKIN page together, both stopped on Ctrl-C, SIGTERM or SIGHUP.
 
-    python -m frontend.serve_all            # TorchServe on 8080-8082 (home .run/serve), page 8501
-    SKIN_SSL=1 python -m frontend.serve_all  # the page over HTTPS on the LAN address, for phones
-    SKIN_PROTOCOL=v2 python -m frontend.serve_all  # TorchServe speaks KServe v2; so does the page
+    python -m serve.launcher            # TorchServe on 8080-8082 (home .run/serve), page 8501
+    SKIN_SSL=1 python -m serve.launcher  # the page over HTTPS on the LAN address, for phones
+    SKIN_PROTOCOL=v2 python -m serve.launcher  # TorchServe speaks KServe v2; so does the page
 
 The page gets the inference key alone (page_key.json); the keys are renewed at half their lifetime
 (SKIN_KEY_ROTATION_S overrides the interval).
@@ -19,12 +19,19 @@ from pathlib import Path
 
 import requests
 
+import settings
 from api.client import protocol_from_env
-from frontend.certificate import Tls
-from frontend.run import (DEFAULT_PORT, REPO, access_environment, announce, page_address,
-                          page_environment, streamlit_command, tls_from_env)
-from tools.processes import die_with_parent, stop_process
-from tools.torchserve import DEFAULT_HOME, TorchServe
+from serve.certificate import Tls
+from serve.page import (
+    access_environment,
+    announce,
+    page_address,
+    page_environment,
+    streamlit_command,
+    tls_from_env,
+)
+from serve.processes import die_with_parent, stop_process
+from serve.torchserve import TorchServe
 
 PAGE_START_TIMEOUT_S = 60
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -38,7 +45,7 @@ def start_page(server: TorchServe, port: int, tls: Tls | None,
         "SKIN_INFERENCE_URL": server.inference_url(), "SKIN_PROTOCOL": server.protocol,
         "SKIN_KEY_FILE": str(server.page_key_file), **access})
     with open(server.home / "streamlit.out", "wb") as log:
-        return subprocess.Popen(streamlit_command(port, tls), cwd=REPO, env=environment,
+        return subprocess.Popen(streamlit_command(port, tls), cwd=settings.REPO, env=environment,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=die_with_parent)
 
@@ -66,11 +73,11 @@ def raise_interrupt(*_) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run TorchServe and the SKIN page together.")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="TorchServe's folder")
-    parser.add_argument("--model-store", type=Path, default=REPO / "model_store")
+    parser.add_argument("--home", type=Path, default=settings.SERVE_HOME, help="TorchServe's folder")
+    parser.add_argument("--model-store", type=Path, default=settings.MODEL_STORE)
     parser.add_argument("--free-ports", action="store_true",
                         help="TorchServe on free ports instead of 8080-8082 (beside another one)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the page's port")
+    parser.add_argument("--port", type=int, default=settings.PAGE_PORT, help="the page's port")
     args = parser.parse_args()
     tls = tls_from_env()
     access = access_environment(tls)

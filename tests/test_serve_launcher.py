@@ -3,21 +3,21 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import requests
 
-from frontend.run import REPO
-from tools.torchserve import free_port, read_key, read_properties
+import settings
+from serve.torchserve import free_port, read_key, read_properties
 
 
 def start_supervisor(home: Path, model_store: Path, port: int) -> subprocess.Popen:
     """`make serve`'s supervisor on free ports, started as a process."""
     return subprocess.Popen(
-        [sys.executable, "-m", "frontend.serve_all", "--home", str(home), "--model-store",
+        [sys.executable, "-m", "serve.launcher", "--home", str(home), "--model-store",
          str(model_store), "--free-ports", "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=settings.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def until_ready(supervisor: subprocess.Popen) -> list[str]:

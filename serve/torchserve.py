@@ -1,7 +1,7 @@
 """Start, wait for and stop one TorchServe instance with its own ports and scratch folder.
 
-`make serve` (frontend/serve_all.py) and ``python -m tools.torchserve`` (TorchServe alone, as
-bench/gpu_run.sh runs it) use the repository's config.properties, ports 8080-8082 and scratch in
+`make serve` (serve/launcher.py) and ``python -m serve.torchserve`` (TorchServe alone, as
+bench/gpu_run.sh runs it) use the repository's config.properties, its ports (settings.py) and scratch in
 .run/serve. Tests and benchmarks use :class:`TorchServe` with free ports and a
 temporary home, so they can run beside a live `make serve`: TorchServe keeps its pid file, socket
 and unpacked models in TMPDIR/TEMP and writes key_file.json into its working directory, and all
@@ -22,15 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import settings
 from api.client import ManagementClient, inference_path, protocol_from_env
-from api.keys import KEY_FILE_NAME, PAGE_KEY_FILE_NAME, SERVE_HOME, KeyRotator, KeySource, \
-    read_key, write_inference_key
-from tools.processes import die_with_parent, process_tree, stop_process, stop_tree
+from api.keys import KeySource, read_key, write_inference_key
+from serve.key_rotation import KeyRotator
+from serve.processes import die_with_parent, process_tree, stop_process, stop_tree
 
-REPO = Path(__file__).resolve().parent.parent
-BASE_CONFIG = REPO / "config.properties"
-DEFAULT_HOME = SERVE_HOME
-DEFAULT_KEY_FILE = DEFAULT_HOME / KEY_FILE_NAME  # where `make serve`'s clients find the keys
 ADDRESS_KEYS = {"inference": "inference_address", "management": "management_address",
                 "metrics": "metrics_address"}
 # TorchServe always opens its gRPC ports too, so a second instance needs its own.
@@ -38,11 +35,9 @@ GRPC_PORT_KEYS = {"grpc_inference": "grpc_inference_port", "grpc_management": "g
 # The one archive speaks either protocol; only these configuration keys differ. v2 is the Open
 # Inference Protocol (KServe v2), translated by handler/kservev2_envelope.py.
 PROTOCOL_OVERRIDES = {"v1": {}, "v2": {"service_envelope": "kservev2"}}
-DEFAULT_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082,
-                 "grpc_inference": 7070, "grpc_management": 7071}
-# In v2 the protocol's front (oip/) answers on the inference port, as KServe's model server does in
-# a pod, and TorchServe behind it on this one, as there (tools/deploy_config.py).
-BEHIND_FRONT_PORT = 8085
+DEFAULT_PORTS = {"inference": settings.INFERENCE_PORT, "management": settings.MANAGEMENT_PORT,
+                 "metrics": settings.METRICS_PORT, "grpc_inference": settings.GRPC_INFERENCE_PORT,
+                 "grpc_management": settings.GRPC_MANAGEMENT_PORT}
 FRONT_START_TIMEOUT_S = 30
 DEFAULT_TOKEN_EXPIRATION_MIN = 60.0  # TorchServe's, when the configuration names none
 LOWEST_FREE_PORT = 10000
@@ -89,9 +84,9 @@ def write_properties(properties: dict[str, str], path: Path) -> Path:
 class TorchServe:
     """One TorchServe process tree; ``ports`` maps inference/management/metrics to port numbers."""
 
-    home: Path = DEFAULT_HOME
-    model_store: Path = REPO / "model_store"
-    models: str = "skin=skin.mar"
+    home: Path = settings.SERVE_HOME
+    model_store: Path = settings.MODEL_STORE
+    models: str = f"{settings.MODEL_NAME}={settings.ARCHIVE.name}"
     ports: dict[str, int] | None = None  # DEFAULT_PORTS, with the front's in v2
     overrides: dict[str, str] = field(default_factory=dict)
     protocol: str = "v1"
@@ -101,7 +96,7 @@ class TorchServe:
     def __post_init__(self) -> None:
         if self.ports is None:
             self.ports = ({**DEFAULT_PORTS, "front": DEFAULT_PORTS["inference"],
-                           "inference": BEHIND_FRONT_PORT} if self.protocol == "v2" else dict(DEFAULT_PORTS))
+                           "inference": settings.BEHIND_FRONT_PORT} if self.protocol == "v2" else dict(DEFAULT_PORTS))
 
     @classmethod
     def on_free_ports(cls, home: Path, **kwargs) -> "TorchServe":
@@ -119,12 +114,12 @@ class TorchServe:
 
     @property
     def key_file(self) -> Path:
-        return self.home / KEY_FILE_NAME
+        return self.home / settings.KEY_FILE_NAME
 
     @property
     def page_key_file(self) -> Path:
         """The inference key alone, for the page (write_page_key copies it there)."""
-        return self.home / PAGE_KEY_FILE_NAME
+        return self.home / settings.PAGE_KEY_FILE_NAME
 
     def headers(self, api: str = "inference") -> dict[str, str]:
         return {"Authorization": f"Bearer {read_key(self.key_file, api)}"}
@@ -133,7 +128,7 @@ class TorchServe:
         return ManagementClient(self.url("management"), KeySource(self.key_file, "management"))
 
     def write_config(self) -> Path:
-        properties = read_properties(BASE_CONFIG)
+        properties = read_properties(settings.TORCHSERVE_CONFIG)
         # Relative to the working directory, the home; empty, so the workflow API finds nothing.
         (self.home / properties["workflow_store"]).mkdir(mode=0o700, exist_ok=True)
         properties.update({key: self.url(api) for api, key in ADDRESS_KEYS.items()})
@@ -175,7 +170,7 @@ class TorchServe:
                    "--torchserve", self.url("inference"), "--management", self.url("management"),
                    *keys]
         output = open(self.home / "front.out", "wb") if log_to_files else None
-        self.front = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        self.front = subprocess.Popen(command, cwd=settings.REPO, env={**os.environ, "PYTHONPATH": str(settings.REPO)},
                                       stdout=output, stderr=subprocess.STDOUT if output else None,
                                       preexec_fn=die_with_parent)
 
@@ -261,7 +256,7 @@ class TorchServe:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run TorchServe with SKIN in the foreground.")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    parser.add_argument("--home", type=Path, default=settings.SERVE_HOME)
     args = parser.parse_args()
     # Ctrl-C and SIGTERM both unwind through running(), which stops TorchServe.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

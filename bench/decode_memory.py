@@ -1,6 +1,6 @@
 """Peak memory of a TorchServe worker while it answers one 48-megapixel photo, per format.
 
-    python -m tools.decode_memory
+    python -m bench.decode_memory
 
 Starts its own TorchServe (free ports, one worker, batch size 1) on the shipped release, resets the
 worker's peak-RSS mark (/proc/PID/clear_refs) before each photo, and prints what the peak rose to
@@ -16,9 +16,9 @@ import numpy as np
 import requests
 from PIL import Image
 
-from handler.checkpoint import WEIGHTS_FILE
-from tools.archive import MODEL_STORE, build_archive
-from tools.torchserve import TorchServe
+import settings
+from serve.torchserve import TorchServe
+from tools.archive import build_archive
 
 SIZE = (8000, 6000)  # 48 MP, a 48-megapixel phone's full-resolution mode
 ONE_WORKER = "minWorkers: 1\nmaxWorkers: 1\nbatchSize: 1\nmaxBatchDelay: 1\nresponseTimeout: 120\n"
@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="skin-decode-memory-") as scratch:
         store, config = Path(scratch) / "store", Path(scratch) / "one-worker.yaml"
         config.write_text(ONE_WORKER)
-        build_archive(weights=MODEL_STORE / WEIGHTS_FILE, export_path=store, config_file=config)
+        build_archive(weights=settings.WEIGHTS, export_path=store, config_file=config)
         with TorchServe.on_free_ports(Path(scratch) / "home", model_store=store).running() as server:
             described = server.management().call("GET", "/models/skin", timeout=30).json()
             pid = described[0]["workers"][0]["pid"]
