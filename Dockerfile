@@ -1,9 +1,9 @@
 # SKIN's TorchServe in a container: `make image` (CPU) or `make image GPU=1` (CUDA wheels); see the
-# README, "Deploying beyond one machine". Build it from the repository root after `make archive`.
+# docs/deploy.md. Build it from the repository root after `make archive`.
 # The base image by tag: no registry was reachable where this was written, so no digest could be
 # read, and a made-up one would fail the build or, worse, pin nothing anyone checked. Pin it where
 # Docker is: `docker buildx imagetools inspect python:3.11-slim-bookworm` prints the index digest;
-# set PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<that digest> here (README, "Security").
+# set PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<that digest> here (docs/security.md).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
@@ -56,7 +56,7 @@ USER skin
 # The workflow API's own store, empty (config.properties, workflow_store).
 RUN mkdir -m 700 /home/skin/workflow_store
 # Inference and metrics only: management listens on the container's loopback, for ops through
-# `docker exec` (README).
+# `docker exec` (docs/deploy.md).
 EXPOSE 8080 8082
 
 # /ping wants the inference key in TorchServe 0.12; the check reads it from the key file.

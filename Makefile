@@ -124,7 +124,7 @@ USERS ?= 8
 DURATION ?= 60s
 MODEL ?= skin
 # v1 (/predictions/skin) or v2 (KServe's /v2/models/skin/infer); LOADTEST_FLAGS passes the rest,
-# e.g. --token and --host-header for a cluster's ingress (README, "Deploying beyond one machine").
+# e.g. --token and --host-header for a cluster's ingress (docs/deploy.md).
 PROTOCOL ?= v1
 LOADTEST_FLAGS ?=
 
@@ -150,7 +150,7 @@ describe: $(SERVING)
 metrics: $(SERVING)
 	$(PY) -m ops metrics
 
-# Beyond one machine (README, "Deploying beyond one machine"). `make image` builds the container
+# Beyond one machine (docs/deploy.md). `make image` builds the container
 # (GPU=1: CUDA wheels) where Docker exists; `make kserve-bundle` lays out what an InferenceService's
 # storageUri points at (GPU=1: the GPU service's workers and batching).
 IMAGE ?= skin

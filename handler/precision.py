@@ -66,7 +66,7 @@ def prepare_int8(model: torch.nn.Module, input_size: tuple[int, int]) -> torch.f
         mapping.set_module_name(name, None)
     with warnings.catch_warnings():
         # torch 2.14 still ships FX quantisation but warns on every call that torchao's PT2E
-        # replaces it; torchao is not a dependency here (README, docs/benchmarks.md).
+        # replaces it; torchao is not a dependency here (docs/benchmarks.md).
         warnings.simplefilter("ignore", DeprecationWarning)
         return prepare_fx(Penultimate(copy.deepcopy(model)).eval(), mapping, example)
 

@@ -218,7 +218,7 @@ def test_the_gpu_variant_is_a_build_argument_the_makefile_passes():
 
 
 def test_the_page_run_against_the_container_gets_the_inference_key_alone(torchserve, tmp_path):
-    readme = " ".join((settings.REPO / "README.md").read_text().split())
+    readme = " ".join((settings.REPO / "docs" / "deploy.md").read_text().split())
     section = readme[readme.index("### The container image"):readme.index("### KServe, step by step")]
     command = "python -m api.keys page-key .run/docker-keys.json .run/docker-page-key.json"
     assert command in section and "SKIN_KEY_FILE=.run/docker-page-key.json" in section

@@ -2,7 +2,7 @@
 the probabilities that its weights give here on an input built from first principles.
 
 The reference shares no preprocessing code with the handler: it decodes with Pillow, frames, and
-applies Shades of Gray and the release's mean/std in numpy, from the rules README.md states. So a
+applies Shades of Gray and the release's mean/std in numpy, from the rules docs/training.md states. So a
 regression in the shared functions (channel order, normalisation, colour constancy, framing) fails
 here even though the handler and training would agree with each other.
 """
@@ -30,7 +30,7 @@ RELEASE = json.loads((settings.MODEL_STORE / METADATA_FILE).read_text(encoding="
 
 
 def reference_input(photo: bytes, height: int, width: int) -> np.ndarray:
-    """The network's input for ``photo`` (CHW, float32), as the README defines it."""
+    """The network's input for ``photo`` (CHW, float32), as docs/training.md defines it."""
     image = Image.open(io.BytesIO(photo))
     # The server decodes a JPEG at the smallest DCT scale that keeps both sides at least the
     # frame's longer side, then box-reduces by the largest whole factor that still keeps them so.

@@ -96,7 +96,7 @@ def test_a_pod_takes_no_more_requests_than_its_batches_and_queue_hold(name, bund
 
 
 def test_the_cpu_pods_requests_fit_in_the_heap():
-    properties = read_properties(settings.REPO / "config.properties")
+    properties = read_properties(settings.TORCHSERVE_CONFIG)
     concurrency = service("skin-cpu.yaml")["spec"]["predictor"]["containerConcurrency"]
     heap = int(re.search(r"-Xmx(\d+)g", properties["vmargs"]).group(1)) * 2**30
     assert concurrency * int(properties["max_request_size"]) <= heap
@@ -217,13 +217,13 @@ def test_bundle_layout_is_what_storage_uri_must_hold(name, bundles):
     snapshot = json.loads(properties["model_snapshot"])
     manifest = archive_manifest(bundle / ARCHIVE_DIR / "skin.mar")
     [(model, versions)] = snapshot["models"].items()
-    [(version, settings)] = versions.items()
+    [(version, registered)] = versions.items()
     assert (model, version) == (manifest["modelName"], manifest["modelVersion"])
-    assert (bundle / ARCHIVE_DIR / settings["marName"]).is_file()
+    assert (bundle / ARCHIVE_DIR / registered["marName"]).is_file()
     config = yaml.safe_load(SERVICES[name].read_text())
-    assert settings["batchSize"] == config["batchSize"]
-    assert settings["maxWorkers"] == config["maxWorkers"]
-    base = read_properties(settings.REPO / "config.properties")
+    assert registered["batchSize"] == config["batchSize"]
+    assert registered["maxWorkers"] == config["maxWorkers"]
+    base = read_properties(settings.TORCHSERVE_CONFIG)
     assert properties["max_request_size"] == base["max_request_size"]
 
 
@@ -280,7 +280,7 @@ def test_the_bundle_replaces_only_an_old_bundle_or_an_empty_folder(model_store, 
 
 
 def test_the_readme_sends_tokens_and_photos_to_the_cluster_over_https_only():
-    readme = (settings.REPO / "README.md").read_text()
+    readme = (settings.REPO / "docs" / "deploy.md").read_text()
     steps = readme[readme.index("### KServe, step by step"):readme.index("What `deploy/kserve/` sets")]
     assert "Bearer $TOKEN" in steps and "https://$SERVICE_HOSTNAME/v2/models/skin/infer" in steps
     assert "http://" not in steps

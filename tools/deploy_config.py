@@ -61,11 +61,11 @@ def model_snapshot(model: str, version: str, archive_name: str, model_config: Pa
     """The model_snapshot line that KServe's wrapper and TorchServe read the model from; workers and
     batching come from the archive's model-config.yaml, which the snapshot would otherwise override."""
     config = yaml.safe_load(model_config.read_text())
-    settings = {"defaultVersion": True, "marName": archive_name,
+    registered = {"defaultVersion": True, "marName": archive_name,
                 **{key: config[key] for key in ("minWorkers", "maxWorkers", "batchSize",
                                                 "maxBatchDelay", "responseTimeout")}}
     return json.dumps({"name": "startup.cfg", "modelCount": 1,
-                       "models": {model: {version: settings}}}, separators=(",", ":"))
+                       "models": {model: {version: registered}}}, separators=(",", ":"))
 
 
 def kserve_properties(snapshot: str, base: Path = settings.TORCHSERVE_CONFIG) -> dict[str, str]:
