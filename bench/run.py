@@ -9,8 +9,9 @@
 Also: the CPU and the flags that decide which precision is fast, decode + preprocessing cost per
 image at each size, what each step of a served image costs and the gate's share of it, and cold
 start to READY. Prints tables (img/s, p50, p99 at a fixed
-concurrency, single-request p50) and the ratios the issue targets; a full run writes the best
-TorchServe set-up back as the shipped defaults. ``--quick`` runs two TorchServe set-ups for a few
+concurrency, single-request p50) and the ratios of TorchServe to the in-process limit and to Flask;
+writes the best TorchServe set-up, against the shipped one, to ``recommended.json`` for a person to
+apply. ``--quick`` runs two TorchServe set-ups for a few
 seconds each (for the tests).
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bench.client import LoadResult, Sender, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, build_worker_archives, cores
 from bench.inprocess import ReleaseGate, decode_latency, measure_limit, model_only_latency, step_costs
 from bench.precisions import precision_runners
+from bench.recommendation import write_recommendation
 from bench.report import (
     Row,
     best_served,
@@ -43,7 +45,6 @@ from bench.report import (
     format_table,
     ratios,
 )
-from bench.write_back import write_back
 from handler.checkpoint import load_release
 from handler.cpus import cpu_info
 from handler.precision import PRECISIONS
@@ -189,8 +190,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-count", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="two set-ups, a few seconds each")
-    parser.add_argument("--no-write-back", action="store_true",
-                        help="leave handler/model-config.yaml and config.properties alone")
     parser.add_argument("--out", type=Path, help="results folder (default: reports/bench-<time>)")
     args = parser.parse_args()
     args.duration, args.warmup, args.single = (3, 1, 2) if args.quick else (20, 5, 8)
@@ -269,7 +268,5 @@ def main() -> None:
         "rows": [{**asdict(row), "config": asdict(row.config) if row.config else None}
                  for row in rows],
         "ratios": values}, indent=2) + "\n")
-    if not args.quick and not args.no_write_back:
-        write_back(best.config)
-        print(f"wrote {best.config.name} back into handler/model-config.yaml and config.properties")
+    print(write_recommendation(best.config, out))
     print(f"results in {out}")

@@ -2,7 +2,6 @@
 better of its weights and their moving average."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -10,13 +9,13 @@ from torch.utils.tensorboard import SummaryWriter
 
 from handler.classes import CODES
 from training.losses import DistillationLoss
-from training.phase import Phase
+from training.phase import Phase, Schedule
 from training.precision import Precision
 from training.presets import ImageBatches
 from training.sampling import EpochSampler
 
 FP32_CPU = Precision("fp32", torch.device("cpu"))
-ARGS = argparse.Namespace(weight_decay=0.0, warmup=0.1)
+SCHEDULE = Schedule(lr=1e-2, epochs=2, warmup=0.1, weight_decay=0.0)
 
 
 class Tiny(torch.nn.Module):
@@ -38,7 +37,7 @@ def batches() -> ImageBatches:
 
 def phase(tmp_path: Path) -> Phase:
     torch.manual_seed(0)
-    return Phase("tiny", Tiny(), ARGS, 1e-2, 2, 4, tmp_path, SummaryWriter(str(tmp_path / "tb")),
+    return Phase("tiny", Tiny(), SCHEDULE, 4, tmp_path, SummaryWriter(str(tmp_path / "tb")),
                  ema_decay=0.9, checkpoint_minutes=0)
 
 

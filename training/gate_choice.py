@@ -68,7 +68,7 @@ class Candidate:
 METHODS_AT = (72, 96)
 STAGE5_AND_HEAD = "kNN on stage 5 + head"
 CANDIDATES = (
-    Candidate("one Gaussian (Ledoit-Wolf) on the head, class-balanced bank (the issue's)", "class",
+    Candidate("one Gaussian (Ledoit-Wolf) on the head, class-balanced bank (the first probe's)", "class",
               "gaussian", METHODS_AT, head_only=True, quality_by_source=False),
     Candidate("kNN on the head", "source_class", "knn", METHODS_AT, head_only=True),
     Candidate(STAGE5_AND_HEAD, "source_class", "knn", METHODS_AT),

@@ -3,9 +3,9 @@ per-epoch validation, best/last checkpoints, checkpoints within an epoch, and re
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +26,16 @@ def lr_factor(progress: float, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How a phase steps: peak learning rate, epochs, the warm-up's share of them, weight decay."""
+
+    lr: float
+    epochs: int
+    warmup: float
+    weight_decay: float
+
+
 class Phase:
     """One model's training: optimiser, schedule, per-epoch validation, best/last checkpoints.
 
@@ -36,16 +46,16 @@ class Phase:
     saves the run within an epoch too, and a resume continues from the batch after it.
     """
 
-    def __init__(self, name: str, model: torch.nn.Module, args: argparse.Namespace, lr: float,
-                 epochs: int, steps_per_epoch: int, output: Path, writer: SummaryWriter,
-                 ema_decay: float = 0.0, checkpoint_minutes: float = 10.0) -> None:
-        self.name, self.model, self.epochs, self.writer = name, model, epochs, writer
+    def __init__(self, name: str, model: torch.nn.Module, schedule: Schedule, steps_per_epoch: int,
+                 output: Path, writer: SummaryWriter, ema_decay: float = 0.0,
+                 checkpoint_minutes: float = 10.0) -> None:
+        self.name, self.model, self.epochs, self.writer = name, model, schedule.epochs, writer
         self.steps_per_epoch = steps_per_epoch
-        self.total_steps = epochs * steps_per_epoch
+        self.total_steps = schedule.epochs * steps_per_epoch
         self.started = time.monotonic()
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(self.progress(step), args.warmup))
+            self.optimizer, lambda step: lr_factor(self.progress(step), schedule.warmup))
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
                     if ema_decay else None)
         self.checkpoint_seconds = checkpoint_minutes * 60

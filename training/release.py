@@ -1,7 +1,7 @@
 """The release metadata written beside the weights (handler.checkpoint.save_release)."""
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -17,25 +17,26 @@ REPORTED_METRICS = ("balanced_accuracy", "accuracy", "per_class", "auc", "ece_be
                     "val_by_source", "logit_bias", "dihedral_tta_val_balanced_accuracy")
 
 
-def release_metadata(args: argparse.Namespace, samples: list[Sample], split: Split, report: dict,
+def release_metadata(*, version: str, image_size: tuple[int, int], colour_constancy: bool,
+                     data_dirs: list[Path], seed: int, samples: list[Sample], split: Split, report: dict,
                      temperature: float, referral: dict, commit: str, training: dict) -> dict:
     """Everything the handler needs (name, version, classes, input size, colour constancy, mean/std,
     temperature, referral threshold) plus where the model came from: data, split, test metrics,
-    training run and commit."""
+    training run (``training``: its settings and history) and commit."""
     speeds = [entry["images_per_second"] for phase in training["phases"].values() for entry in phase["history"]]
     return {
         "name": RELEASE_NAME,
-        "version": args.version,
+        "version": version,
         "arch": RELEASE_ARCH,
         "classes": list(CODES),
-        "input_size": list(args.image_size),
+        "input_size": list(image_size),
         "colour_constancy": ({"method": "shades_of_gray", "power": SHADES_OF_GRAY_POWER}
-                             if args.colour_constancy else None),
+                             if colour_constancy else None),
         "mean": list(MEAN),
         "std": list(STD),
         "temperature": temperature,
         "referral": referral,
-        "data": {"description": ", ".join(f"{d.name} ({detect_layout(d)} layout)" for d in args.data),
+        "data": {"description": ", ".join(f"{d.name} ({detect_layout(d)} layout)" for d in data_dirs),
                  "images": len(samples), "lesions": len({s.lesion_id for s in samples}),
                  "counts": class_counts(samples),
                  "sources": {source: sum(s.source == source for s in samples)
@@ -43,9 +44,9 @@ def release_metadata(args: argparse.Namespace, samples: list[Sample], split: Spl
         "split": {"description": "byte-identical images dropped first (training.dedupe); then within "
                                  "each data folder: grouped by lesion_id, stratified by class "
                                  "(StratifiedGroupKFold), about 70/15/15 train/val/test",
-                  "seed": args.seed, "deduplicated": True, "sizes": split.sizes()},
+                  "seed": seed, "deduplicated": True, "sizes": split.sizes()},
         "metrics": {"split": "test"} | {key: report[key] for key in REPORTED_METRICS},
-        "training": {"image_size": list(args.image_size), "mixup": args.mixup, "batch_size": args.batch_size,
+        "training": {"image_size": list(image_size),
                      "images_per_second": round(float(np.mean(speeds)), 1) if speeds else None}
                     | training,
         "commit": commit,

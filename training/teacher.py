@@ -20,7 +20,7 @@ from training.engine import predict
 from training.losses import DistillationLoss, class_weights
 from training.metrics import balanced_accuracy
 from training.models import build_teacher
-from training.phase import Phase
+from training.phase import Phase, Schedule
 from training.precision import Precision
 from training.presets import ImageBatches
 from training.report import by_source
@@ -45,8 +45,8 @@ def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageB
     counts = torch.bincount(train.labels, minlength=NUM_CLASSES).tolist()
     criterion = DistillationLoss(class_weights(counts, args.class_power)).to(precision.device)
     teacher = to_device(build_teacher(args.teacher_arch), precision)
-    phase = Phase("teacher", teacher, args, args.teacher_lr, args.teacher_epochs, len(train), args.output,
-                  writer, args.teacher_ema_decay, args.checkpoint_minutes)
+    phase = Phase("teacher", teacher, Schedule(args.teacher_lr, args.teacher_epochs, args.warmup, args.weight_decay),
+                  len(train), args.output, writer, args.teacher_ema_decay, args.checkpoint_minutes)
     if args.resume:
         phase.resume()
     val_sources = [samples[i].source for i in val_indices]

@@ -32,7 +32,7 @@ from training.engine import predict
 from training.evaluate import shipped_val_figures
 from training.losses import DistillationLoss, class_weights
 from training.models import TEACHERS, build_student, build_teacher
-from training.phase import Phase
+from training.phase import Phase, Schedule
 from training.precision import Precision, choose_precision
 from training.presets import BatchAugment, ImageBatches, StoredViewBatches, evaluation_batches, training_batches
 from training.referral import CONCERNING, TARGET_SENSITIVITY, choose_threshold, referral_report
@@ -181,15 +181,16 @@ def train_student(args: argparse.Namespace, distilled: ImageBatches, finishing: 
     criterion = DistillationLoss(class_weights(counts, args.class_power), args.kd_alpha,
                                  args.kd_temperature).to(precision.device)
     student = to_device(build_student(args.init), precision)
-    phases = [Phase("student", student, args, args.lr, args.epochs, len(distilled), args.output, writer,
-                    args.ema_decay, args.checkpoint_minutes)]
+    phases = [Phase("student", student, Schedule(args.lr, args.epochs, args.warmup, args.weight_decay),
+                    len(distilled), args.output, writer, args.ema_decay, args.checkpoint_minutes)]
     if args.resume:
         phases[0].resume()
     phases[0].run(distilled, val, criterion, precision, args.colour_constancy, args.mixup, val_sources)
     student = phases[0].load_best()
     if args.finish_epochs:
-        phases.append(Phase("finish", student, args, args.finish_lr, args.finish_epochs, len(finishing),
-                            args.output, writer, args.ema_decay, args.checkpoint_minutes))
+        phases.append(Phase("finish", student,
+                            Schedule(args.finish_lr, args.finish_epochs, args.warmup, args.weight_decay),
+                            len(finishing), args.output, writer, args.ema_decay, args.checkpoint_minutes))
         if args.resume:
             phases[1].resume()
         phases[1].run(finishing, val, criterion, precision, args.colour_constancy, val_sources=val_sources)
@@ -282,8 +283,10 @@ def main(argv: list[str] | None = None) -> dict:
     report["teacher"] = teacher
     referral = report.pop("referral")
     metadata = release_metadata(
-        args, samples, split, report, report["temperature"], referral, git_commit(),
-        training={"device": str(precision.device), "precision": precision.name,
+        version=args.version, image_size=args.image_size, colour_constancy=args.colour_constancy,
+        data_dirs=args.data, seed=args.seed, samples=samples, split=split, report=report,
+        temperature=report["temperature"], referral=referral, commit=git_commit(),
+        training={"mixup": args.mixup, "batch_size": args.batch_size, "device": str(precision.device), "precision": precision.name,
                   "precision_measured_images_per_second": speeds, "cpu": cpu,
                   "dedupe": dedupe.as_dict(), "views": targets["logits"].shape[1] if targets else None,
                   "phases": {phase.name: {"epochs": len(phase.history), "best_val_bma": phase.best_bma,
