@@ -42,7 +42,7 @@ archive: $(SERVING)
 # PRECISION_FLAGS="--calibration-images 500 --val-limit 1000" makes it shorter.
 PRECISION_FLAGS ?=
 precision: $(INSTALLED)
-	$(PY) -m training.serving_precision $(RELEASE_WEIGHTS) $(DATA) $(PRECISION_FLAGS)
+	$(PY) -m training.choose_precision $(RELEASE_WEIGHTS) $(DATA) $(PRECISION_FLAGS)
 
 # TorchServe and the Streamlit page together; Ctrl-C stops both. SKIN_SSL=1 serves HTTPS for phones;
 # SKIN_PROTOCOL=v2 serves KServe's v2 protocol (same archive, and the page speaks it too).

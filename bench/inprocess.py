@@ -13,8 +13,8 @@ import torch
 from bench.configs import cores
 from handler.gate import GATE_FILE, Gate, GateNetwork, load_gate
 from handler.lite import installed_weights
-from handler.precision import Runner
 from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
+from handler.runners import Runner
 
 
 @dataclass(frozen=True)

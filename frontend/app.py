@@ -13,7 +13,7 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from frontend.chart import ranking_chart
-from frontend.client import ClientConfig, ServerProblem, SkinClient
+from frontend.connection import ClientConfig, ServerProblem, SkinClient
 from frontend.explanation import Explanation
 from frontend.overlay import overlay_png
 from frontend.photo import Photo, prepare_photo

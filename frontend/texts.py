@@ -84,7 +84,7 @@ ENGLISH = Texts(
     model_version="Model {model}, version {version}",
     unreadable="This file cannot be read as a photo ({detail}). Nothing was sent.",
     # Nothing here names a URL, a file or a command: a phone user can act on none of them, and the
-    # page's log (frontend.client) holds what an operator needs.
+    # page's log (frontend.connection) holds what an operator needs.
     problems={
         Problem.NOT_RUNNING: "The model server is not answering. Try again in a minute; if it "
                              "keeps failing, tell whoever runs SKIN.",

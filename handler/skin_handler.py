@@ -25,9 +25,9 @@ from handler.explanation import UnknownClassError, explanation_body, requested_c
 from handler.gate import GATE_FILE, GATE_NETWORK_FILE, Gate, GateNetwork, Verdict, gate_error, load_gate_state
 from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
-from handler.precision import CALIBRATION_FILE, runner
-from handler.precision_choice import load_calibration, read_served
 from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
+from handler.runners import CALIBRATION_FILE, runner
+from handler.served_precision import load_calibration, read_served
 
 logger = logging.getLogger(__name__)
 

@@ -1,3 +1,3 @@
-from loadtest.run import main
+from loadtest.headless import main
 
 main()

@@ -23,7 +23,7 @@ def default_image_dir() -> Path:
     return DATASET_IMAGES if DATASET_IMAGES.is_dir() else FIXTURE_IMAGES
 
 
-def load_images(directory: Path | None = None, limit: int = DEFAULT_LIMIT) -> list[tuple[str, bytes]]:
+def read_photos(directory: Path | None = None, limit: int = DEFAULT_LIMIT) -> list[tuple[str, bytes]]:
     """Up to ``limit`` JPEGs as (file name, bytes), in a fixed order so runs send the same set."""
     directory = directory or default_image_dir()
     paths = sorted(directory.glob("*.jpg"))[:limit]

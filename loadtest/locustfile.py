@@ -24,9 +24,9 @@ from api.client import inference_path, protocol_from_env
 from api.contract import check_prediction, key_refused
 from api.keys import KeySource
 from handler import v2
-from loadtest.images import load_images
+from loadtest.images import read_photos
 
-IMAGES = load_images(Path(os.environ["SKIN_IMAGE_DIR"]) if os.environ.get("SKIN_IMAGE_DIR") else None)
+IMAGES = read_photos(Path(os.environ["SKIN_IMAGE_DIR"]) if os.environ.get("SKIN_IMAGE_DIR") else None)
 MODEL = os.environ.get("SKIN_MODEL", "skin")
 PROTOCOL = protocol_from_env()
 PATH = inference_path(PROTOCOL, MODEL)

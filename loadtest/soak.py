@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import settings
-from loadtest.run import run_loadtest, seconds, timestamped
+from loadtest.headless import run_loadtest, seconds, timestamped
 from ops.errors import OpsError
 from ops.management import Management
 from serve.torchserve import TorchServe

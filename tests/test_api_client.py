@@ -15,7 +15,7 @@ import requests
 
 from api.contract import Problem, ServerProblem
 from api.keys import read_key, read_keys
-from frontend.client import ClientConfig, SkinClient
+from frontend.connection import ClientConfig, SkinClient
 from frontend.texts import LANGUAGES
 from ops.errors import OpsError
 from ops.management import Management

@@ -11,7 +11,7 @@ import requests
 from PIL import ExifTags, Image
 
 import settings
-from frontend.client import ClientConfig, Problem, ServerProblem, SkinClient
+from frontend.connection import ClientConfig, Problem, ServerProblem, SkinClient
 from frontend.photo import LONG_SIDE, prepare_photo
 from frontend.ranking import Ranking
 from handler.classes import CLASSES

@@ -12,14 +12,15 @@ import requests
 import torch
 
 import settings
-from handler import precision_choice
+from handler import served_precision
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release
 from handler.classes import CODES
 from handler.cpus import cpu_info
 from handler.gate import GATE_FILE, file_sha256, load_gate
 from handler.lite import installed_weights
-from handler.precision import CALIBRATION_FILE, calibrate, quantise, runner
-from handler.precision_choice import (
+from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
+from handler.runners import CALIBRATION_FILE, calibrate, quantise, runner
+from handler.served_precision import (
     CHOICE_FILE,
     SERVED_FILE,
     calibration_path,
@@ -27,14 +28,13 @@ from handler.precision_choice import (
     save_calibration_for,
     served_record,
 )
-from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
 from ops.management import Management
 from ops.release import versioned_archive
 from ops.render import render_describe
 from tests.conftest import FIXTURES, TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
 from tests.test_handler import classify, load_service
 from tools.archive import DEFAULT_CONFIG, archived_digest, build_archive, ensure_archive, inputs_digest
-from training.serving_precision import accuracy_gate, choose
+from training.choose_precision import accuracy_gate, choose
 
 SHIPPED = settings.WEIGHTS
 
@@ -193,7 +193,7 @@ def test_a_choice_made_on_another_kind_of_cpu_is_served_in_fp32(tmp_path, monkey
     write_int8_choice(weights, here)
     assert served_record(weights)["precision"] == "int8"
     archive = build_archive(weights=weights, export_path=tmp_path / "store")
-    monkeypatch.setattr(precision_choice, "cpu_info", lambda: {"model": "elsewhere", "flags": other})
+    monkeypatch.setattr(served_precision, "cpu_info", lambda: {"model": "elsewhere", "flags": other})
     service = load_service(archive, tmp_path / "unpacked")
     responses, statuses = classify(service, list(fixture_images.values()))
     assert statuses == [200] * len(fixture_images)

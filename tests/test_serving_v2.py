@@ -12,7 +12,7 @@ import requests
 from test_serving import handler_counters
 
 from api.contract import check_prediction
-from frontend.client import ClientConfig, SkinClient
+from frontend.connection import ClientConfig, SkinClient
 from handler import v2
 from handler.classes import CODES
 

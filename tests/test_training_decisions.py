@@ -7,7 +7,7 @@ import torch
 
 from handler.classes import CODES
 from training.decisions import choose_logit_bias, dihedral_views
-from training.precision import Precision
+from training.mixed_precision import Precision
 from training.shortcuts import CHANGES, add_circle, circle_shift, format_table, mel_calls
 
 MEL, NV, BKL = (CODES.index(code) for code in ("MEL", "NV", "BKL"))

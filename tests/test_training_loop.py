@@ -16,7 +16,7 @@ from tests.fixtures.training.make_data import COLOURS, make_labels_csv
 from training import ablate, evaluate, shortcuts, train
 from training.engine import predict, train_one_epoch
 from training.losses import DistillationLoss
-from training.precision import Precision
+from training.mixed_precision import Precision
 from training.presets import ImageBatches
 from training.splits import load_split
 

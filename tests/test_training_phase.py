@@ -9,8 +9,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from handler.classes import CODES
 from training.losses import DistillationLoss
+from training.mixed_precision import Precision
 from training.phase import Phase, Schedule
-from training.precision import Precision
 from training.presets import ImageBatches
 from training.sampling import EpochSampler
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from handler.preprocessing import decode_image, eval_transform, model_input
 from tests.conftest import FIXTURES
-from training.presets import BatchAugment, ImageBatches, load_images, to_model_input, train_cache_shape
+from training.presets import BatchAugment, ImageBatches, decode_frames, to_model_input, train_cache_shape
 
 CPU = torch.device("cpu")
 
@@ -18,10 +18,10 @@ def fixture_paths() -> list[Path]:
     return sorted((FIXTURES / "images").glob("*.jpg"))
 
 
-def test_load_images_is_a_uint8_cache_at_the_requested_shape(tmp_path: Path) -> None:
+def test_decode_frames_is_a_uint8_cache_at_the_requested_shape(tmp_path: Path) -> None:
     portrait = tmp_path / "portrait.png"
     Image.new("RGB", (30, 50), (10, 20, 30)).save(portrait)
-    images = load_images([*fixture_paths()[:2], portrait], (48, 64))
+    images = decode_frames([*fixture_paths()[:2], portrait], (48, 64))
     assert images.shape == (3, 3, 48, 64) and images.dtype == torch.uint8
     assert (images[2] == torch.tensor([10, 20, 30], dtype=torch.uint8).view(3, 1, 1)).all()
 
@@ -30,7 +30,7 @@ def test_load_images_is_a_uint8_cache_at_the_requested_shape(tmp_path: Path) -> 
 @pytest.mark.parametrize("size", [(96, 128), (48, 64)])
 def test_training_evaluation_builds_exactly_the_served_tensor(size: tuple[int, int]) -> None:
     paths = fixture_paths()
-    trained = to_model_input(load_images(paths, size), CPU, colour_constancy=True, channels_last=False)
+    trained = to_model_input(decode_frames(paths, size), CPU, colour_constancy=True, channels_last=False)
     # What SkinHandler.preprocess and .inference do with each request body.
     frames = [eval_transform(decode_image(path.read_bytes(), draft_size=max(size)), size) for path in paths]
     served = model_input(torch.stack(frames), colour_constancy=True)

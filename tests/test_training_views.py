@@ -9,7 +9,7 @@ import torch
 
 from handler.classes import NUM_CLASSES
 from training.engine import predict
-from training.precision import Precision
+from training.mixed_precision import Precision
 from training.presets import BatchAugment, ImageBatches, StoredViewBatches, stored_views
 from training.sampling import EpochSampler
 from training.soft_targets import compute_soft_targets

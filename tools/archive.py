@@ -32,8 +32,8 @@ import settings
 from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.gate import GATE_FILE, GATE_NETWORK_FILE, file_sha256, load_gate_state
 from handler.lite import installed_weights
-from handler.precision import CALIBRATION_FILE, PRECISIONS
-from handler.precision_choice import SERVED_FILE, calibration_path, load_calibration, served_record
+from handler.runners import CALIBRATION_FILE, PRECISIONS
+from handler.served_precision import SERVED_FILE, calibration_path, load_calibration, served_record
 
 HANDLER_DIR = settings.REPO / "handler"
 

@@ -10,7 +10,7 @@ import torch
 from handler.classes import CODES
 from training.engine import predict
 from training.metrics import balanced_accuracy
-from training.precision import Precision
+from training.mixed_precision import Precision
 
 MEL = CODES.index("MEL")
 BIAS_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from handler.preprocessing import MEAN, STD
 from training.losses import mixed_logits
-from training.precision import Precision
+from training.mixed_precision import Precision
 from training.presets import to_model_input
 
 

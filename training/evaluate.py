@@ -20,8 +20,8 @@ from handler.checkpoint import METADATA_FILE, MODEL_KEYS, load_release
 from training.datasets import Sample
 from training.engine import predict
 from training.metrics import balanced_accuracy
-from training.precision import Precision
-from training.presets import ImageBatches, load_images
+from training.mixed_precision import Precision
+from training.presets import ImageBatches, decode_frames
 from training.referral import referral_report
 from training.report import build_report, by_source, write_report
 from training.shortcuts import circle_shift, format_table, mel_calls
@@ -32,7 +32,7 @@ FP32_CPU = Precision("fp32", torch.device("cpu"))
 
 def release_frames(metadata: dict, samples: list[Sample], indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 frames, labels) of ``samples[indices]``, framed as the release's handler frames them."""
-    images = load_images([samples[i].path for i in indices], metadata["input_size"], desc="decode")
+    images = decode_frames([samples[i].path for i in indices], metadata["input_size"], desc="decode")
     return images, torch.tensor([samples[i].label for i in indices])
 
 

@@ -39,7 +39,7 @@ from training.clinical import clinical_views
 from training.datasets import Sample
 from training.metrics import balanced_accuracy
 from training.ood_images import HELD_OUT, TUNING, ood_images
-from training.presets import load_images
+from training.presets import decode_frames
 from training.referral import referral_report
 from training.splits import release_split
 
@@ -200,7 +200,7 @@ def clinical_report(model: torch.nn.Module, metadata: dict, network: GateNetwork
     """What the gate and the model do with clinical close-ups simulated from test lesions
     (training/clinical.py): the share the gate keeps, its reasons, and the model's answers on all
     of them and on those it keeps, beside its answers on the dermoscopy photos they came from."""
-    frames = load_images(paths, CLINICAL_SIZE, desc="clinical")
+    frames = decode_frames(paths, CLINICAL_SIZE, desc="clinical")
     generator = torch.Generator().manual_seed(seed)
     views = (view for start in range(0, len(frames), 64)
              for view in clinical_views(frames[start:start + 64], generator))
@@ -208,7 +208,7 @@ def clinical_report(model: torch.nn.Module, metadata: dict, network: GateNetwork
     reasons, _ = verdicts(photos, gate)
     kept = np.array([reason == ACCEPTED for reason in reasons])
     answers = probabilities_of(model, metadata, photos.frames)
-    dermoscopy = probabilities_of(model, metadata, load_images(paths, metadata["input_size"]))
+    dermoscopy = probabilities_of(model, metadata, decode_frames(paths, metadata["input_size"]))
     return {"images": len(labels), "kept_by_gate": rate(kept),
             "reasons": {reason: reasons.count(reason) for reason in REASONS},
             "answers": {"dermoscopy_originals": answer_quality(labels, dermoscopy, metadata),

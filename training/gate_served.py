@@ -32,7 +32,7 @@ from training.clinical import SIZE as CLINICAL_SIZE
 from training.clinical import clinical_views
 from training.gate import clinical_sample, rate, rate_by
 from training.ood_images import HELD_OUT, TUNING, ood_images
-from training.presets import load_images
+from training.presets import decode_frames
 from training.splits import release_split
 
 CONCURRENCY = 8
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
                 report[f"non_lesions_{part}"] = {"images": len(refused), "refused": rate(refused),
                                                  "refused_by_kind": rate_by(refused, kinds)}
             chosen = clinical_sample(split.test, args.clinical_images, args.seed)
-            frames = load_images([samples[i].path for i in chosen], CLINICAL_SIZE, desc="clinical")
+            frames = decode_frames([samples[i].path for i in chosen], CLINICAL_SIZE, desc="clinical")
             generator = torch.Generator().manual_seed(args.seed)
             views = (png(view) for start in range(0, len(frames), 64)
                      for view in clinical_views(frames[start:start + 64], generator))

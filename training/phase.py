@@ -14,7 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from training.engine import predict, train_one_epoch
 from training.metrics import balanced_accuracy
-from training.precision import Precision
+from training.mixed_precision import Precision
 from training.presets import ImageBatches
 from training.report import by_source
 

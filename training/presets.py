@@ -26,7 +26,7 @@ from training.sampling import EpochSampler, sampling_weights
 TRAIN_CACHE_MARGIN = 1.15
 
 
-def load_images(paths: list[Path], size: int | tuple[int, int], desc: str = "decode") -> torch.Tensor:
+def decode_frames(paths: list[Path], size: int | tuple[int, int], desc: str = "decode") -> torch.Tensor:
     """uint8 NCHW tensor of ``paths`` after the served decode and framing at ``size``."""
     height, width = input_shape(size)
     images = torch.empty((len(paths), 3, height, width), dtype=torch.uint8)
@@ -252,7 +252,7 @@ def training_batches(samples: list[Sample], indices: list[int], augment: BatchAu
     by class and, with ``source_balance``, by source within a class (``training.sampling``);
     ``epoch_samples`` 0 draws as many per epoch as there are images."""
     chosen = [samples[i] for i in indices]
-    images = load_images([s.path for s in chosen], train_cache_shape(augment.size), desc="decode train")
+    images = decode_frames([s.path for s in chosen], train_cache_shape(augment.size), desc="decode train")
     labels = torch.tensor([s.label for s in chosen])
     sources = [s.source if source_balance else "" for s in chosen]
     sampler = EpochSampler(sampling_weights(labels.tolist(), sources, class_power), epoch_samples or len(chosen), seed)
@@ -262,7 +262,7 @@ def training_batches(samples: list[Sample], indices: list[int], augment: BatchAu
 def evaluation_batches(samples: list[Sample], indices: list[int], size: tuple[int, int],
                        batch_size: int, desc: str = "decode") -> ImageBatches:
     """``samples[indices]`` in order, framed exactly as served."""
-    images = load_images([samples[i].path for i in indices], size, desc=desc)
+    images = decode_frames([samples[i].path for i in indices], size, desc=desc)
     return ImageBatches(images, torch.tensor([samples[i].label for i in indices]), batch_size)
 
 

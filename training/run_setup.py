@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from handler.preprocessing import input_shape
-from training.precision import Precision
+from training.mixed_precision import Precision
 
 
 def image_size(text: str) -> tuple[int, int]:

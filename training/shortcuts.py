@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from handler.classes import CODES
 from training.engine import predict
-from training.precision import Precision
+from training.mixed_precision import Precision
 from training.presets import ImageBatches
 
 MEL = CODES.index("MEL")

@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from handler.classes import NUM_CLASSES
-from training.precision import Precision
+from training.mixed_precision import Precision
 from training.presets import BatchAugment, stored_views, to_model_input
 
 TARGETS_FILE = "soft_targets.pt"

@@ -12,8 +12,8 @@ import time
 import torch
 
 from handler.cpus import cpu_info
+from training.mixed_precision import Precision, cpu_candidates, time_train_steps
 from training.models import build_student
-from training.precision import Precision, cpu_candidates, time_train_steps
 from training.presets import BatchAugment, ImageBatches, train_cache_shape
 from training.run_setup import image_size
 

@@ -19,9 +19,9 @@ from training.datasets import Sample
 from training.engine import predict
 from training.losses import DistillationLoss, class_weights
 from training.metrics import balanced_accuracy
+from training.mixed_precision import Precision
 from training.models import build_teacher
 from training.phase import Phase, Schedule
-from training.precision import Precision
 from training.presets import ImageBatches
 from training.report import by_source
 from training.run_setup import to_device

@@ -31,9 +31,9 @@ from training.decisions import choose_logit_bias, tta_decision
 from training.engine import predict
 from training.evaluate import shipped_val_figures
 from training.losses import DistillationLoss, class_weights
+from training.mixed_precision import Precision, choose_precision
 from training.models import TEACHERS, build_student, build_teacher
 from training.phase import Phase, Schedule
-from training.precision import Precision, choose_precision
 from training.presets import BatchAugment, ImageBatches, StoredViewBatches, evaluation_batches, training_batches
 from training.referral import CONCERNING, TARGET_SENSITIVITY, choose_threshold, referral_report
 from training.release import release_metadata

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import settings
 from api.client import PROTOCOLS
 from loadtest.images import default_image_dir
-from loadtest.report import format_summary, plot_latency, read_totals
+from loadtest.stats import format_summary, plot_latency, read_totals
 from ops.errors import OpsError
 from ops.metrics import scrape, time_split
 

@@ -30,12 +30,12 @@ import requests
 import torch
 
 import settings
-from bench.client import LoadResult, Sender, drive
+from bench.closed_loop import LoadResult, Sender, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, build_worker_archives, cores
 from bench.inprocess import ReleaseGate, decode_latency, measure_limit, model_only_latency, step_costs
-from bench.precisions import precision_runners
 from bench.recommendation import write_recommendation
-from bench.report import (
+from bench.runners import precision_runners
+from bench.tables import (
     Row,
     best_served,
     format_decode,
@@ -47,9 +47,9 @@ from bench.report import (
 )
 from handler.checkpoint import load_release
 from handler.cpus import cpu_info
-from handler.precision import PRECISIONS
-from handler.precision_choice import served_record
-from loadtest.images import at_size, default_image_dir, load_images
+from handler.runners import PRECISIONS
+from handler.served_precision import served_record
+from loadtest.images import at_size, default_image_dir, read_photos
 from ops.management import Management
 from serve.processes import stop_process
 from serve.torchserve import TorchServe, free_port
@@ -203,7 +203,7 @@ def main() -> None:
     torch.set_num_threads(cores())
     out = args.out or settings.REPO / "reports" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    originals = load_images(args.images, args.image_count)
+    originals = read_photos(args.images, args.image_count)
     sized = {size: [data for _, data in at_size(originals, shape)] for size, shape in IMAGE_SIZES.items()}
     image_dir = args.images or default_image_dir()
     served = served_record(args.weights)

@@ -1,6 +1,6 @@
 """Choose the precision the release is served at, on the machine at hand (``make precision``).
 
-    python -m training.serving_precision --weights model_store/skin_resnet34.pt \
+    python -m training.choose_precision --weights model_store/skin_resnet34.pt \
         --data ../shared/data/ham10000 ../shared/data/isic2019-84px
 
 Calibrates int8 on training images (the release's own lesion-grouped split), scores fp32, bf16 and
@@ -27,11 +27,11 @@ import torch
 import settings
 from handler.checkpoint import load_release
 from handler.cpus import cpu_info
-from handler.precision import PRECISIONS, Runner, calibrate, runner
-from handler.precision_choice import choice_path, save_calibration_for
 from handler.preprocessing import input_shape, release_input
+from handler.runners import PRECISIONS, Runner, calibrate, runner
+from handler.served_precision import choice_path, save_calibration_for
 from training.metrics import balanced_accuracy
-from training.presets import load_images
+from training.presets import decode_frames
 from training.splits import release_split
 
 MIN_AGREEMENT = 0.98
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     val_ids = evenly_spread(split.val, args.val_limit)
 
     def inputs(indices: list[int]) -> torch.Tensor:
-        frames = load_images([samples[i].path for i in indices], size)
+        frames = decode_frames([samples[i].path for i in indices], size)
         return release_input(frames, metadata)
 
     started = time.perf_counter()

@@ -6,9 +6,9 @@ from pathlib import Path
 import torch
 
 from handler.cpus import cpu_info
-from training import precision as training_precision
+from training import mixed_precision as training_precision
 from training import speed
-from training.precision import Precision, choose_precision, cpu_candidates
+from training.mixed_precision import Precision, choose_precision, cpu_candidates
 
 CPU = torch.device("cpu")
 SMALL_SHAPE = (4, 3, 16, 16)

@@ -18,7 +18,7 @@ import torch
 
 from handler.cpus import cpu_info
 from handler.gate import file_sha256
-from handler.precision import CALIBRATION_FILE, PRECISIONS
+from handler.runners import CALIBRATION_FILE, PRECISIONS
 
 CHOICE_FILE = "skin_precision.json"
 # Inside an archive: the precision it runs, where that came from, and the choice's figures.
@@ -43,7 +43,7 @@ def save_calibration_for(calibration: dict[str, torch.Tensor], weights: Path, im
 
 
 def load_calibration(path: Path, weights_sha256: str) -> dict[str, torch.Tensor]:
-    """The activations' quantisation parameters at ``path`` (handler.precision.calibrate), checked
+    """The activations' quantisation parameters at ``path`` (handler.runners.calibrate), checked
     to be calibrated on exactly these weights."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} is missing: int8 needs the release's calibration "
