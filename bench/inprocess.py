@@ -25,7 +25,7 @@ class ReleaseGate:
     network: GateNetwork
 
     @classmethod
-    def beside(cls, weights: Path) -> "ReleaseGate":
+    def beside(cls, weights: Path) -> ReleaseGate:
         return cls(*load_gate(weights.with_name(GATE_FILE), weights, installed_weights()))
 
 

@@ -33,7 +33,7 @@ class ClientConfig:
     protocol: str = "v1"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ClientConfig":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ClientConfig:
         protocol = protocol_from_env(environ)
         url = environ.get("SKIN_INFERENCE_URL") or settings.INFERENCE_URL + inference_path(protocol)
         return cls(url=url, key_file=Path(environ.get("SKIN_KEY_FILE") or settings.PAGE_KEY_FILE),
@@ -60,7 +60,7 @@ class SkinClient:
         try:
             return Ranking.from_response(answer)
         except ValueError as exc:
-            raise self._log(ServerProblem(Problem.UNEXPECTED, log=f"unreadable answer: {exc}"))
+            raise self._log(ServerProblem(Problem.UNEXPECTED, log=f"unreadable answer: {exc}")) from None
 
     def explain(self, image: bytes) -> Explanation:
         """The heatmap of what the model looked at for its top class; raises ServerProblem."""
@@ -68,7 +68,7 @@ class SkinClient:
         try:
             return Explanation.from_response(answer)
         except ValueError as exc:
-            raise self._log(ServerProblem(Problem.UNEXPECTED, log=f"unreadable explanation: {exc}"))
+            raise self._log(ServerProblem(Problem.UNEXPECTED, log=f"unreadable explanation: {exc}")) from None
 
     def _logged(self, ask: Callable[[bytes], dict], image: bytes) -> dict:
         try:

@@ -15,7 +15,7 @@ class Explanation:
     heatmap: tuple[tuple[float, ...], ...]  # rows over that frame, top first; values on [0, 1]
 
     @classmethod
-    def from_response(cls, body: dict) -> "Explanation":
+    def from_response(cls, body: dict) -> Explanation:
         """Parse the handler's 200 body from /explanations; raises ValueError when it is not one."""
         try:
             lesion = BY_CODE[body["class"]["code"]]

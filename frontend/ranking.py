@@ -30,7 +30,7 @@ class Ranking:
     gate: GateVerdict
 
     @classmethod
-    def from_response(cls, body: dict) -> "Ranking":
+    def from_response(cls, body: dict) -> Ranking:
         """Parse the handler's 200 body; raises ValueError when it does not match classes.json."""
         try:
             scores = [Score(BY_CODE[p["code"]], float(p["probability"]))

@@ -145,7 +145,8 @@ CHINESE = Texts(
         Problem.BUSY: "模型服务器繁忙或正在重启，请几秒后重试。",
         Problem.KEY: "模型服务器不接受本页面的访问密钥。请告知 SKIN 的管理员；重启 SKIN 会给页面新的密钥。",
         Problem.TIMEOUT: "模型服务器响应超时，请重试。",
-        Problem.SERVER_ERROR: "模型服务器在读取这张照片时两次出错。请一分钟后重试；如果仍然失败，请告知 SKIN 的管理员。",
+        Problem.SERVER_ERROR: "模型服务器在读取这张照片时两次出错。请一分钟后重试；"
+                              "如果仍然失败，请告知 SKIN 的管理员。",
         Problem.UNEXPECTED: "模型服务器返回了本页面无法读取的结果。请告知 SKIN 的管理员。",
     },
     overlay_toggle="显示模型关注的区域",

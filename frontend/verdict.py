@@ -17,7 +17,7 @@ class GateVerdict:
     detail: str  # the server's sentence, in English
 
     @classmethod
-    def from_response(cls, gate: dict) -> "GateVerdict":
+    def from_response(cls, gate: dict) -> GateVerdict:
         """Parse the answer's ``gate`` object; raises ValueError when it is malformed."""
         try:
             accepted, reason, detail = gate["accepted"], str(gate["reason"]), str(gate["detail"])

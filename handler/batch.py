@@ -34,7 +34,7 @@ class Batch:
     probabilities: torch.Tensor | None = None
     verdicts: list[Verdict] = field(default_factory=list)  # the gate's, one per good image
 
-    def select(self, keep: Callable[[int], bool]) -> "Batch":
+    def select(self, keep: Callable[[int], bool]) -> Batch:
         """The requests whose index ``keep`` accepts, at their places in the batch; the others are
         left out, so that their answers come from elsewhere."""
         rows = [row for row, idx in enumerate(self.positions) if keep(idx)]

@@ -94,7 +94,7 @@ class GateNetwork:
             return self.network(images.contiguous(memory_format=torch.channels_last))
 
     @classmethod
-    def from_state(cls, state: dict, weights: Path) -> "GateNetwork":
+    def from_state(cls, state: dict, weights: Path) -> GateNetwork:
         """The network a gate state was fitted with, from the ImageNet weights at ``weights``,
         checked to be exactly those: other weights give other features."""
         recorded = state["network"]
@@ -154,7 +154,7 @@ class Gate:
         return Verdict(False, reason, DETAILS[reason], float(score), float(threshold))
 
     @classmethod
-    def from_state(cls, state: dict) -> "Gate":
+    def from_state(cls, state: dict) -> Gate:
         thresholds = state["thresholds"]
         return cls(state["bank"].float(), int(state["k"]), int(thresholds["min_side"]),
                    float(thresholds["min_luminance"]), float(thresholds["max_luminance"]),

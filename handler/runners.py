@@ -25,6 +25,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 from torchvision.models.resnet import ResNet
 
 PRECISIONS = ("fp32", "bf16", "int8")
+CPU = torch.device("cpu")
 CALIBRATION_FILE = "skin_int8_calibration.pt"
 QUANTISATION_BACKEND = "x86"
 # Activations on the full 8-bit range (the x86 default keeps 7 bits for CPUs without VNNI, where
@@ -129,7 +130,7 @@ class Runner:
 
 def runner(model: torch.nn.Module, precision: str, input_size: tuple[int, int],
            calibration: dict[str, torch.Tensor] | None = None,
-           device: torch.device = torch.device("cpu")) -> Runner:
+           device: torch.device = CPU) -> Runner:
     """``model`` (float, eval) run at ``precision``; int8 needs the release's ``calibration``.
     On a GPU every precision runs as fp16 autocast, channels_last: int8 and bf16 are CPU paths.
     ``model`` itself stays float (Grad-CAM needs its gradients)."""

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 VALID_DAYS = 30
@@ -111,7 +111,7 @@ def still_good(tls: Tls) -> bool:
         return False
     end_line = next(line for line in text.splitlines() if line.startswith("notAfter="))
     end = datetime.strptime(end_line.removeprefix("notAfter="), "%b %d %H:%M:%S %Y %Z")
-    left = end.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)
+    left = end.replace(tzinfo=UTC) - datetime.now(UTC)
     alternative = text.partition("Subject Alternative Name:")[2].strip()
     named = alternative.splitlines()[0].split(", ") if alternative else []
     wanted = [name.replace("IP:", "IP Address:") for name in names_for(tls.address)]

@@ -99,7 +99,7 @@ class TorchServe:
                            "inference": settings.BEHIND_FRONT_PORT} if self.protocol == "v2" else dict(DEFAULT_PORTS))
 
     @classmethod
-    def on_free_ports(cls, home: Path, **kwargs) -> "TorchServe":
+    def on_free_ports(cls, home: Path, **kwargs) -> TorchServe:
         apis = (*ADDRESS_KEYS, *GRPC_PORT_KEYS, *(["front"] if kwargs.get("protocol") == "v2" else []))
         return cls(home=home, ports={api: free_port() for api in apis}, **kwargs)
 
@@ -187,7 +187,7 @@ class TorchServe:
         raise TimeoutError(f"the v2 front did not listen within {FRONT_START_TIMEOUT_S}s")
 
     @contextlib.contextmanager
-    def running(self, timeout: float = 180) -> Iterator["TorchServe"]:
+    def running(self, timeout: float = 180) -> Iterator[TorchServe]:
         """Start, wait until the model is READY, and always stop, whatever happens inside."""
         self.start()
         try:

@@ -76,7 +76,8 @@ def grey_palette() -> Image.Image:
 
 
 @pytest.mark.parametrize("name,original,expected", [
-    ("transparent RGBA", encoded(Image.new("RGBA", (64, 48), (10, 20, 30, 0)), "PNG", exif=with_location()), (255, 255, 255)),
+    ("transparent RGBA", encoded(Image.new("RGBA", (64, 48), (10, 20, 30, 0)), "PNG", exif=with_location()),
+     (255, 255, 255)),
     ("palette", encoded(grey_palette(), "PNG"), (128, 128, 128)),
     ("16-bit grey", encoded(Image.new("I;16", (64, 48), 128 * 256), "PNG"), (128, 128, 128)),
     ("JPEG with GPS", encoded(Image.new("RGB", (64, 48), (128, 128, 128)), "JPEG", exif=with_location(),

@@ -114,7 +114,8 @@ def test_the_front_refuses_multipart_and_passes_raw_and_json_bodies(torchserve_v
     assert multipart.status_code == 415 and "binary tensor data" in multipart.json()["error"]
     assert requests.post(url, json=v2.request(fixture_images[IMAGE]), headers=headers,
                          timeout=60).status_code == 200
-    header = b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": %d}}]}'
+    header = (b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", '
+              b'"parameters": {"binary_data_size": %d}}]}')
     image = fixture_images[IMAGE]
     tensor = len(image).to_bytes(4, "little") + image
     head = header % len(tensor)

@@ -14,7 +14,7 @@ def test_within_a_class_each_source_is_drawn_equally_often() -> None:
     weights = sampling_weights(labels, sources, class_power=0.5)
 
     def mass(label: int, source: str) -> float:
-        return float(sum(w for w, l, s in zip(weights, labels, sources) if l == label and s == source))
+        return float(sum(w for w, lab, s in zip(weights, labels, sources) if lab == label and s == source))
 
     assert abs(mass(0, "bcn") - mass(0, "ham")) < 1e-9
     assert abs(mass(1, "bcn") - mass(1, "ham")) < 1e-9

@@ -120,6 +120,6 @@ def test_soft_targets_are_the_teachers_logits_for_the_students_views(tmp_path: P
                                 BatchAugment((15, 20)), targets["params"], targets["logits"])
     for images, labels, logits in batches.epoch(0):
         assert images.shape == (3, 3, 15, 20)
-        for image, label, teacher in zip(images, labels, logits):
+        for _image, label, teacher in zip(images, labels, logits):
             matches = (targets["logits"][label].float() - teacher).abs().sum(1) == 0
             assert matches.any()

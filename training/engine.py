@@ -32,7 +32,8 @@ def mix(inputs: torch.Tensor, alpha: float, generator: torch.Generator
 
 def train_one_epoch(model: torch.nn.Module, batches: Iterable, criterion: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                    precision: Precision, colour_constancy: bool, mixup: float = 0.0, scaler: torch.amp.GradScaler | None = None, desc: str = "train",
+                    precision: Precision, colour_constancy: bool, mixup: float = 0.0,
+                    scaler: torch.amp.GradScaler | None = None, desc: str = "train",
                     seed: int = 0, after_step: Callable[[], None] | None = None) -> EpochStats:
     """Train for one pass over ``batches`` (stepping the scheduler per batch).
 

@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
     for part in (TUNING, HELD_OUT):
         kinds, origins = [], []
 
-        def images(part: str = part):
+        def images(part: str = part, kinds: list = kinds, origins: list = origins):
             for other in ood_images(args.seed, part):
                 kinds.append(other.kind)
                 origins.append(other.origin)

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             for part in (TUNING, HELD_OUT):
                 kinds: list[str] = []
 
-                def bodies(part: str = part):
+                def bodies(part: str = part, kinds: list = kinds):
                     for other in ood_images(args.seed, part):
                         kinds.append(other.kind)
                         yield png(other.image)

@@ -75,7 +75,8 @@ class Phase:
         self.seconds = self.elapsed()
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "epoch": epoch, "next_batch": next_batch,
-                 "best_bma": self.best_bma, "history": self.history, "elapsed": self.seconds, "ema": self.ema.state_dict() if self.ema else None}
+                 "best_bma": self.best_bma, "history": self.history, "elapsed": self.seconds,
+                 "ema": self.ema.state_dict() if self.ema else None}
         partial = self.last_path.with_suffix(".partial")
         torch.save(state, partial)
         partial.replace(self.last_path)  # a stop while saving leaves the previous checkpoint whole

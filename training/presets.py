@@ -175,7 +175,8 @@ class BatchAugment:
     def degradation(images: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         out = images.clone()
         size = images.shape[-2:]
-        for index in torch.nonzero((p["downsample"] > 1) | (p["blur"] > 0) | (p["jpeg_quality"] > 0)).flatten().tolist():
+        degraded = (p["downsample"] > 1) | (p["blur"] > 0) | (p["jpeg_quality"] > 0)
+        for index in torch.nonzero(degraded).flatten().tolist():
             image = images[index:index + 1]
             factor = float(p["downsample"][index])
             if factor > 1:

@@ -21,14 +21,14 @@ class Split:
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
-    def leave_out(self, held_out: list[bool]) -> "Split":
+    def leave_out(self, held_out: list[bool]) -> Split:
         """Train and validate without the images flagged in ``held_out`` (one per sample), and test
         on every one of them: how the model does on a source it has never seen."""
         def kept(part: list[int]) -> list[int]:
             return [i for i in part if not held_out[i]]
         return Split(kept(self.train), kept(self.val), [i for i, out in enumerate(held_out) if out])
 
-    def head(self, fraction: float) -> "Split":
+    def head(self, fraction: float) -> Split:
         """Every ``1 / fraction``-th index of each part, for smoke runs, so that each data folder
         keeps its share (classes may go missing)."""
         def cut(part: list[int]) -> list[int]:

@@ -56,7 +56,6 @@ def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageB
     report |= {"image_size": list(args.teacher_size), "epochs": args.teacher_epochs,
                "precision": precision.name, "minutes": round(phase.seconds / 60, 1), "history": phase.history}
     (Path(args.output) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"[teacher] {args.teacher_arch}: validation BMA {report['val_balanced_accuracy']:.4f}, MEL "
-          + ", ".join(f"{source} {figures['sensitivity']['MEL']}" for source, figures in report["val_by_source"].items()),
-          flush=True)
+    mel = ", ".join(f"{source} {figures['sensitivity']['MEL']}" for source, figures in report["val_by_source"].items())
+    print(f"[teacher] {args.teacher_arch}: validation BMA {report['val_balanced_accuracy']:.4f}, MEL {mel}", flush=True)
     return teacher, report
