@@ -40,7 +40,7 @@ HANDLER_DIR = settings.REPO / "handler"
 DEFAULT_CONFIG = HANDLER_DIR / "model-config.yaml"
 PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "checkpoint.py", "cpus.py",
                  "explanation.py", "gate.py", "gradcam.py", "kservev2_envelope.py", "lite.py",
-                 "model.py", "precision.py", "precision_choice.py", "preprocessing.py", "refusals.py",
+                 "model.py", "runners.py", "served_precision.py", "preprocessing.py", "refusals.py",
                  "skin_handler.py", "v2.py")
 
 
