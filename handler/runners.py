@@ -29,13 +29,12 @@ CPU = torch.device("cpu")
 CALIBRATION_FILE = "skin_int8_calibration.pt"
 QUANTISATION_BACKEND = "x86"
 # Activations on the full 8-bit range (the x86 default keeps 7 bits for CPUs without VNNI, where
-# the 16-bit accumulation could saturate): the 7-bit features moved release 2.0's first gate (a
-# Mahalanobis distance on them) enough to flip its verdict on 46% of test lesions, the 8-bit ones
-# on 2.5%.
+# the 16-bit accumulation could saturate): 7-bit activations move the outputs several times more
+# (docs/benchmarks.md, "Serving precision").
 QCONFIG_SOURCE = "onednn"
 # Float at both ends, for about a tenth of int8's speed: the stem sees the normalised photo itself,
-# whose 8-bit quantisation flipped a near-tie among the HAM fixtures (SCC 0.363 vs BKL 0.342); the
-# last layer is tiny, and quantising it only adds error to the logits.
+# whose 8-bit quantisation flips near-ties between classes; the last layer is tiny, and quantising
+# it only adds error to the logits.
 FLOAT_MODULES = ("model.conv1", "model.bn1", "model.relu", "model.fc")
 
 
@@ -95,7 +94,7 @@ def quantise(model: torch.nn.Module, calibration: dict[str, torch.Tensor],
     observers at their defaults (scale 1, no range): a deliberately broken quantisation."""
     prepared = prepare_int8(model, input_size)
     for name, qparams in calibration.items():
-        # Fixed parameters skip the histogram search at conversion: the worker starts 0.7 s sooner.
+        # Fixed parameters skip the histogram search at conversion, so a worker starts sooner.
         scale, zero_point, quant_min, quant_max = qparams.tolist()
         setattr(prepared, name, FixedQParamsObserver(scale, int(zero_point), dtype=torch.quint8,
                                                      quant_min=int(quant_min), quant_max=int(quant_max)))

@@ -44,9 +44,9 @@ from training.referral import referral_report
 from training.splits import release_split
 
 DEFAULT_REPORT = Path("docs/gate_report.json")
-# The gate network's input: at 72x96 the gate took 42% of a served image's CPU time (make bench);
-# 48x64 refuses almost as many tuning non-lesions and keeps about as many validation lesions
-# (training/gate_choice.py) at two fifths of the cost.
+# The gate network's input: the smallest that refuses about as many tuning non-lesions and keeps
+# about as many validation lesions as larger ones (training/gate_choice.py compares them), so that
+# the gate stays a small share of a served image's CPU time (make bench prints it).
 GATE_INPUT_SIZE = (48, 64)
 K = 5
 
