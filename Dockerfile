@@ -35,12 +35,13 @@ WORKDIR /home/skin
 
 COPY config.properties /home/skin/config.properties
 # The build-time config generator, the health check and ops (docker exec), with SKIN's API client
-# (api/) that they use and the few handler modules it reads (the classes, the refusal reasons, the
-# v2 wire format). ops register is left out: the image's model store is fixed at build time.
+# (api/) that they use, the wire contract it reads (contract/, whole) and the v2 wire format. ops
+# register is left out: the image's model store is fixed at build time.
 COPY tools/__init__.py tools/torchserve.py tools/processes.py tools/deploy_config.py tools/healthcheck.py /home/skin/tools/
 COPY api/__init__.py api/client.py api/contract.py api/keys.py /home/skin/api/
 COPY ops/__init__.py ops/__main__.py ops/cli.py ops/errors.py ops/management.py ops/metrics.py ops/names.py ops/render.py /home/skin/ops/
-COPY handler/__init__.py handler/classes.py handler/classes.json handler/refusals.py handler/v2.py /home/skin/handler/
+COPY contract /home/skin/contract/
+COPY handler/__init__.py handler/v2.py /home/skin/handler/
 COPY model_store/skin.mar /home/skin/model_store/skin.mar
 RUN python -m tools.deploy_config container /home/skin/torchserve.properties
 

@@ -9,8 +9,8 @@ from enum import Enum
 
 import requests
 
-from handler.classes import CODES
-from handler.refusals import ACCEPTED, REASONS
+from contract.classes import CODES
+from contract.refusals import ACCEPTED, REASONS
 
 PROBABILITY_TOLERANCE = 1e-4
 # Worth another try: the worker died mid-batch (500), the queue is full (503), a worker restarts (507).

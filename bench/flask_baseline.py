@@ -14,8 +14,8 @@ from flask import Flask, jsonify, request
 from PIL import Image
 from torchvision import transforms
 
+from contract.classes import CLASSES
 from handler.checkpoint import load_release
-from handler.classes import CLASSES
 from bench.inprocess import ReleaseGate
 from handler.preprocessing import input_shape
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handler.classes import BY_CODE, LesionClass
+from contract.classes import BY_CODE, LesionClass
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contract.classes import BY_CODE, LesionClass
 from frontend.verdict import GateVerdict
-from handler.classes import BY_CODE, LesionClass
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.contract import Problem
+from contract.classes import LesionClass
+from contract.refusals import DETAILS
 from frontend.verdict import GateVerdict
-from handler.classes import LesionClass
-from handler.refusals import DETAILS
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handler.refusals import ACCEPTED
+from contract.refusals import ACCEPTED
 
 
 @dataclass(frozen=True)
 class GateVerdict:
     accepted: bool
-    reason: str  # handler.refusals.REASONS; a newer server may send one this page does not know
+    reason: str  # contract.refusals.REASONS; a newer server may send one this page does not know
     detail: str  # the server's sentence, in English
 
     @classmethod

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from handler.classes import CLASSES, CODES
+from contract.classes import CLASSES, CODES
 
 TARGET_FIELD = "target"
 
 
 class UnknownClassError(ValueError):
-    """The requested class code is not one of handler/classes.json's; the message lists them."""
+    """The requested class code is not one of contract/classes.json's; the message lists them."""
 
 
 def requested_class(row: dict) -> int | None:

@@ -17,9 +17,9 @@ from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
+from contract.classes import CLASSES
 from handler.batch import Batch, request_bytes
 from handler.checkpoint import METADATA_FILE, load_metadata, load_release
-from handler.classes import CLASSES
 from handler.cpus import available_cores
 from handler.explanation import UnknownClassError, explanation_body, requested_class
 from handler.gate import GATE_FILE, GATE_NETWORK_FILE, Gate, GateNetwork, Verdict, gate_error, load_gate_state

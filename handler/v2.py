@@ -18,7 +18,7 @@ import base64
 import binascii
 import json
 
-from handler.classes import BY_CODE, CODES
+from contract.classes import BY_CODE, CODES
 
 INPUT_NAME = "image"
 CODES_OUTPUT = "codes"

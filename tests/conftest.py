@@ -16,8 +16,8 @@ import torch
 
 from PIL import Image
 
+from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
-from handler.classes import CODES
 from handler.gate import GATE_FILE, save_gate
 from handler.model import SkinResNet34
 from handler.preprocessing import MEAN, STD, decode_image

@@ -104,6 +104,10 @@ def stage_home(root: Path) -> Path:
         for source in sources:
             if source in BUILT_PATHS:
                 continue
+            if (REPO / source).is_dir():  # Docker copies a folder's contents into the destination
+                shutil.copytree(REPO / source, target, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+                continue
             path = target / Path(source).name if destination.endswith("/") else target
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / source, path)

@@ -16,8 +16,8 @@ import requests
 import torch
 from torch.nn import functional as F
 
+from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, load_release
-from handler.classes import CODES
 from handler.gradcam import heatmap_shape
 from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
 from api.contract import check_prediction

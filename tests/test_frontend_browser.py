@@ -25,6 +25,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from contract.classes import BY_CODE, CLASSES
 from frontend.access import PASS_PHRASE_VARIABLE, PHRASE_FIELD, new_pass_phrase
 from frontend.certificate import ensure_certificate
 from frontend.explanation import Explanation
@@ -33,7 +34,6 @@ from frontend.photo import prepare_photo
 from frontend.run import REPO, page_environment, streamlit_command
 from frontend.serve_all import wait_for_page
 from frontend.texts import ENGLISH
-from handler.classes import BY_CODE, CLASSES
 from test_frontend_page import served_answer, served_explanation
 from test_gate import darkened, lesion
 from tools.processes import stop_process

@@ -14,9 +14,9 @@ import requests
 from streamlit.testing.v1 import AppTest
 
 from api.contract import Problem
+from contract.classes import BY_CODE, CLASSES
 from frontend.photo import prepare_photo
 from frontend.texts import CHINESE, ENGLISH
-from handler.classes import BY_CODE, CLASSES
 from test_gate import darkened, lesion
 from tools.torchserve import free_port
 

@@ -10,13 +10,13 @@ import pytest
 import requests
 from PIL import ExifTags, Image
 
+from contract.classes import CLASSES
 from frontend.client import ClientConfig, Problem, ServerProblem, SkinClient
 from frontend.photo import LONG_SIDE, prepare_photo
 from frontend.ranking import Ranking
 from frontend.certificate import ensure_certificate
 from frontend.run import LOOPBACK, REPO, page_address, page_environment, streamlit_command
 from frontend.serve_all import wait_for_page
-from handler.classes import CLASSES
 from handler.preprocessing import InvalidImageError
 from tools.processes import stop_process
 from tools.torchserve import free_port, read_key, read_properties

@@ -18,8 +18,8 @@ import requests
 import torch
 from PIL import Image, ImageOps
 
+from contract.classes import CLASSES, CODES
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE
-from handler.classes import CLASSES, CODES
 from handler.model import SkinResNet34
 from tools.archive import MODEL_STORE, build_archive
 

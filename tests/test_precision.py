@@ -11,10 +11,10 @@ import pytest
 import requests
 import torch
 
+from contract.classes import CODES
 from handler import precision_choice
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release
 from handler.cpus import cpu_info
-from handler.classes import CODES
 from handler.gate import GATE_FILE, file_sha256, load_gate
 from handler.lite import installed_weights
 from handler.precision import CALIBRATION_FILE, calibrate, quantise, runner

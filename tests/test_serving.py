@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from handler.classes import CODES
 from api.contract import check_prediction
+from contract.classes import CODES
 from tools.torchserve import read_properties, BASE_CONFIG
 
 

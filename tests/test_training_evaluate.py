@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
+from contract.classes import CODES
 from handler.checkpoint import load_release, save_release
-from handler.classes import CODES
 from handler.model import SkinResNet34
 from handler.preprocessing import decode_image, eval_transform, model_input
 from training.datasets import Sample

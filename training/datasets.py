@@ -9,7 +9,7 @@ Layouts, detected from the directory's contents:
   ``ISIC_2019_Training_Metadata.csv`` with lesion_id, images in ``ISIC_2019_Training_Input/`` or
   beside the CSV.
 
-Class codes and their order come only from ``handler.classes``.
+Class codes and their order come only from ``contract.classes``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from handler.classes import CODES
+from contract.classes import CODES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 ISIC2019_GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
@@ -30,7 +30,7 @@ ISIC2019_UNKNOWN = "UNK"
 @dataclass(frozen=True)
 class Sample:
     path: Path
-    label: int  # index into handler.classes.CODES
+    label: int  # index into contract.classes.CODES
     lesion_id: str
     source: str = ""  # the clinic or collection, for per-source reports: labels.csv's ``source`` or the folder
 

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from contract.classes import CODES
+from contract.refusals import ACCEPTED, REASONS
 from handler.checkpoint import METADATA_FILE, load_release
-from handler.classes import CODES
 from handler.gate import (GATE_FILE, GATE_FORMAT, Gate, GateNetwork, file_sha256, luminance, save_gate,
                           sharpness)
 from handler.lite import WEIGHTS_NAME, installed_weights, load_lite_features
 from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
-from handler.refusals import ACCEPTED, REASONS
 from training.clinical import SIZE as CLINICAL_SIZE, clinical_views
 from training.datasets import Sample
 from training.metrics import balanced_accuracy

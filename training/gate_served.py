@@ -24,8 +24,8 @@ import requests
 import torch
 from PIL import Image
 
+from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, load_metadata
-from handler.classes import CODES
 from tools.torchserve import TorchServe
 from training.clinical import SIZE as CLINICAL_SIZE, clinical_views
 from training.gate import DEFAULT_DATA, clinical_sample, rate, rate_by

@@ -5,7 +5,7 @@ import argparse
 
 import numpy as np
 
-from handler.classes import CODES
+from contract.classes import CODES
 from handler.preprocessing import MEAN, STD
 from handler.preprocessing import SHADES_OF_GRAY_POWER
 from training.datasets import Sample, class_counts, detect_layout

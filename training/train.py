@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+from contract.classes import CODES, NUM_CLASSES
 from handler.checkpoint import WEIGHTS_FILE, save_release
-from handler.classes import CODES, NUM_CLASSES
 from handler.cpus import CPU_FLAGS, cpu_info
 from training.calibration import fit_temperature
 from training.datasets import Sample
