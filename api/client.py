@@ -18,7 +18,7 @@ from urllib3.util.retry import Retry
 
 from api.contract import RETRIED_STATUSES, Problem, ServerProblem, key_refused, problem_of
 from api.keys import KeySource
-from handler import v2
+from contract import v2
 
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"

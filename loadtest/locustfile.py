@@ -23,7 +23,7 @@ from locust.runners import WorkerRunner
 from api.client import inference_path, protocol_from_env
 from api.contract import check_prediction, key_refused
 from api.keys import KeySource
-from handler import v2
+from contract import v2
 from loadtest.images import load_images
 
 IMAGES = load_images(Path(os.environ["SKIN_IMAGE_DIR"]) if os.environ.get("SKIN_IMAGE_DIR") else None)

@@ -25,7 +25,7 @@ from ts.version import __version__ as TORCHSERVE_VERSION
 from api.client import FAST_CALL_S, READ_TIMEOUT_S, ManagementClient
 from api.contract import ServerProblem
 from api.keys import KeySource
-from handler import v2
+from contract import v2
 from oip import binary
 
 # The protocol's extension this front adds to what TorchServe speaks.

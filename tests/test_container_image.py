@@ -143,9 +143,9 @@ def test_the_workflow_store_is_an_empty_folder_of_the_users_own():
     assert made and made[0] > order.index("USER"), "created by the user TorchServe runs as"
 
 
-def test_no_pythonpath_puts_the_images_handler_modules_before_the_archives():
-    # TorchServe's workers get PYTHONPATH ahead of the archive's folder: the home's partial handler
-    # package would shadow the archive's.
+def test_no_pythonpath_puts_the_images_packages_before_the_archives():
+    # TorchServe's workers get PYTHONPATH ahead of the archive's folder: the home's contract package
+    # would shadow the archive's.
     assert not any("PYTHONPATH" in args for args in arguments("ENV"))
 
 

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from contract import v2
 from contract.classes import CODES
 from frontend.client import ClientConfig, SkinClient
-from handler import v2
 from api.contract import check_prediction
 from test_serving import handler_counters
 
