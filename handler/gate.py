@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from contract import answer
 from contract.refusals import ACCEPTED, ACCEPTED_DETAIL, DETAILS
 from handler.lite import LiteFeatures, load_lite_features
 from handler.preprocessing import eval_transform, input_shape, model_input
@@ -45,8 +46,7 @@ class Verdict:
     threshold: float | None
 
     def as_dict(self) -> dict:
-        return {"accepted": self.accepted, "reason": self.reason, "detail": self.detail,
-                "score": self.score, "threshold": self.threshold}
+        return answer.gate_verdict(self.accepted, self.reason, self.detail, self.score, self.threshold)
 
 
 def gate_error() -> Verdict:
