@@ -48,8 +48,8 @@ class Texts:
         return lesion.description_zh if self.chinese else lesion.description
 
     def refusal(self, gate: GateVerdict) -> str:
-        """Why the photo was refused and what to do; the server's own sentence for a reason this
-        page does not know yet."""
+        """Why the photo was refused and what to do; the server's own sentence for a reason these
+        texts do not cover."""
         return self.refusals.get(gate.reason, gate.detail)
 
 

@@ -16,11 +16,11 @@ import requests
 import torch
 from torch.nn import functional as F
 
+from contract.checks import check_prediction
 from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, load_release
 from handler.gradcam import heatmap_shape
 from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
-from api.contract import check_prediction
 from tests.conftest import TEST_INPUT_SIZE, write_random_release
 from tests.test_handler import load_service, run_batch
 from tools.archive import MODEL_STORE, build_archive

@@ -12,11 +12,11 @@ import requests
 import torch
 from PIL import Image, ImageFilter
 
+from contract.checks import check_prediction
 from contract.refusals import ACCEPTED, DETAILS
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
 from handler.gate import GATE_FILE
 from handler.model import SkinResNet34
-from api.contract import check_prediction
 from test_handler import classify, load_service
 from tests.conftest import FIXTURES, write_random_release
 from tools.archive import MODEL_STORE, build_archive

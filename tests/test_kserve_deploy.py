@@ -13,8 +13,8 @@ import pytest
 import requests
 import yaml
 
-from api.contract import check_prediction
 from contract import v2
+from contract.checks import check_prediction
 from tools.archive import DEFAULT_CONFIG
 from tools.deploy_config import KSERVE_INFERENCE_PORT, KSERVE_STORAGE
 from tools.kserve_bundle import ARCHIVE_DIR, CONFIG_PATH, NotABundleError, archive_manifest, write_bundle

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from api.contract import check_prediction
+from contract.checks import check_prediction
 from contract.classes import CODES
 from tools.torchserve import read_properties, BASE_CONFIG
 

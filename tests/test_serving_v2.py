@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from contract import v2
+from contract.checks import check_prediction
 from contract.classes import CODES
 from frontend.client import ClientConfig, SkinClient
-from api.contract import check_prediction
 from test_serving import handler_counters
 
 IMAGE = "MEL_ISIC_0024310.jpg"
