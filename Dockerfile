@@ -38,7 +38,7 @@ COPY config.properties /home/skin/config.properties
 # (api/) that they use and the wire contract it reads (contract/, whole). ops register is left out:
 # the image's model store is fixed at build time.
 COPY tools/__init__.py tools/torchserve.py tools/processes.py tools/deploy_config.py tools/healthcheck.py /home/skin/tools/
-COPY api/__init__.py api/client.py api/contract.py api/keys.py /home/skin/api/
+COPY api/__init__.py api/client.py api/problems.py api/keys.py /home/skin/api/
 COPY ops/__init__.py ops/__main__.py ops/cli.py ops/errors.py ops/management.py ops/metrics.py ops/names.py ops/render.py /home/skin/ops/
 COPY contract /home/skin/contract/
 COPY model_store/skin.mar /home/skin/model_store/skin.mar

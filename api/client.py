@@ -3,7 +3,7 @@
 Every request carries its API's key from a :class:`~api.keys.KeySource`; a refused key is re-read
 once (TorchServe rotates keys), and retries go through urllib3's Retry: inference requests once more
 after a pause when the server cannot be reached or answers 500 (a worker died mid-batch), 503 or 507.
-Failures become :class:`~api.contract.ServerProblem`, never a requests exception.
+Failures become :class:`~api.problems.ServerProblem`, never a requests exception.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from api.contract import RETRIED_STATUSES, Problem, ServerProblem, key_refused, problem_of
+from api.problems import RETRIED_STATUSES, Problem, ServerProblem, key_refused, problem_of
 from api.keys import KeySource
 from contract import v2
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.client import DEFAULT_INFERENCE_URL, InferenceClient, inference_path, protocol_from_env
-from api.contract import Problem, ServerProblem
+from api.problems import Problem, ServerProblem
 from api.keys import PAGE_KEY_FILE_NAME, SERVE_HOME, KeySource
 from frontend.explanation import Explanation
 from frontend.ranking import Ranking

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from api.contract import Problem
+from api.problems import Problem
 from contract.classes import LesionClass
 from contract.refusals import DETAILS
 from frontend.verdict import GateVerdict

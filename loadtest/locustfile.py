@@ -21,7 +21,7 @@ from locust import HttpUser, constant, constant_throughput, events, task
 from locust.runners import WorkerRunner
 
 from api.client import inference_path, protocol_from_env
-from api.contract import key_refused
+from api.problems import key_refused
 from api.keys import KeySource
 from contract import v2
 from contract.checks import check_prediction

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 
 from api.client import DEFAULT_MANAGEMENT_URL, FAST_CALL_S, ManagementClient
-from api.contract import Problem, ServerProblem, json_field, key_refused
+from api.problems import Problem, ServerProblem, json_field, key_refused
 from api.keys import KeySource
 from ops.errors import OpsError
 from tools.torchserve import DEFAULT_KEY_FILE

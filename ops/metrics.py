@@ -12,7 +12,7 @@ from collections import defaultdict
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.client import DEFAULT_METRICS_URL, FAST_CALL_S, metrics_text
-from api.contract import Problem, ServerProblem
+from api.problems import Problem, ServerProblem
 from ops.errors import OpsError
 
 MODEL_LABELS = ("model_name", "ModelName")

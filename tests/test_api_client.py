@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from api.contract import Problem, ServerProblem
+from api.problems import Problem, ServerProblem
 from api.keys import read_key, read_keys
 from frontend.client import ClientConfig, SkinClient
 from frontend.texts import LANGUAGES

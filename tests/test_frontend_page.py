@@ -13,7 +13,7 @@ import pytest
 import requests
 from streamlit.testing.v1 import AppTest
 
-from api.contract import Problem
+from api.problems import Problem
 from contract.classes import BY_CODE, CLASSES
 from frontend.photo import prepare_photo
 from frontend.texts import CHINESE, ENGLISH

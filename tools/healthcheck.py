@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from api.client import Endpoint
-from api.contract import ServerProblem
+from api.problems import ServerProblem
 from api.keys import KEY_FILE_NAME, KeySource
 
 TIMEOUT_S = 5.0
