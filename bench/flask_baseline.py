@@ -17,7 +17,7 @@ from torchvision import transforms
 from contract import answer
 from handler.checkpoint import load_release
 from bench.inprocess import ReleaseGate
-from handler.preprocessing import input_shape
+from imaging.framing import input_shape
 
 
 def create_app(weights: Path) -> Flask:

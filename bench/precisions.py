@@ -11,7 +11,8 @@ from bench.inprocess import frame
 from handler.gate import file_sha256
 from handler.precision import PRECISIONS, Runner, calibrate, runner
 from handler.precision_choice import calibration_path, load_calibration
-from handler.preprocessing import input_shape, release_input
+from handler.preprocessing import release_input
+from imaging.framing import input_shape
 
 
 def precision_runners(model: torch.nn.Module, metadata: dict, weights: Path,

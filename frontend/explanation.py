@@ -12,7 +12,7 @@ from contract.classes import BY_CODE, LesionClass
 class Explanation:
     lesion: LesionClass
     probability: float
-    frame: tuple[int, int]  # (height, width) of the model's input, framed as handler/preprocessing.py does
+    frame: tuple[int, int]  # (height, width) of the model's input, framed as imaging/framing.py does
     heatmap: tuple[tuple[float, ...], ...]  # rows over that frame, top first; values on [0, 1]
 
     @classmethod

@@ -26,7 +26,8 @@ from PIL import Image
 from contract import answer
 from contract.refusals import ACCEPTED, ACCEPTED_DETAIL, DETAILS
 from handler.lite import LiteFeatures, load_lite_features
-from handler.preprocessing import eval_transform, input_shape, model_input
+from handler.preprocessing import eval_transform, model_input
+from imaging.framing import input_shape
 
 GATE_FILE = "skin_gate.pt"
 # The ImageNet weights of the gate's network, inside the archive.

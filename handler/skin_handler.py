@@ -28,7 +28,9 @@ from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.precision import CALIBRATION_FILE, runner
 from handler.precision_choice import load_calibration, read_served
-from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
+from handler.preprocessing import eval_transform, model_input
+from imaging.decode import InvalidImageError, decode_image
+from imaging.framing import input_shape
 
 logger = logging.getLogger(__name__)
 

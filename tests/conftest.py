@@ -20,7 +20,8 @@ from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, save_release
 from handler.gate import GATE_FILE, save_gate
 from handler.model import SkinResNet34
-from handler.preprocessing import MEAN, STD, decode_image
+from handler.preprocessing import MEAN, STD
+from imaging.decode import decode_image
 from tools.archive import MODEL_STORE, build_archive
 from training.gate import fit_gate, gate_network, photos_of
 from tools.torchserve import TorchServe

@@ -20,7 +20,9 @@ from contract.checks import check_prediction
 from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, load_release
 from handler.gradcam import heatmap_shape
-from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
+from handler.preprocessing import eval_transform, model_input
+from imaging.decode import decode_image
+from imaging.framing import input_shape
 from tests.conftest import TEST_INPUT_SIZE, write_random_release
 from tests.test_handler import load_service, run_batch
 from tools.archive import MODEL_STORE, build_archive

@@ -17,7 +17,7 @@ from frontend.ranking import Ranking
 from frontend.certificate import ensure_certificate
 from frontend.run import LOOPBACK, REPO, page_address, page_environment, streamlit_command
 from frontend.serve_all import wait_for_page
-from handler.preprocessing import InvalidImageError
+from imaging.decode import InvalidImageError
 from tools.processes import stop_process
 from tools.torchserve import free_port, read_key, read_properties
 

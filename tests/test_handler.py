@@ -20,7 +20,8 @@ import ts
 from contract.checks import check_prediction
 from contract.classes import BY_CODE, CLASSES, CLASSES_FILE, CODES
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release
-from handler.preprocessing import decode_image, eval_transform, model_input
+from handler.preprocessing import eval_transform, model_input
+from imaging.decode import decode_image
 from tests.conftest import TEST_INPUT_SIZE, TEST_REFERRAL_THRESHOLD, write_random_release
 from tools.archive import MODEL_STORE, build_archive
 

@@ -20,7 +20,9 @@ from handler.lite import installed_weights
 from handler.precision import CALIBRATION_FILE, calibrate, quantise, runner
 from handler.precision_choice import CHOICE_FILE, SERVED_FILE, calibration_path, \
     load_calibration, save_calibration_for, served_record
-from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
+from handler.preprocessing import eval_transform, release_input
+from imaging.decode import decode_image
+from imaging.framing import input_shape
 from ops.management import Management
 from ops.release import versioned_archive
 from ops.render import render_describe

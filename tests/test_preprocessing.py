@@ -16,9 +16,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from handler.batch import request_bytes
-from handler.preprocessing import (INPUT_SIZE, InvalidImageError, MAX_IMAGE_PIXELS, decode_image,
-                                   eval_transform, fit_to_frame, image_to_tensor, normalize,
-                                   open_image, shades_of_gray)
+from handler.preprocessing import INPUT_SIZE, eval_transform, image_to_tensor, normalize, shades_of_gray
+from imaging.decode import InvalidImageError, MAX_IMAGE_PIXELS, decode_image, open_image
+from imaging.framing import fit_to_frame
 from tools.decode_memory import smooth_photo
 
 EXIF_ORIENTATION = 0x0112

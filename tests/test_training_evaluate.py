@@ -9,7 +9,8 @@ import torch
 from contract.classes import CODES
 from handler.checkpoint import load_release, save_release
 from handler.model import SkinResNet34
-from handler.preprocessing import decode_image, eval_transform, model_input
+from handler.preprocessing import eval_transform, model_input
+from imaging.decode import decode_image
 from training.datasets import Sample
 from training.evaluate import release_logits
 

@@ -39,7 +39,7 @@ HANDLER_DIR = REPO / "handler"
 MODEL_STORE = REPO / "model_store"
 DEFAULT_CONFIG = HANDLER_DIR / "model-config.yaml"
 # What a worker imports; every module and data file of each travels, so a new one cannot be missed.
-PACKAGES = ("handler", "contract")
+PACKAGES = ("handler", "contract", "imaging")
 PACKAGE_PATTERNS = ("*.py", "*.json")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from handler.preprocessing import to_rgb
+from imaging.decode import to_rgb
 from training.ood_drawn import DRAWN
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handler.preprocessing import input_shape
+from imaging.framing import input_shape
 from training.precision import Precision
 
 DEFAULT_DATA = [Path("../shared/data/ham10000"), Path("../shared/data/isic2019-84px")]

@@ -27,8 +27,9 @@ import torch
 from handler.checkpoint import load_release
 from handler.cpus import cpu_info
 from handler.precision import PRECISIONS, Runner, calibrate, runner
-from handler.preprocessing import input_shape, release_input
+from handler.preprocessing import release_input
 from handler.precision_choice import choice_path, save_calibration_for
+from imaging.framing import input_shape
 from training.metrics import balanced_accuracy
 from training.presets import load_images
 from training.splits import release_split
