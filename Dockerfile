@@ -35,19 +35,22 @@ RUN useradd --create-home --uid 10001 --user-group skin
 WORKDIR /home/skin
 
 COPY config.properties /home/skin/config.properties
-# The build-time config generator, the health check and ops (docker exec), with SKIN's API client
-# (api/) that they use and the few handler modules it reads (the classes, the refusal reasons, the
-# v2 wire format). ops register is left out: the image's model store is fixed at build time.
-COPY tools/__init__.py serve/torchserve.py serve/processes.py tools/deploy_config.py tools/healthcheck.py /home/skin/tools/
-COPY api/__init__.py api/client.py api/contract.py api/keys.py /home/skin/api/
-COPY ops/__init__.py ops/__main__.py ops/cli.py ops/errors.py ops/management.py ops/metrics.py ops/names.py ops/render.py /home/skin/ops/
-COPY handler/__init__.py handler/classes.py handler/classes.json handler/refusals.py handler/v2.py /home/skin/handler/
+# The build-time config generator, the health check, ops (docker exec) and the key rotation, with
+# what they import: settings, the API client and the wire contract. Whole packages, so that a new
+# module cannot be left behind; the handler's are inside the archive. ops register is left out:
+# the image's model store is fixed at build time.
+COPY settings.py /home/skin/settings.py
+COPY api /home/skin/api/
+COPY contract /home/skin/contract/
+COPY ops /home/skin/ops/
+COPY serve /home/skin/serve/
+COPY tools /home/skin/tools/
 COPY model_store/skin.mar /home/skin/model_store/skin.mar
 RUN python -m tools.deploy_config container /home/skin/torchserve.properties
 
 # No PYTHONPATH: TorchServe puts it ahead of an archive's own folder on its workers' path, where
-# /home/skin/handler (the client's few modules) would hide the archive's handler package. `python -m`
-# run from the WORKDIR finds tools/ and api/ without it.
+# /home/skin/contract would hide the contract package the archive was built with. `python -m` run
+# from the WORKDIR finds tools/, api/ and contract/ without it.
 ENV PYTHONUNBUFFERED=1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

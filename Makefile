@@ -31,8 +31,9 @@ venv: $(INSTALLED)
 
 # The archive runs the precision `make precision` measured for the release (model_store/
 # skin_precision.json, committed); PRECISION=fp32|bf16|int8 overrides it. tools.archive rebuilds
-# only when the hash of its inputs (weights, gate, calibration, handler, model-config, precision)
-# differs from the one the archive recorded, whatever the files' times say.
+# only when the hash of its inputs (weights, gate, calibration, the handler, contract and imaging
+# packages, model-config, precision) differs from the one the archive recorded, whatever the files'
+# times say.
 PRECISION ?=
 archive: $(SERVING)
 	$(PY) -m tools.archive $(if $(PRECISION),--precision $(PRECISION))

@@ -3,7 +3,7 @@
 Every request carries its API's key from a :class:`~api.keys.KeySource`; a refused key is re-read
 once (TorchServe rotates keys), and retries go through urllib3's Retry: inference requests once more
 after a pause when the server cannot be reached or answers 500 (a worker died mid-batch), 503 or 507.
-Failures become :class:`~api.contract.ServerProblem`, never a requests exception.
+Failures become :class:`~api.problems.ServerProblem`, never a requests exception.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 import settings
-from api.contract import RETRIED_STATUSES, Problem, ServerProblem, key_refused, problem_of
 from api.keys import KeySource
-from handler import v2
+from api.problems import RETRIED_STATUSES, Problem, ServerProblem, key_refused, problem_of
+from contract import v2
 
 PROTOCOLS = ("v1", "v2")
 CONNECT_TIMEOUT_S = 3.0

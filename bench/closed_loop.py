@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from api.contract import check_prediction
+from contract.checks import check_prediction
 
 # Sends one image over a session and returns the response.
 Sender = Callable[[requests.Session, bytes], requests.Response]

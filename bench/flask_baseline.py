@@ -15,9 +15,9 @@ from PIL import Image
 from torchvision import transforms
 
 from bench.inprocess import ReleaseGate
+from contract import answer
 from handler.checkpoint import load_release
-from handler.classes import CLASSES
-from handler.preprocessing import input_shape
+from imaging.framing import input_shape
 
 
 def create_app(weights: Path) -> Flask:
@@ -41,13 +41,10 @@ def create_app(weights: Path) -> Flask:
             logits = model(normalize(pixels.float() / 255).unsqueeze(0))
         probabilities = torch.softmax(logits[0] / float(metadata["temperature"]), dim=0).tolist()
         [distance] = gate.gate.distances(gate.network(gate.network.frame(image).unsqueeze(0))).tolist()
-        ranked = sorted(zip(CLASSES, probabilities), key=lambda pair: pair[1], reverse=True)
-        # The referral threshold and the gate's verdict are part of the answer contract that
-        # api.contract applies.
-        return jsonify({"predictions": [{"code": c.code, "name": c.name, "risk": c.risk,
-                                         "probability": p} for c, p in ranked],
-                        "referral": {"threshold": metadata["referral"]["threshold"]},
-                        "gate": gate.gate.check(pixels, image.size, distance).as_dict()})
+        # The answer the server gives, so that the benchmark's client checks both alike.
+        return jsonify(answer.prediction(metadata["name"], metadata["version"], probabilities,
+                                         metadata["referral"]["threshold"],
+                                         gate.gate.check(pixels, image.size, distance).as_dict()))
 
     return app
 

@@ -13,8 +13,10 @@ import torch
 from bench.configs import cores
 from handler.gate import GATE_FILE, Gate, GateNetwork, load_gate
 from handler.lite import installed_weights
-from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
+from handler.preprocessing import eval_transform, release_input
 from handler.runners import Runner
+from imaging.decode import decode_image
+from imaging.framing import input_shape
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ import torch
 
 from bench.inprocess import frame
 from handler.gate import file_sha256
-from handler.preprocessing import input_shape, release_input
+from handler.preprocessing import release_input
 from handler.runners import PRECISIONS, Runner, calibrate, runner
 from handler.served_precision import calibration_path, load_calibration
+from imaging.framing import input_shape
 
 
 def precision_runners(model: torch.nn.Module, metadata: dict, weights: Path,

@@ -12,6 +12,7 @@ from typing import TypeVar
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
+from contract.formats import FILE_SUFFIXES
 from frontend.chart import ranking_chart
 from frontend.connection import ClientConfig, ServerProblem, SkinClient
 from frontend.explanation import Explanation
@@ -20,10 +21,10 @@ from frontend.photo import Photo, prepare_photo
 from frontend.ranking import Ranking
 from frontend.texts import LANGUAGES, Texts
 from frontend.verdict import GateVerdict
-from handler.preprocessing import InvalidImageError
+from imaging.decode import InvalidImageError
 
-# What the server accepts (handler.preprocessing.ACCEPTED_FORMATS), by the names files carry.
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
+# What the server accepts, by the names files carry.
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in FILE_SUFFIXES]
 Answer = TypeVar("Answer")
 
 

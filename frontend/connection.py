@@ -16,8 +16,8 @@ from pathlib import Path
 
 import settings
 from api.client import InferenceClient, inference_path, protocol_from_env
-from api.contract import Problem, ServerProblem
 from api.keys import KeySource
+from api.problems import Problem, ServerProblem
 from frontend.explanation import Explanation
 from frontend.ranking import Ranking
 

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from frontend.explanation import Explanation
-from handler.preprocessing import decode_image, fit_to_frame
+from imaging.decode import decode_image
+from imaging.framing import fit_to_frame
 
 # About the width of the page's photo column on a desktop.
 DISPLAY_WIDTH = 512

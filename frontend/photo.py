@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from handler.preprocessing import decode_image
+from imaging.decode import decode_image
 
 # Eight times the served input's longer side leaves the server's framing plenty of detail.
 LONG_SIDE = 1024

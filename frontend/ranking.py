@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contract.checks import check_prediction
+from contract.classes import BY_CODE, LesionClass
 from frontend.verdict import GateVerdict
-from handler.classes import BY_CODE, LesionClass
 
 
 @dataclass(frozen=True)
@@ -31,19 +32,14 @@ class Ranking:
 
     @classmethod
     def from_response(cls, body: dict) -> Ranking:
-        """Parse the handler's 200 body; raises ValueError when it does not match classes.json."""
+        """Parse the handler's 200 body; raises ValueError when it breaks SKIN's contract."""
         try:
-            scores = [Score(BY_CODE[p["code"]], float(p["probability"]))
-                      for p in body["predictions"]]
-            model, version = str(body["model"]), str(body["version"])
-            threshold = float(body["referral"]["threshold"])
-            gate = GateVerdict.from_response(body["gate"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"unexpected answer from the model server: {exc!r}") from None
-        if {s.lesion.code for s in scores} != set(BY_CODE):
-            raise ValueError("the model server's classes differ from this frontend's classes.json")
-        return cls(model, version, tuple(sorted(scores, key=lambda s: s.probability, reverse=True)),
-                   threshold, gate)
+            check_prediction(body)
+        except ValueError as exc:
+            raise ValueError(f"unexpected answer from the model server: {exc}") from None
+        scores = tuple(Score(BY_CODE[p["code"]], float(p["probability"])) for p in body["predictions"])
+        return cls(body["model"], body["version"], scores, float(body["referral"]["threshold"]),
+                   GateVerdict.from_checked(body["gate"]))
 
     @property
     def top(self) -> Score:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from api.contract import Problem
+from api.problems import Problem
+from contract.classes import LesionClass
+from contract.formats import FORMAT_LABELS, FORMAT_NAMES
+from contract.refusals import DETAILS
 from frontend.verdict import GateVerdict
-from handler.classes import LesionClass
-from handler.refusals import DETAILS
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,8 @@ class Texts:
         return lesion.description_zh if self.chinese else lesion.description
 
     def refusal(self, gate: GateVerdict) -> str:
-        """Why the photo was refused and what to do; the server's own sentence for a reason this
-        page does not know yet."""
+        """Why the photo was refused and what to do; the server's own sentence for a reason these
+        texts do not cover."""
         return self.refusals.get(gate.reason, gate.detail)
 
 
@@ -62,7 +63,7 @@ ENGLISH = Texts(
     source_label="Photo",
     upload="Upload a file",
     camera="Use the camera",
-    uploader_label="A dermoscopy photo (JPEG, PNG or WebP)",
+    uploader_label=f"A dermoscopy photo ({FORMAT_NAMES})",
     camera_label="Take a dermoscopy photo",
     working="Classifying…",
     most_likely="Most likely",
@@ -119,7 +120,7 @@ CHINESE = Texts(
     source_label="照片",
     upload="上传文件",
     camera="使用相机",
-    uploader_label="皮肤镜照片（JPEG、PNG 或 WebP）",
+    uploader_label=f"皮肤镜照片（{'、'.join(FORMAT_LABELS[:-1])} 或 {FORMAT_LABELS[-1]}）",
     camera_label="拍摄皮肤镜照片",
     working="正在分类…",
     most_likely="最可能",

@@ -7,22 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handler.refusals import ACCEPTED
-
 
 @dataclass(frozen=True)
 class GateVerdict:
     accepted: bool
-    reason: str  # handler.refusals.REASONS; a newer server may send one this page does not know
+    reason: str  # one of contract.refusals.REASONS
     detail: str  # the server's sentence, in English
 
     @classmethod
-    def from_response(cls, gate: dict) -> GateVerdict:
-        """Parse the answer's ``gate`` object; raises ValueError when it is malformed."""
-        try:
-            accepted, reason, detail = gate["accepted"], str(gate["reason"]), str(gate["detail"])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"unexpected gate verdict from the model server: {exc!r}") from None
-        if not isinstance(accepted, bool) or accepted != (reason == ACCEPTED):
-            raise ValueError(f"inconsistent gate verdict from the model server: {gate}")
-        return cls(accepted, reason, detail)
+    def from_checked(cls, gate: dict) -> GateVerdict:
+        """The verdict of an answer that contract.checks has passed."""
+        return cls(gate["accepted"], gate["reason"], gate["detail"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from handler.gate import Verdict
-from handler.preprocessing import InvalidImageError
+from imaging.decode import InvalidImageError
 
 IMAGE_FIELDS = ("data", "file", "body")
 # A row whose request a protocol adapter could not read (handler/kservev2_envelope.py) carries the

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from handler.classes import CODES
+from contract.classes import CODES
 from handler.model import SkinResNet34
 
 WEIGHTS_FILE = "skin_resnet34.pt"
@@ -42,7 +42,7 @@ def load_metadata(path: Path, required: tuple[str, ...] = REQUIRED_KEYS) -> dict
         raise ValueError(f"{path} lacks {missing}")
     if tuple(metadata["classes"]) != CODES:
         raise ValueError(f"{path} was trained on classes {metadata['classes']}, "
-                         f"but handler/classes.json lists {list(CODES)}")
+                         f"but contract/classes.json lists {list(CODES)}")
     return metadata
 
 

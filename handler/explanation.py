@@ -1,20 +1,19 @@
-"""What an explanation request asks for, and the answer's shape.
+"""What an explanation request asks for.
 
 ``POST /explanations/skin`` takes the image as ``/predictions/skin`` does; the class to explain comes
 from a multipart field ``target`` or a JSON key ``target`` (TorchServe 0.12 passes no query
-parameters to handlers), and defaults to the class the network ranks first.
+parameters to handlers), and defaults to the class the network ranks first. contract.answer builds
+the answer.
 """
 from __future__ import annotations
 
-import torch
-
-from handler.classes import CLASSES, CODES
+from contract.classes import CODES
 
 TARGET_FIELD = "target"
 
 
 class UnknownClassError(ValueError):
-    """The requested class code is not one of handler/classes.json's; the message lists them."""
+    """The requested class code is not one of contract/classes.json's; the message lists them."""
 
 
 def requested_class(row: dict) -> int | None:
@@ -32,18 +31,3 @@ def requested_class(row: dict) -> int | None:
         raise UnknownClassError(f"unknown class code {str(value)[:40]!r}; "
                                 f"the target must be one of {', '.join(CODES)}")
     return CODES.index(code)
-
-
-def explanation_body(model: str, version: str, frame: tuple[int, int], heatmap: torch.Tensor,
-                     class_index: int, probability: float, requested: bool) -> dict:
-    """One answer: the heatmap over the model's frame and the class it explains."""
-    lesion = CLASSES[class_index]
-    return {
-        "model": model,
-        "version": version,
-        "class": {"code": lesion.code, "name": lesion.name, "name_zh": lesion.name_zh,
-                  "risk": lesion.risk, "probability": probability, "requested": requested},
-        "frame": {"height": frame[0], "width": frame[1]},
-        # Three decimals keep a 12 x 16 map near 1 KB of JSON and are far finer than a screen shows.
-        "heatmap": [[round(value, 3) for value in row] for row in heatmap.tolist()],
-    }

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from contract import answer
+from contract.refusals import ACCEPTED, ACCEPTED_DETAIL, DETAILS
 from handler.lite import LiteFeatures, load_lite_features
-from handler.preprocessing import eval_transform, input_shape, model_input
-from handler.refusals import ACCEPTED, ACCEPTED_DETAIL, DETAILS
+from handler.preprocessing import eval_transform, model_input
+from imaging.framing import input_shape
 
 GATE_FILE = "skin_gate.pt"
 # The ImageNet weights of the gate's network, inside the archive.
@@ -39,14 +41,13 @@ LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).v
 @dataclass(frozen=True)
 class Verdict:
     accepted: bool
-    reason: str  # one of handler.refusals.REASONS
+    reason: str  # one of contract.refusals.REASONS
     detail: str
     score: float | None  # the measurement that decided it, None when none could be made
     threshold: float | None
 
     def as_dict(self) -> dict:
-        return {"accepted": self.accepted, "reason": self.reason, "detail": self.detail,
-                "score": self.score, "threshold": self.threshold}
+        return answer.gate_verdict(self.accepted, self.reason, self.detail, self.score, self.threshold)
 
 
 def gate_error() -> Verdict:

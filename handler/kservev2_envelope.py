@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ts.torch_handler.request_envelope.kservev2 import KServev2Envelope
 
-from handler import v2
+from contract import v2
 from handler.batch import REQUEST_ERROR
 
 

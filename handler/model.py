@@ -6,7 +6,7 @@ no arguments, so it must stay a single class with a no-argument constructor.
 from torchvision.models.resnet import BasicBlock, ResNet
 
 RESNET34_LAYERS = [3, 4, 6, 3]
-NUM_OUTPUTS = 8  # must equal len(handler.classes.CLASSES); checked by the tests and at load time
+NUM_OUTPUTS = 8  # must equal len(contract.classes.CLASSES); checked by the tests and at load time
 
 
 class SkinResNet34(ResNet):

@@ -17,17 +17,20 @@ from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
+from contract import answer
+from contract.classes import CLASSES
 from handler.batch import Batch, request_bytes
 from handler.checkpoint import METADATA_FILE, load_metadata, load_release
-from handler.classes import CLASSES
 from handler.cpus import available_cores
-from handler.explanation import UnknownClassError, explanation_body, requested_class
+from handler.explanation import UnknownClassError, requested_class
 from handler.gate import GATE_FILE, GATE_NETWORK_FILE, Gate, GateNetwork, Verdict, gate_error, load_gate_state
 from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
-from handler.preprocessing import InvalidImageError, decode_image, eval_transform, input_shape, model_input
+from handler.preprocessing import eval_transform, model_input
 from handler.runners import CALIBRATION_FILE, runner
 from handler.served_precision import load_calibration, read_served
+from imaging.decode import InvalidImageError, decode_image
+from imaging.framing import input_shape
 
 logger = logging.getLogger(__name__)
 
@@ -155,30 +158,14 @@ class SkinHandler(BaseHandler):
     def postprocess(self, batch: Batch) -> list[dict]:
         responses: list[dict] = [{} for _ in range(batch.size)]
         for idx, message in batch.errors.items():
-            responses[idx] = self._rejected(idx, "invalid_image", message)
+            responses[idx] = self._rejected(idx, answer.INVALID_IMAGE, message)
         if batch.errors:
             self.context.metrics.add_counter("SkinImagesRejected", len(batch.errors))
         for row, idx in enumerate(batch.positions):
-            responses[idx] = self.ranked(batch.probabilities[row].tolist()) | {
-                "gate": batch.verdicts[row].as_dict()}
+            responses[idx] = answer.prediction(self.model_name, self.model_version,
+                                               batch.probabilities[row].tolist(),
+                                               self.referral_threshold, batch.verdicts[row].as_dict())
         return responses
-
-    def ranked(self, probabilities: list[float]) -> dict:
-        """One response: all classes, most probable first, the referral flag with the release's
-        validation-chosen threshold, and the model that produced it."""
-        order = sorted(range(len(CLASSES)), key=lambda i: probabilities[i], reverse=True)
-        concern = sum(p for p, c in zip(probabilities, CLASSES) if c.is_concerning)
-        return {
-            "model": self.model_name,
-            "version": self.model_version,
-            "referral": {"refer": concern >= self.referral_threshold, "score": concern,
-                         "threshold": self.referral_threshold},
-            "predictions": [
-                {"code": CLASSES[i].code, "name": CLASSES[i].name, "name_zh": CLASSES[i].name_zh,
-                 "risk": CLASSES[i].risk, "probability": probabilities[i]}
-                for i in order
-            ],
-        }
 
     def describe_handle(self) -> dict:
         """The body of ``GET /models/skin?customized=true``."""
@@ -199,8 +186,7 @@ class SkinHandler(BaseHandler):
                      "bank_lesions": len(self.gate.bank),
                      "network_input_size": list(self.gate_network.input_size)},
             "torch_threads": torch.get_num_threads(),
-            "classes": [{"code": c.code, "name": c.name, "name_zh": c.name_zh, "risk": c.risk}
-                        for c in CLASSES],
+            "classes": [answer.lesion(lesion) for lesion in CLASSES],
             "metrics": self.metadata.get("metrics", {}),
             "data": self.metadata.get("data", {}),
         }
@@ -222,16 +208,16 @@ class SkinHandler(BaseHandler):
             try:
                 targets[idx] = requested_class(raw_data[idx])
             except UnknownClassError as exc:
-                responses[idx] = self._rejected(idx, "unknown_class", str(exc))
+                responses[idx] = self._rejected(idx, answer.UNKNOWN_CLASS, str(exc))
         explained = batch.select(targets.__contains__)
         for idx, message in explained.errors.items():
-            responses[idx] = self._rejected(idx, "invalid_image", message)
+            responses[idx] = self._rejected(idx, answer.INVALID_IMAGE, message)
         if explained.errors:
             self.context.metrics.add_counter("SkinImagesRejected", len(explained.errors))
         if explained.images is not None:
-            answers = self.get_insights(explained.images, [targets[idx] for idx in explained.positions])
-            for idx, answer in zip(explained.positions, answers):
-                responses[idx] = answer
+            insights = self.get_insights(explained.images, [targets[idx] for idx in explained.positions])
+            for idx, insight in zip(explained.positions, insights):
+                responses[idx] = insight
         return responses
 
     def get_insights(self, frames: torch.Tensor, targets: list[int | None]) -> list[dict]:
@@ -242,13 +228,13 @@ class SkinHandler(BaseHandler):
         cam = grad_cam(self.model, self.model.layer4, images, targets)
         probabilities = torch.softmax(cam.logits / self.temperature, dim=1)
         self._gauge("SkinExplainMs", (time.perf_counter() - started) * 1000, "ms")
-        return [explanation_body(self.model_name, self.model_version, self.input_size, heatmap,
-                                 int(chosen), float(row[chosen]), requested=target is not None)
+        return [answer.explanation(self.model_name, self.model_version, self.input_size, heatmap.tolist(),
+                                   int(chosen), float(row[chosen]), requested=target is not None)
                 for heatmap, chosen, row, target in zip(cam.heatmaps, cam.classes, probabilities, targets)]
 
     def _rejected(self, idx: int, error: str, message: str) -> dict:
         self.context.set_response_status(400, message, idx)
-        return {"error": error, "detail": message}
+        return answer.error(error, message)
 
     def _gauge(self, name: str, value: float, unit: str) -> None:
         self.context.metrics.add_metric(name, round(value, 3), unit, metric_type=MetricTypes.GAUGE)

@@ -21,9 +21,10 @@ from locust import HttpUser, constant, constant_throughput, events, task
 from locust.runners import WorkerRunner
 
 from api.client import inference_path, protocol_from_env
-from api.contract import check_prediction, key_refused
 from api.keys import KeySource
-from handler import v2
+from api.problems import key_refused
+from contract import v2
+from contract.checks import check_prediction
 from loadtest.images import read_photos
 
 IMAGES = read_photos(Path(os.environ["SKIN_IMAGE_DIR"]) if os.environ.get("SKIN_IMAGE_DIR") else None)

@@ -23,9 +23,9 @@ from starlette.routing import Route
 from ts.version import __version__ as TORCHSERVE_VERSION
 
 from api.client import FAST_CALL_S, READ_TIMEOUT_S, ManagementClient
-from api.contract import ServerProblem
 from api.keys import KeySource
-from handler import v2
+from api.problems import ServerProblem
+from contract import v2
 from oip import binary
 
 # The protocol's extension this front adds to what TorchServe speaks.

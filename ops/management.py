@@ -12,8 +12,8 @@ import psutil
 
 import settings
 from api.client import FAST_CALL_S, ManagementClient
-from api.contract import Problem, ServerProblem, json_field, key_refused
 from api.keys import KeySource
+from api.problems import Problem, ServerProblem, json_field, key_refused
 from ops.errors import OpsError
 
 # Registering or scaling synchronously waits for workers to load a ResNet34: give it time.

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import settings
 from api.client import FAST_CALL_S, metrics_text
-from api.contract import Problem, ServerProblem
+from api.problems import Problem, ServerProblem
 from ops.errors import OpsError
 
 MODEL_LABELS = ("model_name", "ModelName")

@@ -16,11 +16,12 @@ import torch
 from PIL import Image
 
 import settings
+from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, load_metadata, save_release
-from handler.classes import CODES
 from handler.gate import GATE_FILE, save_gate
 from handler.model import SkinResNet34
-from handler.preprocessing import MEAN, STD, decode_image
+from handler.preprocessing import MEAN, STD
+from imaging.decode import decode_image
 from serve.torchserve import TorchServe
 from tools.archive import build_archive
 from training.gate import fit_gate, gate_network, photos_of

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from api.contract import Problem, ServerProblem
 from api.keys import read_key, read_keys
+from api.problems import Problem, ServerProblem
 from frontend.connection import ClientConfig, SkinClient
 from frontend.texts import LANGUAGES
 from ops.errors import OpsError

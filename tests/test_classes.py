@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.classes import CLASSES, CLASSES_FILE, CODES, NUM_CLASSES, load_classes
+from contract.classes import CLASSES, CLASSES_FILE, CODES, NUM_CLASSES, load_classes
 from handler.model import NUM_OUTPUTS, SkinResNet34
 from training.datasets import read_samples
 

@@ -103,6 +103,10 @@ def stage_home(root: Path) -> Path:
         for source in sources:
             if source in BUILT_PATHS:
                 continue
+            if (settings.REPO / source).is_dir():  # Docker copies a folder's contents into the destination
+                shutil.copytree(settings.REPO / source, target, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+                continue
             path = target / Path(source).name if destination.endswith("/") else target
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(settings.REPO / source, path)
@@ -138,9 +142,9 @@ def test_the_workflow_store_is_an_empty_folder_of_the_users_own():
     assert made and made[0] > order.index("USER"), "created by the user TorchServe runs as"
 
 
-def test_no_pythonpath_puts_the_images_handler_modules_before_the_archives():
-    # TorchServe's workers get PYTHONPATH ahead of the archive's folder: the home's partial handler
-    # package would shadow the archive's.
+def test_no_pythonpath_puts_the_images_packages_before_the_archives():
+    # TorchServe's workers get PYTHONPATH ahead of the archive's folder: the home's contract package
+    # would shadow the archive's.
     assert not any("PYTHONPATH" in args for args in arguments("ENV"))
 
 

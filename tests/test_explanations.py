@@ -17,11 +17,13 @@ import torch
 from torch.nn import functional as F
 
 import settings
-from api.contract import check_prediction
+from contract.checks import check_prediction
+from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, load_release
-from handler.classes import CODES
 from handler.gradcam import heatmap_shape
-from handler.preprocessing import decode_image, eval_transform, input_shape, model_input
+from handler.preprocessing import eval_transform, model_input
+from imaging.decode import decode_image
+from imaging.framing import input_shape
 from serve.torchserve import TorchServe
 from tests.conftest import TEST_INPUT_SIZE, write_random_release
 from tests.test_handler import load_service, run_batch

@@ -28,12 +28,12 @@ from test_frontend_page import served_answer, served_explanation
 from test_gate import darkened, lesion
 
 import settings
+from contract.classes import BY_CODE, CLASSES
 from frontend.access import PASS_PHRASE_VARIABLE, PHRASE_FIELD, new_pass_phrase
 from frontend.explanation import Explanation
 from frontend.overlay import overlay
 from frontend.photo import prepare_photo
 from frontend.texts import ENGLISH
-from handler.classes import BY_CODE, CLASSES
 from serve.certificate import ensure_certificate
 from serve.launcher import wait_for_page
 from serve.page import page_environment, streamlit_command

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contract.classes import BY_CODE
 from frontend.explanation import Explanation
 from frontend.overlay import DISPLAY_WIDTH, display_frame, overlay, overlay_png
 from frontend.photo import prepare_photo
-from handler.classes import BY_CODE
-from handler.preprocessing import decode_image, eval_transform, image_to_tensor
+from handler.preprocessing import eval_transform, image_to_tensor
+from imaging.decode import decode_image
 
 
 def patterned_photo(size: tuple[int, int]) -> bytes:

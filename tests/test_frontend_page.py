@@ -14,10 +14,10 @@ import requests
 from streamlit.testing.v1 import AppTest
 from test_gate import darkened, lesion
 
-from api.contract import Problem
+from api.problems import Problem
+from contract.classes import BY_CODE, CLASSES
 from frontend.photo import prepare_photo
 from frontend.texts import CHINESE, ENGLISH
-from handler.classes import BY_CODE, CLASSES
 from serve.torchserve import free_port
 
 APP = Path(__file__).resolve().parent.parent / "frontend" / "app.py"

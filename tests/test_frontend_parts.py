@@ -11,11 +11,11 @@ import requests
 from PIL import ExifTags, Image
 
 import settings
+from contract.classes import CLASSES
 from frontend.connection import ClientConfig, Problem, ServerProblem, SkinClient
 from frontend.photo import LONG_SIDE, prepare_photo
 from frontend.ranking import Ranking
-from handler.classes import CLASSES
-from handler.preprocessing import InvalidImageError
+from imaging.decode import InvalidImageError
 from serve.certificate import ensure_certificate
 from serve.launcher import wait_for_page
 from serve.page import page_address, page_environment, streamlit_command
@@ -104,8 +104,10 @@ ACCEPTED_GATE = {"accepted": True, "reason": "accepted", "detail": "passed", "sc
 
 
 def ranking_body(probabilities: dict[str, float], gate: dict = ACCEPTED_GATE) -> dict:
+    """An answer as the server ranks it, most probable first."""
+    ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)
     return {"model": "skin", "version": "9.9", "referral": {"threshold": THRESHOLD}, "gate": gate,
-            "predictions": [{"code": code, "probability": p} for code, p in probabilities.items()]}
+            "predictions": [{"code": code, "probability": p} for code, p in ranked]}
 
 
 def spread(concerning: float) -> dict[str, float]:
@@ -124,11 +126,15 @@ def test_flag_fires_on_the_concerning_classes_together(concerning, flagged):
     assert ranking.concerning_probability == pytest.approx(concerning)
 
 
-def test_ranking_is_sorted_and_checked_against_classes_json():
+def test_ranking_is_read_in_order_and_checked_against_classes_json():
     probabilities = {c.code: (i + 1) / 36 for i, c in enumerate(CLASSES)}
     ranking = Ranking.from_response(ranking_body(probabilities))
     assert [s.lesion.code for s in ranking.scores] == [c.code for c in reversed(CLASSES)]
     assert ranking.top.lesion is CLASSES[-1]
+    unranked = ranking_body(probabilities)
+    unranked["predictions"].reverse()
+    with pytest.raises(ValueError, match="not ranked"):
+        Ranking.from_response(unranked)
     del probabilities[CLASSES[0].code]
     with pytest.raises(ValueError, match="classes differ"):
         Ranking.from_response(ranking_body(probabilities))

@@ -14,11 +14,11 @@ from PIL import Image, ImageFilter
 from test_handler import classify, load_service
 
 import settings
-from api.contract import check_prediction
+from contract.checks import check_prediction
+from contract.refusals import ACCEPTED, DETAILS
 from handler.checkpoint import METADATA_FILE, load_metadata, save_release
 from handler.gate import GATE_FILE
 from handler.model import SkinResNet34
-from handler.refusals import ACCEPTED, DETAILS
 from tests.conftest import FIXTURES, write_random_release
 from tools.archive import build_archive
 from training.ood_images import HELD_OUT, drawn, ood_images, shipped_photo

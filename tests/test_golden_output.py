@@ -19,8 +19,8 @@ import torch
 from PIL import Image, ImageOps
 
 import settings
+from contract.classes import CLASSES, CODES
 from handler.checkpoint import METADATA_FILE
-from handler.classes import CLASSES, CODES
 from handler.model import SkinResNet34
 from tools.archive import build_archive
 

@@ -18,12 +18,13 @@ from ts.model_loader import TsModelLoader
 from ts.service import Service
 
 import settings
-from api.contract import check_prediction
+from contract.checks import check_prediction
+from contract.classes import BY_CODE, CLASSES, CLASSES_FILE, CODES
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release
-from handler.classes import BY_CODE, CLASSES, CODES
-from handler.preprocessing import decode_image, eval_transform, model_input
+from handler.preprocessing import eval_transform, model_input
+from imaging.decode import decode_image
 from tests.conftest import TEST_INPUT_SIZE, TEST_REFERRAL_THRESHOLD, write_random_release
-from tools.archive import HANDLER_DIR, build_archive
+from tools.archive import build_archive
 
 METRICS_CONFIG = Path(ts.__file__).parent / "configs" / "metrics.yaml"
 
@@ -174,7 +175,7 @@ def test_describe_returns_the_class_list_and_metadata(service):
 
 def test_archive_carries_the_one_class_file_and_matching_release(archive):
     with zipfile.ZipFile(archive) as mar:
-        assert mar.read("handler/classes.json") == (HANDLER_DIR / "classes.json").read_bytes()
+        assert mar.read("contract/classes.json") == CLASSES_FILE.read_bytes()
         release = json.loads(mar.read("skin_resnet34.json"))
         manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
     assert release["classes"] == list(CODES)

@@ -14,8 +14,8 @@ import requests
 import yaml
 
 import settings
-from api.contract import check_prediction
-from handler import v2
+from contract import v2
+from contract.checks import check_prediction
 from serve.torchserve import ADDRESS_KEYS, GRPC_PORT_KEYS, TorchServe, read_properties
 from tools.archive import DEFAULT_CONFIG
 from tools.deploy_config import KSERVE_INFERENCE_PORT, KSERVE_STORAGE

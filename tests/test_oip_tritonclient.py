@@ -13,8 +13,8 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from handler import v2
-from handler.classes import CODES
+from contract import v2
+from contract.classes import CODES
 
 IMAGE = "MEL_ISIC_0024310.jpg"
 

@@ -12,13 +12,13 @@ import requests
 import torch
 
 import settings
+from contract.classes import CODES
 from handler import served_precision
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release
-from handler.classes import CODES
 from handler.cpus import cpu_info
 from handler.gate import GATE_FILE, file_sha256, load_gate
 from handler.lite import installed_weights
-from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
+from handler.preprocessing import eval_transform, release_input
 from handler.runners import CALIBRATION_FILE, calibrate, quantise, runner
 from handler.served_precision import (
     CHOICE_FILE,
@@ -28,6 +28,8 @@ from handler.served_precision import (
     save_calibration_for,
     served_record,
 )
+from imaging.decode import decode_image
+from imaging.framing import input_shape
 from ops.management import Management
 from ops.release import versioned_archive
 from ops.render import render_describe

@@ -17,18 +17,9 @@ from PIL import Image, ImageDraw
 
 from bench.decode_memory import smooth_photo
 from handler.batch import request_bytes
-from handler.preprocessing import (
-    INPUT_SIZE,
-    MAX_IMAGE_PIXELS,
-    InvalidImageError,
-    decode_image,
-    eval_transform,
-    fit_to_frame,
-    image_to_tensor,
-    normalize,
-    open_image,
-    shades_of_gray,
-)
+from handler.preprocessing import INPUT_SIZE, eval_transform, image_to_tensor, normalize, shades_of_gray
+from imaging.decode import MAX_IMAGE_PIXELS, InvalidImageError, decode_image, open_image
+from imaging.framing import fit_to_frame
 
 EXIF_ORIENTATION = 0x0112
 

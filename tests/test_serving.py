@@ -11,8 +11,8 @@ import pytest
 import requests
 
 import settings
-from api.contract import check_prediction
-from handler.classes import CODES
+from contract.checks import check_prediction
+from contract.classes import CODES
 from serve.torchserve import read_properties
 
 

@@ -11,10 +11,10 @@ import pytest
 import requests
 from test_serving import handler_counters
 
-from api.contract import check_prediction
+from contract import v2
+from contract.checks import check_prediction
+from contract.classes import CODES
 from frontend.connection import ClientConfig, SkinClient
-from handler import v2
-from handler.classes import CODES
 
 IMAGE = "MEL_ISIC_0024310.jpg"
 

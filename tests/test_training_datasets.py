@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.classes import CODES
+from contract.classes import CODES
 from tests.fixtures.training.make_data import make_class_folders, make_isic2019, make_labels_csv
 from training.datasets import class_counts, detect_layout, read_folders, read_samples
 

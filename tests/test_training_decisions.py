@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from handler.classes import CODES
+from contract.classes import CODES
 from training.decisions import choose_logit_bias, dihedral_views
 from training.mixed_precision import Precision
 from training.shortcuts import CHANGES, add_circle, circle_shift, format_table, mel_calls

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import torch
 
+from contract.classes import CODES
 from handler.checkpoint import load_release, save_release
-from handler.classes import CODES
 from handler.model import SkinResNet34
-from handler.preprocessing import decode_image, eval_transform, model_input
+from handler.preprocessing import eval_transform, model_input
+from imaging.decode import decode_image
 from training.datasets import Sample
 from training.evaluate import release_logits
 

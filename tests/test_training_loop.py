@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
-from handler.classes import CODES
 from handler.model import SkinResNet34
 from tests.fixtures.training.make_data import COLOURS, make_labels_csv
 from training import ablate, evaluate, shortcuts, train

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from handler.classes import CODES
+from contract.classes import CODES
 from training import metrics
 from training.calibration import fit_temperature
 from training.report import by_source

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.models import resnet18, resnet34
 
-from handler.classes import NUM_CLASSES
+from contract.classes import NUM_CLASSES
 from training.models import TEACHERS, build_student, build_teacher
 
 

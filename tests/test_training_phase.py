@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from handler.classes import CODES
+from contract.classes import CODES
 from training.losses import DistillationLoss
 from training.mixed_precision import Precision
 from training.phase import Phase, Schedule

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from handler.preprocessing import decode_image, eval_transform, model_input
+from handler.preprocessing import eval_transform, model_input
+from imaging.decode import decode_image
 from tests.conftest import FIXTURES
 from training.presets import BatchAugment, ImageBatches, decode_frames, to_model_input, train_cache_shape
 

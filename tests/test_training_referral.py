@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handler.classes import CODES
+from contract.classes import CODES
 from training.referral import CONCERNING, choose_threshold, concern_score, referral_report
 
 MEL, NV = CODES.index("MEL"), CODES.index("NV")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.classes import CODES
+from contract.classes import CODES
 from tests.fixtures.training.make_data import make_labels_csv
 from training.datasets import Sample, read_folders
 from training.splits import split_folders, split_samples

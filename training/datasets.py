@@ -9,7 +9,7 @@ Layouts, detected from the directory's contents:
   ``ISIC_2019_Training_Metadata.csv`` with lesion_id, images in ``ISIC_2019_Training_Input/`` or
   beside the CSV.
 
-Class codes and their order come only from ``handler.classes``.
+Class codes and their order come only from ``contract.classes``.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from handler.classes import CODES
+from contract.classes import CODES
+from contract.formats import FILE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 ISIC2019_GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 ISIC2019_METADATA = "ISIC_2019_Training_Metadata.csv"
 ISIC2019_IMAGES = "ISIC_2019_Training_Input"
@@ -30,7 +30,7 @@ ISIC2019_UNKNOWN = "UNK"
 @dataclass(frozen=True)
 class Sample:
     path: Path
-    label: int  # index into handler.classes.CODES
+    label: int  # index into contract.classes.CODES
     lesion_id: str
     source: str = ""  # the clinic or collection, for per-source reports: labels.csv's ``source`` or the folder
 
@@ -70,7 +70,7 @@ def class_counts(samples: list[Sample]) -> dict[str, int]:
 
 
 def _find_image(folder: Path, image_id: str) -> Path:
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in FILE_SUFFIXES:
         candidate = folder / f"{image_id}{suffix}"
         if candidate.is_file():
             return candidate
@@ -104,7 +104,7 @@ def _read_class_folders(data_dir: Path) -> list[Sample]:
         if not folder.is_dir():
             continue
         samples += [Sample(path, index, path.stem, data_dir.name) for path in folder.iterdir()
-                    if path.suffix.lower() in IMAGE_SUFFIXES]
+                    if path.suffix.lower() in FILE_SUFFIXES]
     return samples
 
 

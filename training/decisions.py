@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from handler.classes import CODES
+from contract.classes import CODES
 from training.engine import predict
 from training.metrics import balanced_accuracy
 from training.mixed_precision import Precision

@@ -28,12 +28,14 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import settings
+from contract.classes import CODES
+from contract.refusals import ACCEPTED, REASONS
 from handler.checkpoint import METADATA_FILE, load_release
-from handler.classes import CODES
 from handler.gate import GATE_FILE, GATE_FORMAT, Gate, GateNetwork, file_sha256, luminance, save_gate, sharpness
 from handler.lite import WEIGHTS_NAME, installed_weights, load_lite_features
-from handler.preprocessing import decode_image, eval_transform, input_shape, release_input
-from handler.refusals import ACCEPTED, REASONS
+from handler.preprocessing import eval_transform, release_input
+from imaging.decode import decode_image
+from imaging.framing import input_shape
 from training.clinical import SIZE as CLINICAL_SIZE
 from training.clinical import clinical_views
 from training.datasets import Sample

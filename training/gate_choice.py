@@ -28,7 +28,8 @@ from sklearn.covariance import LedoitWolf
 import settings
 from handler.checkpoint import load_release
 from handler.gate import GateNetwork, luminance, sharpness
-from handler.preprocessing import eval_transform, input_shape
+from handler.preprocessing import eval_transform
+from imaging.framing import input_shape
 from training.gate import GATE_INPUT_SIZE, K, balanced_sample, decoded, gate_network, group_quantile
 from training.ood_images import TUNING, ood_images
 from training.presets import BatchAugment

@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 
 import settings
+from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, load_metadata
-from handler.classes import CODES
 from serve.torchserve import TorchServe
 from training.clinical import SIZE as CLINICAL_SIZE
 from training.clinical import clinical_views

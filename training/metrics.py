@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
-from handler.classes import CODES
+from contract.classes import CODES
 
 ECE_BINS = 15
 

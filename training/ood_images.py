@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 import settings
-from handler.preprocessing import to_rgb
+from imaging.decode import to_rgb
 from training.ood_drawn import DRAWN
 
 TUNING, HELD_OUT = "tuning", "held_out"

@@ -1,9 +1,10 @@
 """The in-memory image cache and the batch augmentation.
 
-Each image is decoded once with the serving code (``handler.preprocessing``) into one uint8 tensor
-held in memory; every epoch then augments whole batches as tensors (one ``grid_sample`` for the
-geometry, a few tensor ops for colour), which on a 2-core machine is far cheaper than decoding and
-augmenting JPEGs image by image. Evaluation frames are exactly the served ``eval_transform``.
+Each image is decoded once with the serving code (``imaging.decode``, ``handler.preprocessing``)
+into one uint8 tensor held in memory; every epoch then augments whole batches as tensors (one
+``grid_sample`` for the geometry, a few tensor ops for colour), which on a 2-core machine is far
+cheaper than decoding and augmenting JPEGs image by image. Evaluation frames are exactly the served
+``eval_transform``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.v2.functional import gaussian_blur
 from tqdm import tqdm
 
-from handler.preprocessing import MEAN, STD, decode_image, eval_transform, input_shape, model_input
+from handler.preprocessing import MEAN, STD, eval_transform, model_input
+from imaging.decode import decode_image
+from imaging.framing import input_shape
 from training.datasets import Sample
 from training.sampling import EpochSampler, sampling_weights
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from handler.classes import CLASSES
+from contract.classes import CLASSES
 
 CONCERNING = np.array([c.is_concerning for c in CLASSES])
 TARGET_SENSITIVITY = 0.95

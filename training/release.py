@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handler.classes import CODES
+from contract.classes import CODES
 from handler.preprocessing import MEAN, SHADES_OF_GRAY_POWER, STD
 from training.datasets import Sample, class_counts, detect_layout
 from training.splits import Split

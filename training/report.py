@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handler.classes import CODES
+from contract.classes import CODES
 from training import metrics
 
 

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import torch
 
-from handler.preprocessing import input_shape
+from imaging.framing import input_shape
 from training.mixed_precision import Precision
 
 

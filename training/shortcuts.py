@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from handler.classes import CODES
+from contract.classes import CODES
 from training.engine import predict
 from training.mixed_precision import Precision
 from training.presets import ImageBatches

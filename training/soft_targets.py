@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from handler.classes import NUM_CLASSES
+from contract.classes import NUM_CLASSES
 from training.mixed_precision import Precision
 from training.presets import BatchAugment, stored_views, to_model_input
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from handler.classes import CODES
+from contract.classes import CODES
 from training.datasets import Sample, read_folders
 from training.dedupe import DedupeReport, deduplicate
 

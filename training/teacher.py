@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from handler.classes import NUM_CLASSES
+from contract.classes import NUM_CLASSES
 from training.datasets import Sample
 from training.engine import predict
 from training.losses import DistillationLoss, class_weights

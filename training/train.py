@@ -22,8 +22,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 import settings
+from contract.classes import CODES, NUM_CLASSES
 from handler.checkpoint import WEIGHTS_FILE, save_release
-from handler.classes import CODES, NUM_CLASSES
 from handler.cpus import CPU_FLAGS, cpu_info
 from training.calibration import fit_temperature
 from training.datasets import Sample

@@ -18,7 +18,8 @@ import base64
 import binascii
 import json
 
-from handler.classes import BY_CODE, CODES
+from contract import answer
+from contract.classes import BY_CODE, CODES
 
 INPUT_NAME = "image"
 CODES_OUTPUT = "codes"
@@ -100,8 +101,7 @@ def answer_from_response(body: dict) -> dict:
     try:
         outputs = {output["name"]: output["data"] for output in body["outputs"]}
         codes, probabilities = outputs.pop(CODES_OUTPUT), outputs.pop(PROBABILITIES_OUTPUT)
-        predictions = [{"code": code, "name": BY_CODE[code].name, "name_zh": BY_CODE[code].name_zh,
-                        "risk": BY_CODE[code].risk, "probability": float(probability)}
+        predictions = [answer.scored(BY_CODE[code], float(probability))
                        for code, probability in zip(codes, probabilities, strict=True)]
         fields = {name: json.loads(data[0]) for name, data in outputs.items()}
         return {"model": body["model_name"], "version": body["model_version"], **fields,

@@ -1,6 +1,4 @@
-"""The gate's verdicts by name, and what each tells the user; free of torch, so that the page and the
-load test's answer contract can import them.
-"""
+"""The gate's verdicts by name, and what each tells the user."""
 from __future__ import annotations
 
 ACCEPTED = "accepted"
