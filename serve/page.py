@@ -14,14 +14,13 @@ import argparse
 import os
 import socket
 import sys
-from pathlib import Path
 
 import settings
 from frontend.access import PASS_PHRASE_VARIABLE, new_pass_phrase
 from serve.certificate import Tls, ensure_certificate, fingerprint
 
 # The page behind phone mode's pass phrase; Streamlit runs it as an ASGI app (st.App).
-SERVED = Path(__file__).with_name("served.py")
+SERVED = settings.REPO / "frontend" / "served.py"
 
 
 def lan_address() -> str:

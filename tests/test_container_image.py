@@ -50,15 +50,24 @@ def copies() -> list[tuple[list[str], str]]:
     return result
 
 
+def ignore_pattern_matches(path: str, pattern: str) -> bool:
+    """As Docker reads .dockerignore: a pattern that names a folder covers everything inside it."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    if pattern.startswith("**/"):
+        return any(fnmatch(part, pattern[3:]) for part in parts)
+    return any(fnmatch(prefix, pattern) for prefix in prefixes)
+
+
 def dockerignore_admits(path: str) -> bool:
     admitted = False
     for line in (settings.REPO / ".dockerignore").read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             if line.startswith("!"):
-                admitted = admitted or fnmatch(path, line[1:])
+                admitted = admitted or ignore_pattern_matches(path, line[1:])
             else:
-                admitted = admitted and not fnmatch(path, line)
+                admitted = admitted and not ignore_pattern_matches(path, line)
     return admitted
 
 
@@ -90,6 +99,7 @@ def test_every_copied_path_exists_and_is_in_the_build_context():
         assert (settings.REPO / source).exists() or source in BUILT_PATHS, source
         assert dockerignore_admits(source), f"{source} is left out by .dockerignore"
     assert not dockerignore_admits(".venv") and not dockerignore_admits("runs")
+    assert not dockerignore_admits("api/__pycache__/client.cpython-311.pyc")
 
 
 def stage_home(root: Path) -> Path:
