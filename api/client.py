@@ -8,8 +8,7 @@ Failures become :class:`~api.problems.ServerProblem`, never a requests exception
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import requests
@@ -134,44 +133,6 @@ class InferenceClient:
         except ValueError:
             raise ServerProblem(Problem.UNEXPECTED,
                                 log=f"POST {url}: not JSON: {response.text[:200]}") from None
-
-
-@dataclass
-class ManagementClient:
-    """TorchServe's management API (models, workers, registration) with the management key."""
-
-    url: str = settings.MANAGEMENT_URL
-    keys: KeySource = field(default_factory=lambda: KeySource(api="management"))
-
-    def __post_init__(self) -> None:
-        self.endpoint = Endpoint(self.keys)
-
-    def call(self, method: str, path: str, params: dict | None = None,
-             timeout: float = FAST_CALL_S) -> requests.Response:
-        """The raw answer, whatever its status; raises ServerProblem only when none came."""
-        return self.endpoint.send(method, f"{self.url}{path}", params=params, timeout=timeout)
-
-    def model_status(self, model: str) -> str | None:
-        """READY when a worker of ``model`` is, LOADING before; None while nothing answers."""
-        try:
-            response = self.call("GET", f"/models/{model}", timeout=5)
-            workers = response.json()[0].get("workers", []) if response.status_code == 200 else None
-        except (ServerProblem, ValueError, KeyError, IndexError, AttributeError):
-            return None
-        if workers is None:
-            return None
-        return "READY" if any(worker.get("status") == "READY" for worker in workers) else "LOADING"
-
-    def wait_ready(self, model: str, timeout: float, alive: Callable[[], None] = lambda: None) -> float:
-        """Block until ``model`` has a READY worker; ``alive`` raises when the server has died.
-        Returns the seconds waited; raises TimeoutError."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            alive()
-            if self.model_status(model) == "READY":
-                return time.monotonic() - started
-            time.sleep(POLL_PAUSE_S)
-        raise TimeoutError(f"{model} not READY after {timeout:.0f}s")
 
 
 def metrics_text(url: str = settings.METRICS_URL, timeout: float = FAST_CALL_S) -> str:

@@ -30,7 +30,10 @@ import requests
 import torch
 
 import settings
-from bench.closed_loop import LoadResult, Sender, drive
+from api.client import InferenceClient, inference_path
+from api.keys import KeySource
+from api.management import ManagementClient
+from bench.closed_loop import LoadResult, Send, SenderFactory, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, build_worker_archives, cores
 from bench.inprocess import ReleaseGate, decode_latency, measure_limit, model_only_latency, step_costs
 from bench.recommendation import write_recommendation
@@ -50,7 +53,6 @@ from handler.cpus import cpu_info
 from handler.runners import PRECISIONS
 from handler.served_precision import served_record
 from loadtest.images import at_size, default_image_dir, read_photos
-from ops.management import Management
 from serve.processes import stop_process
 from serve.torchserve import TorchServe, free_port
 
@@ -70,12 +72,12 @@ def measured_row(label: str, loaded: LoadResult, single: LoadResult,
                errors=len(loaded.errors) + len(single.errors), config=config)
 
 
-def measure(send: Sender, images: list[bytes],
+def measure(sender: SenderFactory, images: list[bytes],
             args: argparse.Namespace) -> tuple[LoadResult, LoadResult]:
     """Warm up, then the loaded run at ``--concurrency``, then requests one at a time."""
-    drive(send, images, args.concurrency, args.warmup, args.warmup * MAX_REQUESTS_PER_S)
-    loaded = drive(send, images, args.concurrency, args.duration, args.duration * MAX_REQUESTS_PER_S)
-    single = drive(send, images, 1, args.single, args.single * MAX_REQUESTS_PER_S)
+    drive(sender, images, args.concurrency, args.warmup, args.warmup * MAX_REQUESTS_PER_S)
+    loaded = drive(sender, images, args.concurrency, args.duration, args.duration * MAX_REQUESTS_PER_S)
+    single = drive(sender, images, 1, args.single, args.single * MAX_REQUESTS_PER_S)
     return loaded, single
 
 
@@ -91,7 +93,7 @@ def bench_torchserve(configs: tuple[ServeConfig, ...], weights: Path, sized: dic
     rows = []
     try:
         # No model at start-up: wait for the management API instead of a READY worker.
-        api = Management(url=server.url("management"), key_file=server.key_file)
+        api = server.management()
         wait_for(lambda: api.models() is not None, "TorchServe", 120)
         for config in configs:
             rows.append(served_row(server, api, config, sized[MAIN_SIZE], MAIN_SIZE, args))
@@ -104,20 +106,19 @@ def bench_torchserve(configs: tuple[ServeConfig, ...], weights: Path, sized: dic
     return rows, cold_start(store, archive_name(best.config.workers), work / "cold")
 
 
-def served_row(server: TorchServe, api: Management, config: ServeConfig, images: list[bytes],
+def served_row(server: TorchServe, api: ManagementClient, config: ServeConfig, images: list[bytes],
                size: str, args: argparse.Namespace) -> Row:
     label = config.label() + ("" if size == MAIN_SIZE else f", {size} photos")
     print(f"  {label} ...", flush=True)
     api.register(archive_name(config.workers), config.batch_size, config.max_batch_delay,
                  config.workers, name=config.name)
-    url = f"{server.url('inference')}/predictions/{config.name}"
-    headers = {**server.headers("inference"), "Content-Type": "image/jpeg"}
+    url = server.url("inference") + inference_path("v1", config.name)
 
-    def send(session: requests.Session, image: bytes) -> requests.Response:
-        return session.post(url, data=image, headers=headers, timeout=60)
+    def sender() -> Send:
+        return InferenceClient(url, KeySource(server.key_file)).predict
 
     try:
-        return measured_row(label, *measure(send, images, args),
+        return measured_row(label, *measure(sender, images, args),
                             config=config if size == MAIN_SIZE else None)
     finally:
         api.unregister(config.name)
@@ -146,11 +147,20 @@ def bench_flask(weights: Path, images: list[bytes], args: argparse.Namespace) ->
         wait_for(lambda: requests.get(f"{base}/health", timeout=2).ok, "the Flask baseline",
                  FLASK_START_S)
 
-        def send(session: requests.Session, image: bytes) -> requests.Response:
-            return session.post(f"{base}/predict", files={"file": ("image.jpg", image, "image/jpeg")},
-                                timeout=60)
+        def sender() -> Send:
+            session = requests.Session()
 
-        return measured_row("Flask baseline, 1 process, batch 1", *measure(send, images, args))
+            def send(image: bytes) -> dict:
+                try:
+                    response = session.post(f"{base}/predict", timeout=60,
+                                            files={"file": ("image.jpg", image, "image/jpeg")})
+                    response.raise_for_status()
+                except requests.RequestException as exc:
+                    raise ValueError(f"the Flask baseline failed: {exc}") from None
+                return response.json()
+            return send
+
+        return measured_row("Flask baseline, 1 process, batch 1", *measure(sender, images, args))
     finally:
         stop_process(process)
 

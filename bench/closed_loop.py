@@ -1,5 +1,6 @@
-"""A closed-loop HTTP client: N threads, each with its own connection, sending images back to back
-for a bounded time and count, checking every answer like the load test does.
+"""A closed loop: N threads, each with its own client, sending images back to back for a bounded
+time and count, checking every answer against the contract like the load test does. TorchServe is
+reached through the API client (api.client.InferenceClient), as the page reaches it.
 """
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import requests
-
+from api.problems import ServerProblem
 from contract.checks import check_prediction
 
-# Sends one image over a session and returns the response.
-Sender = Callable[[requests.Session, bytes], requests.Response]
+# Sends one image and returns the answer's body; raises ServerProblem (or ValueError) on failure.
+Send = Callable[[bytes], dict]
+# Makes one thread's sender, with a connection of its own.
+SenderFactory = Callable[[], Send]
 
 
 @dataclass
@@ -33,7 +35,7 @@ class LoadResult:
         return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[round(q) - 1]
 
 
-def drive(send: Sender, images: list[bytes], concurrency: int, duration_s: float,
+def drive(sender: SenderFactory, images: list[bytes], concurrency: int, duration_s: float,
           max_requests: int) -> LoadResult:
     """Keep ``concurrency`` requests in flight until ``duration_s`` or ``max_requests`` is reached."""
     result = LoadResult()
@@ -42,24 +44,22 @@ def drive(send: Sender, images: list[bytes], concurrency: int, duration_s: float
     deadline = time.perf_counter() + duration_s
 
     def worker() -> None:
-        with requests.Session() as session:
-            while time.perf_counter() < deadline:
+        send = sender()
+        while time.perf_counter() < deadline:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                return
+            tick = time.perf_counter()
+            try:
+                check_prediction(send(images[index % len(images)]))
+            except (ServerProblem, ValueError) as exc:
                 with lock:
-                    index = next(counter, None)
-                if index is None:
-                    return
-                tick = time.perf_counter()
-                try:
-                    response = send(session, images[index % len(images)])
-                    response.raise_for_status()
-                    check_prediction(response.json())
-                except (requests.RequestException, ValueError) as exc:
-                    with lock:
-                        result.errors.append(str(exc)[:200])
-                    continue
-                elapsed_ms = (time.perf_counter() - tick) * 1000
-                with lock:
-                    result.latencies_ms.append(elapsed_ms)
+                    result.errors.append(str(exc)[:200])
+                continue
+            elapsed_ms = (time.perf_counter() - tick) * 1000
+            with lock:
+                result.latencies_ms.append(elapsed_ms)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     started = time.perf_counter()

@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 
 import settings
 from api.client import PROTOCOLS
+from api.problems import Problem, ServerProblem
 from loadtest.images import default_image_dir
 from loadtest.stats import format_summary, plot_latency, read_totals
-from ops.errors import OpsError
 from ops.metrics import scrape, time_split
 
 LOCUSTFILE = settings.REPO / "loadtest" / "locustfile.py"
@@ -33,7 +33,7 @@ def require_loopback(url: str) -> None:
     """Load goes to this machine only; anything else is refused before a request is sent."""
     host = urlparse(url).hostname
     if host not in LOOPBACK_HOSTS and not (host or "").startswith("127."):
-        raise OpsError(f"refusing to load-test {url}: only loopback addresses (127.0.0.1) are allowed")
+        raise ValueError(f"refusing to load-test {url}: only loopback addresses (127.0.0.1) are allowed")
 
 
 def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir: Path, *,
@@ -50,7 +50,7 @@ def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir
     if metrics_url:
         require_loopback(metrics_url)
     if not token and not key_file.exists():
-        raise OpsError(f"key file {key_file} not found: is TorchServe running from that folder?")
+        raise ServerProblem(Problem.KEY, log=f"key file {key_file} not found: is TorchServe running from that folder?")
     out_dir.mkdir(parents=True, exist_ok=True)
     before = scrape(metrics_url)[1].get(model, {}) if metrics_url else None
     environment = {**os.environ, "SKIN_KEY_FILE": str(key_file.resolve()), "SKIN_MODEL": model,
@@ -74,7 +74,7 @@ def run_loadtest(host: str, key_file: Path, users: int, duration_s: int, out_dir
     subprocess.run(command, cwd=settings.REPO, env=environment, timeout=duration_s + SHUTDOWN_GRACE_S,
                    stdout=(out_dir / "locust.log").open("wb"), stderr=subprocess.STDOUT)
     if not (out_dir / "locust_totals.json").exists():
-        raise OpsError(f"locust wrote no statistics; see {out_dir / 'locust.log'}")
+        raise RuntimeError(f"locust wrote no statistics; see {out_dir / 'locust.log'}")
     summary = {"host": host, "protocol": protocol, "users": users, "duration_s": duration_s,
                "rate_per_user": rate_per_user, "wall_s": round(time.monotonic() - started, 1),
                **read_totals(out_dir / "locust_totals.json")}
@@ -129,7 +129,7 @@ def main() -> None:
                                rate_per_user=args.rate_per_user, image_dir=args.images,
                                processes=args.processes, protocol=args.protocol, token=args.token,
                                host_header=args.host_header)
-    except OpsError as exc:
+    except (ServerProblem, ValueError, RuntimeError) as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         sys.exit(1)
     print(format_summary(summary))

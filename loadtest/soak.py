@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 import settings
+from api.management import ManagementClient
+from api.problems import ServerProblem
 from loadtest.headless import run_loadtest, seconds, timestamped
-from ops.errors import OpsError
-from ops.management import Management
 from serve.torchserve import TorchServe
 from tools.archive import build_archive
 
@@ -27,7 +27,7 @@ MAX_RSS_GROWTH = 0.10
 REQUEST_HEADROOM = 1.5
 
 
-def worker_rss(api: Management) -> dict[int, float]:
+def worker_rss(api: ManagementClient) -> dict[int, float]:
     return {worker["pid"]: worker["rssMB"] for version in api.describe("skin")
             for worker in version.get("workers", []) if worker.get("rssMB") is not None}
 
@@ -37,7 +37,7 @@ def soak(weights: Path, users: int, probe_s: int, duration_s: int, out_dir: Path
         store = Path(work) / "model_store"
         build_archive(weights=weights, export_path=store)
         with TorchServe.on_free_ports(Path(work) / "torchserve", model_store=store).running() as server:
-            api = Management(url=server.url("management"), key_file=server.key_file)
+            api = server.management()
             common = {"host": server.url("inference"), "key_file": server.key_file,
                       "users": users, "metrics_url": server.url("metrics")}
             probe = run_loadtest(duration_s=probe_s, out_dir=out_dir / "probe", **common)
@@ -84,7 +84,7 @@ def main() -> None:
     out_dir = args.out or timestamped("soak")
     try:
         report = soak(args.weights, args.users, args.probe, args.duration, out_dir)
-    except OpsError as exc:
+    except (ServerProblem, ValueError, RuntimeError) as exc:
         print(f"soak: {exc}", file=sys.stderr)
         sys.exit(1)
     (out_dir / "soak.json").write_text(json.dumps(report, indent=2) + "\n")

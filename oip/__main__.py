@@ -11,8 +11,8 @@ from pathlib import Path
 import uvicorn
 
 import settings
-from api.client import ManagementClient
 from api.keys import KeySource
+from api.management import ManagementClient
 from oip.front import Backend, create_app
 
 

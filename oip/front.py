@@ -22,8 +22,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from ts.version import __version__ as TORCHSERVE_VERSION
 
-from api.client import FAST_CALL_S, READ_TIMEOUT_S, ManagementClient
+from api.client import FAST_CALL_S, READ_TIMEOUT_S
 from api.keys import KeySource
+from api.management import ManagementClient
 from api.problems import ServerProblem
 from contract import v2
 from oip import binary

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import settings
-from ops.errors import OpsError
-from ops.management import Management
+from api.keys import KeySource
+from api.management import ManagementClient
+from api.problems import ServerProblem
 from ops.metrics import scrape, summarize
 from ops.names import archive_name, model_name
 from ops.render import render_describe, render_metrics, render_models
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> tuple[object, str]:
     """Carry out one command; returns its JSON-able result and its text rendering."""
-    api = Management(url=args.management_url, key_file=args.key_file)
+    api = ManagementClient(args.management_url, KeySource(args.key_file, "management"))
     if args.command == "models":
         models = api.models()
         return models, render_models(models)
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> tuple[object, str]:
     return summary, render_metrics(summary)
 
 
-def register(api: Management, args: argparse.Namespace) -> tuple[dict, str]:
+def register(api: ManagementClient, args: argparse.Namespace) -> tuple[dict, str]:
     # The release code imports torch (3 s); only this command needs it.
     from ops.release import shipped_batching, versioned_archive
 
@@ -97,9 +98,9 @@ def register(api: Management, args: argparse.Namespace) -> tuple[dict, str]:
             archive = versioned_archive(weights, args.model_store or settings.MODEL_STORE,
                                         name)[0].name
         except (FileNotFoundError, ValueError) as exc:
-            raise OpsError(f"cannot build an archive from {weights}: {exc}") from None
+            raise ValueError(f"cannot build an archive from {weights}: {exc}") from None
         except subprocess.CalledProcessError as exc:
-            raise OpsError(f"torch-model-archiver failed with exit status {exc.returncode}") from None
+            raise ValueError(f"torch-model-archiver failed with exit status {exc.returncode}") from None
     status = api.register(archive, pick(args.batch_size, shipped["batchSize"]),
                           pick(args.max_batch_delay, shipped["maxBatchDelay"]),
                           pick(args.workers, shipped["minWorkers"]), name)
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         result, text = run(args)
-    except OpsError as exc:
+    except (ServerProblem, ValueError) as exc:
         print(f"ops: {exc}", file=sys.stderr)
         sys.exit(1)
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else text)

@@ -14,7 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 import settings
 from api.client import FAST_CALL_S, metrics_text
 from api.problems import Problem, ServerProblem
-from ops.errors import OpsError
 
 MODEL_LABELS = ("model_name", "ModelName")
 # Sample names as the Prometheus parser gives them: counters end in "_total".
@@ -36,11 +35,12 @@ def scrape(metrics_url: str = settings.METRICS_URL,
         text = metrics_text(metrics_url, timeout)
     except ServerProblem as failure:
         if failure.problem is Problem.NOT_RUNNING:
-            raise OpsError(f"cannot reach the metrics API at {metrics_url}: is TorchServe running "
-                           "(make serve)?") from None
+            raise ServerProblem(failure.problem, log=f"cannot reach the metrics API at {metrics_url}: is "
+                                "TorchServe running (make serve)?") from None
         if failure.problem is Problem.TIMEOUT:
-            raise OpsError(f"GET {metrics_url}/metrics got no answer within {timeout:.0f}s") from None
-        raise OpsError(failure.log) from None
+            raise ServerProblem(failure.problem, log=f"GET {metrics_url}/metrics got no answer within "
+                                f"{timeout:.0f}s") from None
+        raise
     host: dict[str, float] = {}
     models: ModelMetrics = defaultdict(dict)
     for family in text_string_to_metric_families(text):

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import settings
-from api.client import ManagementClient, inference_path, protocol_from_env
+from api.client import inference_path, protocol_from_env
 from api.keys import KeySource, read_key, write_inference_key
+from api.management import ManagementClient
 from serve.key_rotation import KeyRotator
 from serve.processes import die_with_parent, process_tree, stop_process, stop_tree
 

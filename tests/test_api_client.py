@@ -17,8 +17,6 @@ from api.keys import read_key, read_keys
 from api.problems import Problem, ServerProblem
 from frontend.connection import ClientConfig, SkinClient
 from frontend.texts import LANGUAGES
-from ops.errors import OpsError
-from ops.management import Management
 from ops.metrics import scrape
 from serve.torchserve import TorchServe, free_port
 
@@ -136,7 +134,7 @@ def test_keys_are_renewed_before_they_expire_and_every_client_rereads_them(model
         server.wait_ready(timeout=120)
         server.write_page_key()
         page = SkinClient(ClientConfig(url=server.inference_url(), key_file=server.page_key_file))
-        ops = Management(url=server.url("management"), key_file=server.key_file)
+        ops = server.management()
         assert len(page.classify(image).scores) == 8 and ops.models()
         first = read_keys(server.key_file)
         # Past the keys' six-second life: only renewed keys still work.
@@ -166,5 +164,5 @@ def test_wait_ready_on_a_hung_server_times_out_without_a_traceback(silent_port, 
 
 
 def test_metrics_on_a_hung_server_is_one_line(silent_port):
-    with pytest.raises(OpsError, match="no answer within 1s"):
+    with pytest.raises(ServerProblem, match="no answer within 1s"):
         scrape(f"http://127.0.0.1:{silent_port}", timeout=1)

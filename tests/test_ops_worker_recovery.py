@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from ops.management import Management
 from serve.torchserve import TorchServe
 
 CONCURRENCY = 4
@@ -41,7 +40,7 @@ def own_torchserve(model_store, tmp_path):
 
 def test_killed_worker_is_replaced_and_only_in_flight_requests_fail(own_torchserve, fixture_images):
     server = own_torchserve
-    api = Management(url=server.url("management"), key_file=server.key_file)
+    api = server.management()
     url = f"{server.url('inference')}/predictions/skin"
     headers = server.headers()
     images = list(fixture_images.values())

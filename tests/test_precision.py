@@ -30,7 +30,6 @@ from handler.served_precision import (
 )
 from imaging.decode import decode_image
 from imaging.framing import input_shape
-from ops.management import Management
 from ops.release import versioned_archive
 from ops.render import render_describe
 from tests.conftest import FIXTURES, TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
@@ -103,13 +102,13 @@ def test_an_int8_archive_answers_torchserve_and_agrees_with_fp32(
     expected_gate = [gate.check(frame, size, float(distance)).accepted
                      for frame, size, distance in zip(frames, sizes, distances)]
 
-    api = Management(url=torchserve.url("management"), key_file=torchserve.key_file)
+    api = torchserve.management()
     api.register(built.name, batch_size=4, max_batch_delay=50, workers=1, name="skin_int8")
     try:
         url = f"{torchserve.url('inference')}/predictions/skin_int8"
         answers = [requests.post(url, data=body, headers=torchserve.headers("inference"), timeout=60)
                    for body in fixture_images.values()]
-        described = api.call("GET", "/models/skin_int8", params={"customized": "true"})
+        described = api.request("GET", "/models/skin_int8", params={"customized": "true"})
         [version] = api.describe("skin_int8")
     finally:
         api.unregister("skin_int8")
