@@ -12,30 +12,16 @@ import io
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import requests
 from PIL import Image
 
 import settings
+from loadtest.images import smooth_photo
 from serve.torchserve import TorchServe
 from tools.archive import build_archive
 
 SIZE = (8000, 6000)  # 48 MP, a 48-megapixel phone's full-resolution mode
 ONE_WORKER = "minWorkers: 1\nmaxWorkers: 1\nbatchSize: 1\nmaxBatchDelay: 1\nresponseTimeout: 120\n"
-
-
-def smooth_photo(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
-    """Gradients over the whole picture: decodes to full size like any photo, yet compresses to a
-    few MB at 48 MP, and any mistake of scale or position in the framing shows in the frame."""
-    width, height = size
-    x = (np.arange(width, dtype=np.uint32) * 255 // width).astype(np.uint8)
-    y = (np.arange(height, dtype=np.uint32) * 255 // height).astype(np.uint8)
-    bands = [np.broadcast_to(x, (height, width)), np.broadcast_to(y[:, None], (height, width)),
-             np.broadcast_to(((x[None, :].astype(np.uint16) + y[:, None]) // 2).astype(np.uint8),
-                             (height, width))]
-    if mode == "RGBA":
-        bands.append(np.full((height, width), 200, dtype=np.uint8))
-    return Image.fromarray(np.stack(bands, -1), mode)
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:

@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from bench.decode_memory import smooth_photo
 from handler.batch import request_bytes
 from handler.preprocessing import INPUT_SIZE, eval_transform, image_to_tensor, normalize, shades_of_gray
 from imaging.decode import MAX_IMAGE_PIXELS, InvalidImageError, decode_image, open_image
 from imaging.framing import fit_to_frame
+from loadtest.images import smooth_photo
 
 EXIF_ORIENTATION = 0x0112
 

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 import yaml
 
 import settings
+from handler.checkpoint import WEIGHTS_FILE
 from serve.torchserve import ADDRESS_KEYS, DEFAULT_PORTS, GRPC_PORT_KEYS, read_properties
 from tools.archive import DEFAULT_CONFIG
 
@@ -32,8 +33,9 @@ def test_config_properties_takes_the_request_size_and_model_that_settings_names(
     assert properties["load_models"] == f"{settings.MODEL_NAME}={settings.ARCHIVE.name}"
 
 
-def test_the_archive_is_built_with_the_model_config_settings_names():
+def test_the_archive_is_built_from_the_files_settings_names():
     assert DEFAULT_CONFIG == settings.MODEL_CONFIG
+    assert settings.WEIGHTS.name == WEIGHTS_FILE and settings.ARCHIVE.suffix == ".mar"
     config = yaml.safe_load(settings.MODEL_CONFIG.read_text())
     assert config["minWorkers"] <= config["maxWorkers"] and config["batchSize"] >= 1
 
