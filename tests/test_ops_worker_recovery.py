@@ -1,7 +1,7 @@
 """Kill -9 a worker under load on a TorchServe of this test's own: only the requests in flight may
 fail, TorchServe starts a replacement, and the requests after it succeed.
 
-The issue asks for a READY replacement within 10 s. That is printed, not asserted (a loaded 2-core
+How soon the replacement is READY (10 s is the aim) is printed, not asserted (a loaded 2-core
 machine can miss it without anything being broken); the assertion is functional recovery within
 RECOVERY_TIMEOUT_S.
 """
