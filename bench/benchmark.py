@@ -1,7 +1,7 @@
 """``python -m bench``: one run, same images, same weights, three ways of serving them.
 
 (a) the limit: the handler's preprocessing, model and gate in this process, batched, no HTTP, at
-    each precision (fp32, bf16, int8) and each image size (HAM10000's 200x150, 1024x768 as the page
+    each precision (fp32, bf16, int8, int8-7bit) and each image size (HAM10000's 200x150, 1024x768 as the page
     sends, 4000x3000 as a phone takes); the ratios use the served precision at 1024x768;
 (b) TorchServe with our handler at the release's served precision, batch 1 and 8, 1 and 2 workers
     (workers x threads <= cores), at 1024x768; a full run repeats the best set-up at the other sizes;

@@ -1,14 +1,17 @@
 """The served network at a precision: fp32, bf16 autocast (channels_last) or int8.
 
-int8 is PyTorch's FX graph mode quantisation with the x86 backend (oneDNN/FBGEMM, VNNI where the
-CPU has it). Every precision runs one module whose forward returns the 512 penultimate features
-beside the logits: ``Penultimate`` wraps the float network and int8 quantises that wrapper whole.
-Release 2.0's int8 calibration was recorded on that graph, when the gate still read those features.
+int8 is PyTorch's FX graph mode quantisation (oneDNN where the CPU has 32-bit int8 sums, FBGEMM
+elsewhere; ``handler.cpus.quantised_engine``), in two variants: ``int8`` with activations on the
+full 8-bit range, and ``int8-7bit`` with 7-bit activations (the x86 default's reduce_range), which
+cannot saturate the 16-bit pair sums of a CPU without VNNI but quantises each activation twice as
+coarsely. Which of them holds accuracy on a given CPU is measured there (tools/precision_choice.py).
+Every precision runs one module whose forward returns the 512 penultimate features beside the
+logits: ``Penultimate`` wraps the float network and int8 quantises that wrapper whole.
 
-An int8 release stores only its calibration: each activation's scale and zero point, found by
-histogram observers as the calibration images went through (a few kB). The worker rebuilds the
-quantised graph from the float weights and those at start-up; the weights' own scales come from
-the weights.
+An int8 release stores only its calibrations: each activation's scale and zero point per variant,
+found by histogram observers as the calibration images went through (a few kB). The worker
+rebuilds the quantised graph from the float weights and those at start-up; the weights' own scales
+come from the weights.
 """
 from __future__ import annotations
 
@@ -24,14 +27,14 @@ from torch.ao.quantization.observer import FixedQParamsObserver
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 from torchvision.models.resnet import ResNet
 
-PRECISIONS = ("fp32", "bf16", "int8")
+from handler.cpus import cpu_info, quantised_engine
+
+# Each int8 variant by the qconfig that sets its activations' range: oneDNN's default has 8 bits,
+# the x86 default 7 (reduce_range).
+INT8_QCONFIGS = {"int8": "onednn", "int8-7bit": "x86"}
+PRECISIONS = ("fp32", "bf16", *INT8_QCONFIGS)
 CPU = torch.device("cpu")
 CALIBRATION_FILE = "skin_int8_calibration.pt"
-QUANTISATION_BACKEND = "x86"
-# Activations on the full 8-bit range (the x86 default keeps 7 bits for CPUs without VNNI, where
-# the 16-bit accumulation could saturate): 7-bit activations move the outputs several times more
-# (docs/benchmarks.md, "Serving precision").
-QCONFIG_SOURCE = "onednn"
 # Float at both ends, for about a tenth of int8's speed: the stem sees the normalised photo itself,
 # whose 8-bit quantisation flips near-ties between classes; the last layer is tiny, and quantising
 # it only adds error to the logits.
@@ -57,42 +60,51 @@ class Penultimate(torch.nn.Module):
         return penultimate(self.model, images)
 
 
-def prepare_int8(model: torch.nn.Module, input_size: tuple[int, int]) -> torch.fx.GraphModule:
-    """A copy of ``model`` with observers on every activation, ready to see calibration images."""
-    torch.backends.quantized.engine = QUANTISATION_BACKEND
+def prepare_int8(model: torch.nn.Module, input_size: tuple[int, int], variant: str) -> torch.fx.GraphModule:
+    """A copy of ``model`` with observers on every activation (at ``variant``'s range), ready to
+    see calibration images."""
+    torch.backends.quantized.engine = quantised_engine(cpu_info()["flags"])
     example = (torch.zeros(1, 3, *input_size),)
-    mapping = get_default_qconfig_mapping(QCONFIG_SOURCE)
+    mapping = get_default_qconfig_mapping(INT8_QCONFIGS[variant])
     for name in FLOAT_MODULES:
         mapping.set_module_name(name, None)
     with warnings.catch_warnings():
         # torch 2.14 still ships FX quantisation but warns on every call that torchao's PT2E
         # replaces it; torchao is not a dependency here (docs/benchmarks.md).
         warnings.simplefilter("ignore", DeprecationWarning)
+        # The 7-bit variant's qconfig (the x86 default) still names reduce_range, which torch warns
+        # it will deprecate; its quant_min and quant_max are what the calibration records.
+        warnings.filterwarnings("ignore", message="Please use quant_min and quant_max")
         return prepare_fx(Penultimate(copy.deepcopy(model)).eval(), mapping, example)
 
 
 def calibrate(model: torch.nn.Module, batches: Iterable[torch.Tensor],
-              input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Each activation's quantisation parameters after ``batches`` (normalised model inputs) went
-    through the network: ``{observer: tensor([scale, zero_point, quant_min, quant_max])}``."""
-    prepared = prepare_int8(model, input_size)
-    with torch.inference_mode():
-        for batch in batches:
-            prepared(batch)
-    calibration = {}
-    for name, observer in prepared.named_modules():
-        if name.startswith("activation_post_process_"):
-            scale, zero_point = observer.calculate_qparams()
-            calibration[name] = torch.tensor([float(scale), float(zero_point), observer.quant_min,
-                                              observer.quant_max], dtype=torch.float64)
-    return calibration
+              input_size: tuple[int, int]) -> dict[str, dict[str, torch.Tensor]]:
+    """Each int8 variant's activation quantisation parameters after ``batches`` (normalised model
+    inputs) went through the network:
+    ``{variant: {observer: tensor([scale, zero_point, quant_min, quant_max])}}``."""
+    batches = list(batches)
+    calibrations = {}
+    for variant in INT8_QCONFIGS:
+        prepared = prepare_int8(model, input_size, variant)
+        with torch.inference_mode():
+            for batch in batches:
+                prepared(batch)
+        calibrations[variant] = {}
+        for name, observer in prepared.named_modules():
+            if name.startswith("activation_post_process_"):
+                scale, zero_point = observer.calculate_qparams()
+                calibrations[variant][name] = torch.tensor(
+                    [float(scale), float(zero_point), observer.quant_min, observer.quant_max],
+                    dtype=torch.float64)
+    return calibrations
 
 
 def quantise(model: torch.nn.Module, calibration: dict[str, torch.Tensor],
-             input_size: tuple[int, int]) -> torch.fx.GraphModule:
-    """The int8 module of ``model`` under a stored calibration. An empty calibration leaves the
-    observers at their defaults (scale 1, no range): a deliberately broken quantisation."""
-    prepared = prepare_int8(model, input_size)
+             input_size: tuple[int, int], variant: str = "int8") -> torch.fx.GraphModule:
+    """The int8 module of ``model`` under one variant's stored calibration. An empty calibration
+    leaves the observers at their defaults (scale 1, no range): a deliberately broken quantisation."""
+    prepared = prepare_int8(model, input_size, variant)
     for name, qparams in calibration.items():
         # Fixed parameters skip the histogram search at conversion, so a worker starts sooner.
         scale, zero_point, quant_min, quant_max = qparams.tolist()
@@ -128,20 +140,20 @@ class Runner:
 
 
 def runner(model: torch.nn.Module, precision: str, input_size: tuple[int, int],
-           calibration: dict[str, torch.Tensor] | None = None,
+           calibrations: dict[str, dict[str, torch.Tensor]] | None = None,
            device: torch.device = CPU) -> Runner:
-    """``model`` (float, eval) run at ``precision``; int8 needs the release's ``calibration``.
+    """``model`` (float, eval) run at ``precision``; int8 needs the release's ``calibrations``.
     On a GPU every precision runs as fp16 autocast, channels_last: int8 and bf16 are CPU paths.
     ``model`` itself stays float (Grad-CAM needs its gradients)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
         return Runner("fp16", Penultimate(model.to(memory_format=torch.channels_last)), device)
-    if precision == "int8":
-        if calibration is None:
-            raise ValueError(f"int8 needs the release's calibration ({CALIBRATION_FILE}): run "
+    if precision in INT8_QCONFIGS:
+        if calibrations is None:
+            raise ValueError(f"{precision} needs the release's calibration ({CALIBRATION_FILE}): run "
                              "`make precision`")
-        return Runner("int8", quantise(model, calibration, input_size), device)
+        return Runner(precision, quantise(model, calibrations[precision], input_size, precision), device)
     if precision == "bf16":
         return Runner("bf16", Penultimate(copy.deepcopy(model).to(memory_format=torch.channels_last)),
                       device)

@@ -1,13 +1,13 @@
-"""Which precision a release is served at: the choice ``make precision`` measured, the int8
-calibration beside it, and the record an archive carries of what it runs.
+"""Which precision a release is served at: the choice measured for this kind of CPU, the int8
+calibrations beside it, and the record an archive carries of what it runs.
 
-Both files beside the weights name the weights' SHA-256, so a new release is never served with an
-old release's choice or calibration: without a matching choice it is served in fp32. A choice also
-holds only on the kind of CPU it was measured on (the flags in ``handler.cpus.CPU_FLAGS``): without
-VNNI, int8's 8-bit activations saturate the CPU's 16-bit sums, and without AVX-512 bf16 runs at a
-sixth of fp32's speed. On an AVX2-only EPYC the shipped int8 choice lost 0.006 of balanced accuracy
-and its gate refused 3% more test lesions; so elsewhere the release is served in fp32 until
-``make precision`` has measured that machine.
+Every file beside the weights names the weights' SHA-256, so a new release is never served with an
+old release's choice or calibration. A choice holds only on the kind of CPU it was measured on (its
+flags in ``handler.cpus.CPU_FLAGS``): without VNNI an int8 dot product sums pairs into 16 bits, and
+without AVX-512 bf16 runs at a fraction of fp32's speed. So there is one choice per kind,
+``skin_precision/<kind>.json``; ``make serve`` measures a missing one on first run
+(tools/precision_choice.py). An archive carries every kind's choice and a worker runs its own
+kind's; a kind without one is served in fp32.
 """
 from __future__ import annotations
 
@@ -16,34 +16,47 @@ from pathlib import Path
 
 import torch
 
-from handler.cpus import cpu_info
+from handler.cpus import cpu_info, cpu_kind
 from handler.gate import file_sha256
-from handler.runners import CALIBRATION_FILE, PRECISIONS
+from handler.runners import CALIBRATION_FILE, INT8_QCONFIGS, PRECISIONS
 
-CHOICE_FILE = "skin_precision.json"
+CHOICES_DIR = "skin_precision"
+# The validation images a choice is scored on, by path under the data folders' parent, with their
+# labels and the fp32 release's top class: written by `make precision`, read on first `make serve`.
+CHECK_FILE = "skin_precision_check.json"
 # Inside an archive: the precision it runs, where that came from, and the choice's figures.
 SERVED_FILE = "skin_served_precision.json"
-MEASURED = f"measured ({CHOICE_FILE})"
+MEASURED = "measured"
 
 
-def choice_path(weights: Path) -> Path:
-    return Path(weights).with_name(CHOICE_FILE)
+def this_kind() -> str:
+    return cpu_kind(cpu_info()["flags"])
+
+
+def choice_path(weights: Path, kind: str | None = None) -> Path:
+    """Where the choice for ``kind`` (default: this CPU's) of ``weights`` lives."""
+    return Path(weights).with_name(CHOICES_DIR) / f"{kind or this_kind()}.json"
+
+
+def check_path(weights: Path) -> Path:
+    return Path(weights).with_name(CHECK_FILE)
 
 
 def calibration_path(weights: Path) -> Path:
     return Path(weights).with_name(CALIBRATION_FILE)
 
 
-def save_calibration_for(calibration: dict[str, torch.Tensor], weights: Path, images: int) -> str:
-    """Write the int8 calibration of ``weights`` beside them; returns the weights' SHA-256."""
+def save_calibration_for(calibrations: dict[str, dict[str, torch.Tensor]], weights: Path,
+                         images: int) -> str:
+    """Write the int8 calibrations of ``weights`` beside them; returns the weights' SHA-256."""
     sha = file_sha256(weights)
-    torch.save({"weights_sha256": sha, "images": images, "activations": calibration},
+    torch.save({"weights_sha256": sha, "images": images, "activations": calibrations},
                calibration_path(weights))
     return sha
 
 
-def load_calibration(path: Path, weights_sha256: str) -> dict[str, torch.Tensor]:
-    """The activations' quantisation parameters at ``path`` (handler.runners.calibrate), checked
+def load_calibration(path: Path, weights_sha256: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Each int8 variant's activation parameters at ``path`` (handler.runners.calibrate), checked
     to be calibrated on exactly these weights."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} is missing: int8 needs the release's calibration "
@@ -51,58 +64,61 @@ def load_calibration(path: Path, weights_sha256: str) -> dict[str, torch.Tensor]
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["weights_sha256"] != weights_sha256:
         raise ValueError(f"{path} was calibrated on other weights: rerun make precision")
+    if set(state["activations"]) != set(INT8_QCONFIGS):
+        raise ValueError(f"{path} does not hold the int8 variants {', '.join(INT8_QCONFIGS)}: rerun "
+                         "make precision")
     return state["activations"]
 
 
+def release_choices(weights: Path) -> dict[str, dict]:
+    """Every kind of CPU's choice measured for exactly these weights, by kind."""
+    folder, sha = Path(weights).with_name(CHOICES_DIR), file_sha256(weights)
+    choices = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+    return {kind: choice for kind, choice in choices.items() if choice.get("weights_sha256") == sha}
+
+
 def release_choice(weights: Path) -> dict | None:
-    """The choice measured for exactly these weights, or None (none made, or made for others)."""
-    path = choice_path(weights)
-    if not path.is_file():
-        return None
-    choice = json.loads(path.read_text())
-    return choice if choice.get("weights_sha256") == file_sha256(weights) else None
+    """The choice measured for exactly these weights on this kind of CPU, or None."""
+    return release_choices(weights).get(this_kind())
 
 
-def measured_elsewhere(choice: dict) -> str | None:
-    """None where ``choice`` was measured on this kind of CPU; elsewhere the source of the fp32
-    record that replaces it."""
-    measured, here = choice.get("cpu", {}).get("flags"), cpu_info()["flags"]
-    if measured == here:
-        return None
-
-    def named(flags: list[str] | None) -> str:
-        return ", ".join(flags or []) or "none of them"
-    return (f"default ({CHOICE_FILE} chose {choice['chosen']} on a CPU with {named(measured)}; "
-            f"this one has {named(here)}: run make precision on this machine)")
+def resolve(requested: str | None, choices: dict[str, dict], kind: str) -> dict:
+    """What runs on a ``kind`` CPU: ``requested`` when given, else that kind's choice, else fp32;
+    with the choice's figures when there are any."""
+    choice = choices.get(kind)
+    if requested:
+        precision, source = requested, "requested (PRECISION=)"
+    elif choice:
+        precision, source = choice["chosen"], f"{MEASURED} on this kind of CPU, {kind}: {choice['why']}"
+    else:
+        precision, source = "fp32", (f"default (no precision measured for these weights on this kind of "
+                                     f"CPU, {kind}; measured on: {', '.join(choices) or 'none'}. make "
+                                     f"serve measures it where the validation images are)")
+    return {"precision": precision, "source": source, "choice": choice, "cpu_kind": kind}
 
 
 def served_record(weights: Path, requested: str | None = None) -> dict:
-    """What an archive of ``weights`` runs: ``requested`` when given, else the release's measured
-    choice when it was measured on this kind of CPU, else fp32; with the choice's figures when
-    there are any."""
-    choice = release_choice(weights)
+    """What an archive of ``weights`` records: the requested precision and every kind's choice, so
+    that a worker on any measured kind runs its own; and, beside them, what runs on this CPU."""
     if requested is not None and requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}; expected one of {', '.join(PRECISIONS)}")
-    if requested:
-        precision, source = requested, "requested (PRECISION=)"
-    elif choice and (elsewhere := measured_elsewhere(choice)):
-        precision, source = "fp32", elsewhere
-    elif choice:
-        precision, source = choice["chosen"], MEASURED
-    else:
-        precision, source = "fp32", f"default (no {CHOICE_FILE} for these weights)"
-    return {"precision": precision, "source": source, "choice": choice}
+    choices = release_choices(weights)
+    return {"requested": requested, "choices": choices} | resolve(requested, choices, this_kind())
+
+
+def needs_calibration(served: dict) -> bool:
+    """Whether an archive with this record may run int8 on some kind of CPU."""
+    chosen = {served["requested"], *(choice["chosen"] for choice in served["choices"].values())}
+    return bool(chosen & set(INT8_QCONFIGS))
 
 
 def read_served(model_dir: Path) -> dict:
-    """What the unpacked archive in ``model_dir`` runs on this CPU. Archives built before precisions
-    ran fp32; an archive built on another kind of CPU (a container image) runs its measured choice
-    only where that choice holds."""
+    """What the unpacked archive in ``model_dir`` runs on this CPU: its requested precision, else
+    the choice it carries for this kind of CPU (an archive built elsewhere, as in a container
+    image, runs the choice measured for the kind it lands on), else fp32."""
     path = Path(model_dir) / SERVED_FILE
     if not path.is_file():
         return {"precision": "fp32", "source": f"default (the archive has no {SERVED_FILE})",
-                "choice": None}
+                "choice": None, "cpu_kind": this_kind()}
     served = json.loads(path.read_text())
-    if served["source"] == MEASURED and (elsewhere := measured_elsewhere(served["choice"])):
-        return served | {"precision": "fp32", "source": elsewhere}
-    return served
+    return resolve(served.get("requested"), served.get("choices", {}), this_kind())

@@ -27,7 +27,7 @@ from handler.gate import GATE_FILE, GATE_NETWORK_FILE, Gate, GateNetwork, Verdic
 from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
 from handler.preprocessing import eval_transform, model_input
-from handler.runners import CALIBRATION_FILE, runner
+from handler.runners import CALIBRATION_FILE, INT8_QCONFIGS, runner
 from handler.served_precision import load_calibration, read_served
 from imaging.decode import InvalidImageError, decode_image
 from imaging.framing import input_shape
@@ -61,7 +61,7 @@ class SkinHandler(BaseHandler):
         self.served = read_served(model_dir)
         calibration = (load_calibration(model_dir / CALIBRATION_FILE,
                                         gate_state["release"]["weights_sha256"])
-                       if self.served["precision"] == "int8" and self.device.type == "cpu" else None)
+                       if self.served["precision"] in INT8_QCONFIGS and self.device.type == "cpu" else None)
         self.runner = runner(self.model, self.served["precision"], self.input_size, calibration,
                              self.device)
         logger.info("SKIN %s v%s on %s at %s (%s), %d torch threads, input %dx%d px, colour "

