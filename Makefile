@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed-all-$(PINS)
 # The browser test drives Debian's Chromium; CI runs as root, a developer through sudo.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: venv archive precision serve test lint
+.PHONY: venv archive precision precision-avx2 serve test lint
 
 # Editable, so that `python -m` and TorchServe's workers run this checkout; pip shows its progress.
 # torch and torchvision resolve from this machine's local wheels through plain pip.
@@ -29,21 +29,27 @@ $(INSTALLED): pyproject.toml
 
 venv: $(INSTALLED)
 
-# The archive runs the precision `make precision` measured for the release (model_store/
-# skin_precision.json, committed); PRECISION=fp32|bf16|int8 overrides it. tools.archive rebuilds
+# The archive runs the precision chosen for this kind of CPU (model_store/skin_precision/<kind>.json);
+# where there is none, tools.archive measures it first (about half a minute, docs/configuration.md).
+# PRECISION=fp32|bf16|int8|int8-7bit overrides it. tools.archive rebuilds
 # only when the hash of its inputs (weights, gate, calibration, the handler, contract and imaging
-# packages, model-config, precision) differs from the one the archive recorded, whatever the files'
-# times say.
+# packages, model-config, precision choices) differs from the one the archive recorded, whatever the
+# files' times say.
 PRECISION ?=
 archive: $(SERVING)
 	$(PY) -m tools.archive $(if $(PRECISION),--precision $(PRECISION))
 
-# Calibrate int8 on training images, gate each precision against fp32 on validation images, time
-# each, and keep the fastest that passes (about 8 min on 2 cores; speed wants a quiet CPU).
-# PRECISION_FLAGS="--calibration-images 500 --val-limit 1000" makes it shorter.
+# Calibrate both int8 variants on training images, write the check images (validation) and choose
+# for this kind of CPU (about 2 min on 2 cores; speed wants a quiet CPU). `make precision-avx2`
+# makes the AVX2-only choice on a larger CPU by capping torch's kernels at AVX2.
 PRECISION_FLAGS ?=
 precision: $(INSTALLED)
 	$(PY) -m training.choose_precision $(RELEASE_WEIGHTS) $(DATA) $(PRECISION_FLAGS)
+
+AVX2_ONLY := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2
+precision-avx2: $(INSTALLED)
+	rm -f model_store/skin_precision/avx2.json
+	$(AVX2_ONLY) $(PY) -c "import settings; from tools.precision_choice import choose_here; choose_here(settings.WEIGHTS, 'make precision-avx2 (kernels capped at AVX2)')"
 
 # TorchServe and the Streamlit page together; Ctrl-C stops both. SKIN_SSL=1 serves HTTPS for phones;
 # SKIN_PROTOCOL=v2 serves KServe's v2 protocol (same archive, and the page speaks it too).
