@@ -13,7 +13,7 @@ import torch
 from bench.configs import cores
 from handler.gate import GATE_FILE, Gate, GateNetwork, load_gate
 from handler.lite import installed_weights
-from handler.preprocessing import eval_transform, release_input
+from handler.preprocessing import eval_transform, frame_photo, release_input
 from handler.runners import Runner
 from imaging.decode import decode_image
 from imaging.framing import input_shape
@@ -42,8 +42,7 @@ def frames(metadata: dict, gate: ReleaseGate,
 
 def frame(metadata: dict, image: bytes) -> torch.Tensor:
     """The release's frame alone (uint8 CHW), for what needs no gate."""
-    size = input_shape(metadata["input_size"])
-    return eval_transform(decode_image(image, draft_size=max(size)), size)
+    return frame_photo(image, metadata["input_size"])
 
 
 def decode_step(metadata: dict, gate: ReleaseGate, images: list[bytes]):

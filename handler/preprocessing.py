@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from imaging.framing import fit_to_frame
+from imaging.decode import decode_image
+from imaging.framing import fit_to_frame, input_shape
 
 # (height, width). Dermoscopy photos are 4:3; a square input would cut the lesion's border.
 INPUT_SIZE = (96, 128)
@@ -31,6 +32,13 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
 def eval_transform(image: Image.Image, size: int | tuple[int, int] = INPUT_SIZE) -> torch.Tensor:
     """The deterministic transform used for validation, test and serving (uint8 CHW)."""
     return image_to_tensor(fit_to_frame(image, size))
+
+
+def frame_photo(data: bytes, size: int | tuple[int, int] | list[int] = INPUT_SIZE) -> torch.Tensor:
+    """A photo's bytes decoded (JPEG draft mode down to the frame) and framed as served, for what
+    needs the task network's frame alone (uint8 CHW)."""
+    height, width = input_shape(size)
+    return eval_transform(decode_image(data, draft_size=max(height, width)), (height, width))
 
 
 def shades_of_gray(batch: torch.Tensor, power: int = SHADES_OF_GRAY_POWER) -> torch.Tensor:

@@ -26,7 +26,6 @@ CHOICES_DIR = "skin_precision"
 CHECK_FILE = "skin_precision_check.json"
 # Inside an archive: the precision it runs, where that came from, and the choice's figures.
 SERVED_FILE = "skin_served_precision.json"
-MEASURED = "measured"
 
 
 def this_kind() -> str:
@@ -89,7 +88,7 @@ def resolve(requested: str | None, choices: dict[str, dict], kind: str) -> dict:
     if requested:
         precision, source = requested, "requested (PRECISION=)"
     elif choice:
-        precision, source = choice["chosen"], f"{MEASURED} on this kind of CPU, {kind}: {choice['why']}"
+        precision, source = choice["chosen"], f"measured on this kind of CPU, {kind}: {choice['why']}"
     else:
         precision, source = "fp32", (f"default (no precision measured for these weights on this kind of "
                                      f"CPU, {kind}; measured on: {', '.join(choices) or 'none'}. make "

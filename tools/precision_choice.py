@@ -1,4 +1,4 @@
-"""Choose the precision a release is served at on this kind of CPU, in about a minute.
+"""Choose the precision a release is served at on this kind of CPU, in about half a minute.
 
 ``make serve`` runs it on its first start on a kind of CPU that has no choice for the release
 (``ensure_choice``); ``make precision`` runs it after calibrating int8. Each precision is timed
@@ -24,10 +24,9 @@ import settings
 from handler.checkpoint import load_release
 from handler.cpus import available_cores, cpu_info, cpu_kind
 from handler.gate import file_sha256
-from handler.preprocessing import eval_transform, release_input
+from handler.preprocessing import frame_photo, release_input
 from handler.runners import PRECISIONS, Runner, runner
 from handler.served_precision import calibration_path, check_path, choice_path, load_calibration, release_choice
-from imaging.decode import decode_image
 from imaging.framing import input_shape
 
 MIN_AGREEMENT = 0.98
@@ -67,13 +66,13 @@ def write_check(weights: Path, paths: list[Path], labels: list[int], fp32: list[
     return path
 
 
-def read_check(weights: Path) -> list[dict]:
-    """The check images of exactly these weights, each present on this machine."""
+def read_check(weights: Path, weights_sha256: str) -> list[dict]:
+    """The check images of ``weights`` (whose SHA-256 is given), each present on this machine."""
     path = check_path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: make precision writes it")
     check = json.loads(path.read_text())
-    if check["weights_sha256"] != file_sha256(weights):
+    if check["weights_sha256"] != weights_sha256:
         raise ValueError(f"{path} belongs to other weights: rerun make precision")
     missing = [image["path"] for image in check["images"] if not (settings.REPO / image["path"]).is_file()]
     if missing:
@@ -84,9 +83,7 @@ def read_check(weights: Path) -> list[dict]:
 
 def model_inputs(paths: list[Path], metadata: dict) -> torch.Tensor:
     """The network's inputs for ``paths``, through the served decode and framing."""
-    height, width = input_shape(metadata["input_size"])
-    frames = torch.stack([eval_transform(decode_image(path.read_bytes(), draft_size=max(height, width)),
-                                         (height, width)) for path in paths])
+    frames = torch.stack([frame_photo(Path(path).read_bytes(), metadata["input_size"]) for path in paths])
     return release_input(frames, metadata)
 
 
@@ -112,10 +109,10 @@ def choose_here(weights: Path, measured_by: str, say: Callable[[str], None] = pr
     started = time.perf_counter()
     cpu = cpu_info()
     kind = cpu_kind(cpu["flags"])
-    say(f"choosing the serving precision for this kind of CPU ({kind}); about a minute, once")
-    images = read_check(weights)
-    model, metadata = load_release(weights)
+    say(f"choosing the serving precision for this kind of CPU ({kind}); about half a minute, once")
     sha = file_sha256(weights)
+    images = read_check(weights, sha)
+    model, metadata = load_release(weights)
     calibrations = load_calibration(calibration_path(weights), sha)
     size = input_shape(metadata["input_size"])
     torch.set_num_threads(available_cores())

@@ -18,8 +18,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.v2.functional import gaussian_blur
 from tqdm import tqdm
 
-from handler.preprocessing import MEAN, STD, eval_transform, model_input
-from imaging.decode import decode_image
+from handler.preprocessing import MEAN, STD, frame_photo, model_input
 from imaging.framing import input_shape
 from training.datasets import Sample
 from training.sampling import EpochSampler, sampling_weights
@@ -34,8 +33,7 @@ def decode_frames(paths: list[Path], size: int | tuple[int, int], desc: str = "d
     height, width = input_shape(size)
     images = torch.empty((len(paths), 3, height, width), dtype=torch.uint8)
     for index, path in enumerate(tqdm(paths, desc=desc, leave=False, mininterval=5)):
-        image = decode_image(Path(path).read_bytes(), draft_size=max(height, width))
-        images[index] = eval_transform(image, (height, width))
+        images[index] = frame_photo(Path(path).read_bytes(), (height, width))
     return images
 
 
