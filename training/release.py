@@ -41,9 +41,10 @@ def release_metadata(*, version: str, image_size: tuple[int, int], colour_consta
                  "counts": class_counts(samples),
                  "sources": {source: sum(s.source == source for s in samples)
                              for source in sorted({s.source for s in samples})}},
-        "split": {"description": "byte-identical images dropped first (training.dedupe); then within "
-                                 "each data folder: grouped by lesion_id, stratified by class "
-                                 "(StratifiedGroupKFold), about 70/15/15 train/val/test",
+        "split": {"description": "within each data folder: grouped by lesion_id, stratified by class "
+                                 "(StratifiedGroupKFold), about 70/15/15 train/val/test, as for "
+                                 "earlier releases; then byte-identical copies dropped, and lesions "
+                                 "that share an image across parts moved to train (training.dedupe)",
                   "seed": seed, "deduplicated": True, "sizes": split.sizes()},
         "metrics": {"split": "test"} | {key: report[key] for key in REPORTED_METRICS},
         "training": {"image_size": list(image_size),

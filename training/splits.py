@@ -76,13 +76,19 @@ def split_folders(folders: list[list[Sample]], seed: int = 0) -> tuple[list[Samp
 def load_split(data_dirs: list[Path], seed: int, deduplicated: bool
                ) -> tuple[list[Sample], Split, DedupeReport | None]:
     """Read the data folders and split them as a release records it (``metadata["split"]``):
-    releases from 3.0 on drop byte-identical copies first, earlier ones did not."""
-    folders = read_folders(data_dirs)
-    report = None
-    if deduplicated:
-        folders, report = deduplicate(folders)
-    samples, split = split_folders(folders, seed=seed)
-    return samples, split, report
+    releases from 3.0 on then drop byte-identical copies (training.dedupe), earlier ones did not.
+    The split itself is the same either way, so a release warm-started from an earlier one has
+    seen none of its validation or test images."""
+    samples, split = split_folders(read_folders(data_dirs), seed=seed)
+    if not deduplicated:
+        return samples, split, None
+    parts = [""] * len(samples)
+    for name in ("train", "val", "test"):
+        for index in getattr(split, name):
+            parts[index] = name
+    kept, kept_parts, report = deduplicate(samples, parts)
+    indices = {name: [n for n, part in enumerate(kept_parts) if part == name] for name in ("train", "val", "test")}
+    return [samples[i] for i in kept], Split(**indices), report
 
 
 def release_split(data_dirs: list[Path], split_metadata: dict) -> tuple[list[Sample], Split]:

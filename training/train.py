@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher-weights", type=Path, default=None,
                         help="a fine-tuned teacher's state dict to use instead of fine-tuning one")
     parser.add_argument("--teacher-size", type=image_size, default=settings.TEACHER_SIZE)
-    parser.add_argument("--teacher-epochs", type=int, default=12)
+    parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--teacher-lr", type=float, default=8e-4)
     parser.add_argument("--teacher-ema-decay", type=float, default=0.998)
     parser.add_argument("--views", type=int, default=6,
