@@ -135,7 +135,7 @@ MODEL ?= skin
 PROTOCOL ?= v1
 LOADTEST_FLAGS ?=
 
-.PHONY: loadtest bench soak models describe metrics
+.PHONY: loadtest bench soak models describe metrics profile
 
 loadtest: $(INSTALLED)
 	$(PY) -m loadtest --users $(USERS) --duration $(DURATION) --protocol $(PROTOCOL) $(LOADTEST_FLAGS)
@@ -156,6 +156,11 @@ describe: $(SERVING)
 
 metrics: $(SERVING)
 	$(PY) -m ops metrics
+
+# Lone requests to `make serve`, each taken apart: decode, framing, task network, gate, answer,
+# TorchServe's queue, its frontend-to-worker hop and HTTP (medians, ms).
+profile: $(INSTALLED)
+	$(PY) -m bench.request_profile
 
 # Beyond one machine (docs/deploy.md). `make image` builds the container
 # (GPU=1: CUDA wheels) where Docker exists; `make kserve-bundle` lays out what an InferenceService's

@@ -37,6 +37,7 @@ from bench.closed_loop import LoadResult, Send, SenderFactory, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, build_worker_archives, cores
 from bench.inprocess import ReleaseGate, decode_latency, measure_limit, model_only_latency, step_costs
 from bench.recommendation import write_recommendation
+from bench.request_profile import format_profile, profile
 from bench.runners import precision_runners
 from bench.tables import (
     Row,
@@ -57,6 +58,8 @@ from serve.processes import stop_process
 from serve.torchserve import TorchServe, free_port
 
 LIMIT_BATCH = 8
+# Lone requests taken apart for the best set-up: (full run, quick run).
+PROFILE_REQUESTS = (40, 5)
 # Bounds every closed loop in count as well as time.
 MAX_REQUESTS_PER_S = 2000
 FLASK_START_S = 120
@@ -82,9 +85,10 @@ def measure(sender: SenderFactory, images: list[bytes],
 
 
 def bench_torchserve(configs: tuple[ServeConfig, ...], weights: Path, sized: dict[str, list[bytes]],
-                     args: argparse.Namespace, work: Path) -> tuple[list[Row], float]:
+                     args: argparse.Namespace, work: Path) -> tuple[list[Row], dict[str, float], float]:
     """Each set-up at MAIN_SIZE; in a full run the best one again at the other sizes. Also returns
-    the seconds from starting TorchServe with the best set-up's archive to its model READY."""
+    the best set-up's lone requests taken apart (bench.request_profile), and the seconds from
+    starting TorchServe with its archive to its model READY."""
     store = work / "model_store"
     store.mkdir()
     build_worker_archives(weights, store, {config.workers for config in configs})
@@ -101,9 +105,10 @@ def bench_torchserve(configs: tuple[ServeConfig, ...], weights: Path, sized: dic
         if not args.quick:
             rows += [served_row(server, api, best.config, images, size, args)
                      for size, images in sized.items() if size != MAIN_SIZE]
+        parts = served_profile(server, api, best.config, sized[MAIN_SIZE], args)
     finally:
         server.stop()
-    return rows, cold_start(store, archive_name(best.config.workers), work / "cold")
+    return rows, parts, cold_start(store, archive_name(best.config.workers), work / "cold")
 
 
 def served_row(server: TorchServe, api: ManagementClient, config: ServeConfig, images: list[bytes],
@@ -120,6 +125,18 @@ def served_row(server: TorchServe, api: ManagementClient, config: ServeConfig, i
     try:
         return measured_row(label, *measure(sender, images, args),
                             config=config if size == MAIN_SIZE else None)
+    finally:
+        api.unregister(config.name)
+
+
+def served_profile(server: TorchServe, api: ManagementClient, config: ServeConfig, images: list[bytes],
+                   args: argparse.Namespace) -> dict[str, float]:
+    print(f"  {config.label()}: lone requests taken apart ...", flush=True)
+    api.register(archive_name(config.workers), config.batch_size, config.max_batch_delay,
+                 config.workers, name=config.name)
+    client = InferenceClient(server.url("inference") + inference_path("v1", config.name), KeySource(server.key_file))
+    try:
+        return profile(client.predict, server.url("metrics"), config.name, images, PROFILE_REQUESTS[args.quick])
     finally:
         api.unregister(config.name)
 
@@ -247,7 +264,7 @@ def main() -> None:
         rows.append(Row(label=f"in-process limit, fp32, {streams}",
                         images_per_s=limits["fp32"][MAIN_SIZE]))
     with tempfile.TemporaryDirectory(prefix="skin-bench-") as work:
-        served_rows, ready_s = bench_torchserve(QUICK_CONFIGS if args.quick else FULL_CONFIGS,
+        served_rows, parts, ready_s = bench_torchserve(QUICK_CONFIGS if args.quick else FULL_CONFIGS,
                                                 args.weights, sized, args, Path(work))
     rows += served_rows
     print("Flask baseline ...", flush=True)
@@ -263,6 +280,8 @@ def main() -> None:
                 f"TorchServe serves {served['precision']} ({served['source']}); all rows below "
                 f"send {MAIN_SIZE} JPEGs unless they say otherwise.\n\n"
                 + format_table(rows, args.concurrency),
+                format_profile(parts, f"{best.label}: one lone request taken apart (medians, "
+                                      f"{PROFILE_REQUESTS[args.quick]} requests, {MAIN_SIZE})"),
                 format_ratios(values, best, model_only, model_only_fp32)]
     text = "\n\n".join(sections)
     print(f"\n{text}")
@@ -274,7 +293,7 @@ def main() -> None:
         "int8_calibration": calibration, "images": str(image_dir), "quick": args.quick,
         "concurrency": args.concurrency, "decode_ms": decode, "limits": limits,
         "model_only_p50_ms": model_only, "model_only_fp32_p50_ms": model_only_fp32,
-        "cold_start_to_ready_s": ready_s, "step_cpu_ms_per_image": steps,
+        "cold_start_to_ready_s": ready_s, "step_cpu_ms_per_image": steps, "lone_request_ms": parts,
         "rows": [{**asdict(row), "config": asdict(row.config) if row.config else None}
                  for row in rows],
         "ratios": values}, indent=2) + "\n")

@@ -85,16 +85,20 @@ class SkinHandler(BaseHandler):
         return max(1, cores // int(config.get("maxWorkers", 1)))
 
     def preprocess(self, data: list[dict]) -> Batch:
-        started = time.perf_counter()
         batch = Batch(size=len(data))
         tensors, gate_frames = [], []
+        decoding = framing = 0.0
         for idx, row in enumerate(data):
             # Every step of one request stays inside its try: one hostile image fails alone.
             try:
+                started = time.perf_counter()
                 image = decode_image(request_bytes(row), draft_size=max(*self.input_size,
                                                                         *self.gate_network.input_size))
+                decoded = time.perf_counter()
                 frame = eval_transform(image, self.input_size)
                 gate_frame = self.gate_network.frame(image)
+                decoding += decoded - started
+                framing += time.perf_counter() - decoded
             except InvalidImageError as exc:
                 batch.errors[idx] = str(exc)
                 continue
@@ -109,7 +113,8 @@ class SkinHandler(BaseHandler):
         if tensors:
             batch.images = torch.stack(tensors)
             batch.gate_frames = torch.stack(gate_frames)
-        self._gauge("SkinPreprocessMs", (time.perf_counter() - started) * 1000, "ms")
+        self._gauge("SkinDecodeMs", decoding * 1000, "ms")
+        self._gauge("SkinFrameMs", framing * 1000, "ms")
         return batch
 
     def inference(self, batch: Batch) -> Batch:
@@ -120,10 +125,8 @@ class SkinHandler(BaseHandler):
                              self.mean, self.std)
         _, logits = self.runner(images)
         batch.probabilities = torch.softmax(logits / self.temperature, dim=1).cpu()
-        forward_done = time.perf_counter()
+        self._gauge("SkinForwardMs", (time.perf_counter() - started) * 1000, "ms")
         batch.verdicts = self.gate_verdicts(batch)
-        self._gauge("SkinForwardMs", (forward_done - started) * 1000, "ms")
-        self._gauge("SkinGateMs", (time.perf_counter() - forward_done) * 1000, "ms")
         self._gauge("SkinBatchSize", len(batch.positions), "count")
         self.context.metrics.add_counter("SkinImagesHandled", len(batch.positions))
         # Images / batches over any interval is the mean batch size, which one gauge cannot show.
@@ -134,11 +137,13 @@ class SkinHandler(BaseHandler):
         """The gate's verdict on each good image; one that cannot be checked is refused alone. The
         gate network runs on the CPU in fp32 whatever the task network runs at: it is small, and
         its bank was measured so."""
+        started = time.perf_counter()
         try:
             distances = self.gate.distances(self.gate_network(batch.gate_frames)).tolist()
         except Exception:  # the batch keeps its answers; each is refused as unchecked
             logger.exception("the gate network failed on a batch of %d images", len(batch.positions))
             distances = None
+        checks_started = time.perf_counter()
         verdicts = []
         for row, idx in enumerate(batch.positions):
             try:
@@ -153,9 +158,12 @@ class SkinHandler(BaseHandler):
             else:
                 self.context.metrics.add_counter("SkinGateRefused", 1,
                                                  dimensions=[Dimension("Reason", verdict.reason)])
+        self._gauge("SkinGateNetworkMs", (checks_started - started) * 1000, "ms")
+        self._gauge("SkinGateChecksMs", (time.perf_counter() - checks_started) * 1000, "ms")
         return verdicts
 
     def postprocess(self, batch: Batch) -> list[dict]:
+        started = time.perf_counter()
         responses: list[dict] = [{} for _ in range(batch.size)]
         for idx, message in batch.errors.items():
             responses[idx] = self._rejected(idx, answer.INVALID_IMAGE, message)
@@ -165,6 +173,7 @@ class SkinHandler(BaseHandler):
             responses[idx] = answer.prediction(self.model_name, self.model_version,
                                                batch.probabilities[row].tolist(),
                                                self.referral_threshold, batch.verdicts[row].as_dict())
+        self._gauge("SkinAnswerMs", (time.perf_counter() - started) * 1000, "ms")
         return responses
 
     def describe_handle(self) -> dict:

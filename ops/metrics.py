@@ -19,8 +19,8 @@ MODEL_LABELS = ("model_name", "ModelName")
 # Sample names as the Prometheus parser gives them: counters end in "_total".
 HOST_METRICS = ("Requests2XX_total", "Requests4XX_total", "Requests5XX_total", "CPUUtilization",
                 "MemoryUsed", "MemoryAvailable")
-LAST_BATCH_GAUGES = ("SkinBatchSize", "SkinPreprocessMs", "SkinForwardMs", "HandlerTime",
-                     "PredictionTime")
+LAST_BATCH_GAUGES = ("SkinBatchSize", "SkinDecodeMs", "SkinFrameMs", "SkinForwardMs", "SkinGateNetworkMs",
+                     "SkinGateChecksMs", "SkinAnswerMs", "HandlerTime", "PredictionTime")
 MODEL_COUNTERS = ("ts_inference_requests_total", "ts_inference_latency_microseconds_total",
                   "ts_queue_latency_microseconds_total", "SkinImagesHandled_total",
                   "SkinImagesRejected_total")

@@ -8,6 +8,7 @@ shipped configuration.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def test_quick_mode_prints_the_table(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     start = lines.index("| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms |")
-    table = [line for line in lines[start:] if line.startswith("| ")]
+    table = [line for line in itertools.takewhile(lambda line: line.startswith("|"), lines[start:])
+             if line.startswith("| ")]
     labels = [line.split(" | ")[0][2:] for line in table[1:]]
     limits = [label for label in labels if label.startswith("in-process limit")]
     assert limits and labels[:len(limits)] == limits
@@ -55,5 +57,8 @@ def test_quick_mode_prints_the_table(tmp_path):
     assert all(steps[name] > 0 for name in ("decode_ms", "model_ms", "gate_ms"))
     assert steps["gate_share"] == pytest.approx(
         steps["gate_ms"] / (steps["decode_ms"] + steps["model_ms"] + steps["gate_ms"]))
+    parts = results["lone_request_ms"]
+    assert parts["decode the photo"] > 0 and parts["task network and softmax"] > 0
+    assert "one lone request taken apart" in result.stdout
     assert (DEFAULT_CONFIG.read_text(), settings.TORCHSERVE_CONFIG.read_text()) == shipped
     assert (tmp_path / "out" / "recommended.json").is_file()

@@ -209,5 +209,6 @@ def test_prometheus_metrics_include_requests_and_handler_metrics(torchserve, inf
     assert post(inference_url, auth, data=fixture_images["AK_ISIC_0024468.jpg"]).status_code == 200
     text = requests.get(f"{torchserve.url('metrics')}/metrics", timeout=30).text
     assert "ts_inference_requests_total" in text
-    for metric in ("SkinImagesHandled", "SkinBatchesRun", "SkinBatchSize", "SkinPreprocessMs", "SkinForwardMs"):
+    for metric in ("SkinImagesHandled", "SkinBatchesRun", "SkinBatchSize", "SkinDecodeMs", "SkinFrameMs",
+                   "SkinForwardMs", "SkinGateNetworkMs", "SkinGateChecksMs", "SkinAnswerMs"):
         assert f'{metric}{{ModelName="skin"' in text, metric
