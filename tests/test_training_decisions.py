@@ -1,5 +1,6 @@
 """Choices made on validation: logit biases that keep melanoma sensitivity at the floor, the
-eight dihedral views, and the circle test that tells a lesion reader from an equipment reader."""
+eight dihedral views, the circle test that tells a lesion reader from an equipment reader, and the
+bar a teacher must clear before a student learns from it."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +10,7 @@ from contract.classes import CODES
 from training.decisions import choose_logit_bias, dihedral_views
 from training.mixed_precision import Precision
 from training.shortcuts import CHANGES, add_circle, circle_shift, format_table, mel_calls
+from training.train import TEACHER_MARGIN, beats_shipped
 
 MEL, NV, BKL = (CODES.index(code) for code in ("MEL", "NV", "BKL"))
 FP32_CPU = Precision("fp32", torch.device("cpu"))
@@ -75,3 +77,16 @@ def test_the_circle_test_catches_a_model_that_reads_the_equipment() -> None:
     assert circle_shift(shortcut) == 1.0
     assert "| a black circular vignette added |" in format_table(shortcut)
     assert np.isclose(reader["as they are"]["MEL"], 1.0)
+
+
+def test_a_teacher_must_clearly_beat_the_shipped_release_overall_and_on_ham_melanomas() -> None:
+    shipped = {"balanced_accuracy": 0.55, "mel_sensitivity_by_source": {"ham10000": 0.28}}
+
+    def teacher(bma: float, ham_mel: float) -> dict:
+        return {"val_balanced_accuracy": bma, "val_by_source": {"ham10000": {"sensitivity": {"MEL": ham_mel}}}}
+
+    assert beats_shipped(teacher(0.57, 0.38), shipped, TEACHER_MARGIN)
+    assert not beats_shipped(teacher(0.555, 0.38), shipped, TEACHER_MARGIN)  # better, not clearly
+    assert beats_shipped(teacher(0.555, 0.38), shipped)  # enough for a student to ship
+    assert not beats_shipped(teacher(0.60, 0.25), shipped, TEACHER_MARGIN)  # fewer melanomas found
+    assert beats_shipped(teacher(0.30, 0.0), None, TEACHER_MARGIN)  # nothing shipped yet

@@ -45,6 +45,9 @@ from training.splits import Split, load_split
 from training.teacher import fine_tune_teacher
 
 HAM_SOURCE = "ham10000"
+# How much better than the shipped release, in validation BMA, a teacher must be to be distilled
+# from: a student rarely goes past its teacher, so one no better than the release is not worth it.
+TEACHER_MARGIN = 0.01
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,6 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUTPUT")
+    parser.add_argument("--any-teacher", action="store_true",
+                        help="distil even from a teacher that does not clearly beat the shipped "
+                             "release on validation")
     parser.add_argument("--always-ship", action="store_true",
                         help="write the release even if the shipped one scores better on validation")
     return parser.parse_args(argv)
@@ -235,13 +241,13 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     return report
 
 
-def beats_shipped(report: dict, shipped: dict | None) -> bool:
-    """Whether this run is better than the shipped release on validation: BMA, and melanoma
-    sensitivity on HAM10000's lesions."""
+def beats_shipped(report: dict, shipped: dict | None, margin: float = 0.0) -> bool:
+    """Whether this run (or its teacher) is better than the shipped release on validation: BMA by
+    more than ``margin``, and melanoma sensitivity on HAM10000's lesions."""
     if shipped is None:
         return True
     mel = report["val_by_source"].get(HAM_SOURCE, {}).get("sensitivity", {}).get("MEL")
-    return (report["val_balanced_accuracy"] > shipped["balanced_accuracy"]
+    return (report["val_balanced_accuracy"] > shipped["balanced_accuracy"] + margin
             and (mel is None or mel > (shipped["mel_sensitivity_by_source"].get(HAM_SOURCE) or 0)))
 
 
@@ -263,6 +269,13 @@ def main(argv: list[str] | None = None) -> dict:
           f"({dedupe.as_dict()}); split {split.sizes()}", flush=True)
 
     targets, teacher = teacher_targets(args, samples, split, writer) if args.kd_alpha else (None, None)
+    shipped = shipped_val_figures(args.model_store / WEIGHTS_FILE, samples, split.val)
+    if teacher and not (args.any_teacher or beats_shipped(teacher, shipped, TEACHER_MARGIN)):
+        raise SystemExit(f"the teacher ({args.teacher_arch}: validation BMA "
+                         f"{teacher['val_balanced_accuracy']:.4f}, its report in {args.output}) does not "
+                         f"beat the shipped release ({shipped}) by {TEACHER_MARGIN} BMA and on "
+                         f"{HAM_SOURCE}'s melanomas: the student would learn no more than the release knows. "
+                         "Fine-tune another --teacher-arch, or pass --any-teacher.")
     cpu = cpu_info()
     precision, speeds = choose_precision(args.precision, torch.device(args.device), build_student,
                                          (args.batch_size, 3, *args.image_size))
@@ -294,7 +307,6 @@ def main(argv: list[str] | None = None) -> dict:
                                           "minutes": round(phase.seconds / 60, 1), "history": phase.history}
                              for phase in phases},
                   "teacher": args.teacher_arch, "command": command})
-    shipped = shipped_val_figures(args.model_store / WEIGHTS_FILE, samples, split.val)
     summary = {"val_bma": report["val_balanced_accuracy"], "test_bma": report["balanced_accuracy"],
                "test_by_source": {k: {"bma": v["balanced_accuracy"], "mel": v["sensitivity"]["MEL"]}
                                   for k, v in report["by_source"].items()},
