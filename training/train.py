@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     targets, teacher = teacher_targets(args, samples, split, writer) if args.kd_alpha else (None, None)
     shipped = shipped_val_figures(args.model_store / WEIGHTS_FILE, samples, split.val)
+    print(f"the shipped release on this validation split: {shipped}", flush=True)
     if teacher and not (args.any_teacher or beats_shipped(teacher, shipped, TEACHER_MARGIN)):
         raise SystemExit(f"the teacher ({args.teacher_arch}: validation BMA "
                          f"{teacher['val_balanced_accuracy']:.4f}, its report in {args.output}) does not "
