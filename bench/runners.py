@@ -9,7 +9,7 @@ import torch
 
 from bench.inprocess import frame
 from handler.gate import file_sha256
-from handler.preprocessing import release_input
+from handler.preprocessing import release_input, serves_dihedral_tta
 from handler.runners import PRECISIONS, Runner, calibrate, runner
 from handler.served_precision import calibration_path, load_calibration
 from imaging.framing import input_shape
@@ -26,4 +26,5 @@ def precision_runners(model: torch.nn.Module, metadata: dict, weights: Path,
         frames = torch.stack([frame(metadata, data) for data in images])
         calibration = calibrate(model, [release_input(frames, metadata)], size)
         source = f"the bench's {len(images)} images (the release has none for these weights)"
-    return {name: runner(model, name, size, calibration) for name in PRECISIONS}, source
+    dihedral = serves_dihedral_tta(metadata)
+    return {name: runner(model, name, size, calibration, dihedral=dihedral) for name in PRECISIONS}, source

@@ -69,6 +69,21 @@ def model_input(batch: torch.Tensor, colour_constancy: bool, mean: tuple[float, 
     return normalize(shades_of_gray(batch) if colour_constancy else batch, mean, std)
 
 
+def dihedral_views(images: torch.Tensor) -> list[torch.Tensor]:
+    """The eight flips and quarter turns of a batch (a lesion has no upright); the network pools
+    globally, so a turned frame's other shape is fine."""
+    turned = images.transpose(-2, -1)
+    return [view for base in (images, turned) for view in
+            (base, base.flip(-1), base.flip(-2), base.flip(-1, -2))]
+
+
+def serves_dihedral_tta(metadata: dict) -> bool:
+    """Whether a release answers with its logits averaged over the eight ``dihedral_views``: decided
+    on validation when it was trained (``metrics.dihedral_tta_val_balanced_accuracy.ships``)."""
+    decision = (metadata.get("metrics") or {}).get("dihedral_tta_val_balanced_accuracy") or {}
+    return bool(decision.get("ships"))
+
+
 def release_input(batch: torch.Tensor, metadata: dict) -> torch.Tensor:
     """``model_input`` with a release's own colour constancy, mean and std (its metadata)."""
     return model_input(batch, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),

@@ -28,6 +28,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 from torchvision.models.resnet import ResNet
 
 from handler.cpus import cpu_info, quantised_engine
+from handler.preprocessing import dihedral_views
 
 # Each int8 variant by the qconfig that sets its activations' range: oneDNN's default has 8 bits,
 # the x86 default 7 (reduce_range).
@@ -123,8 +124,15 @@ class Runner:
     precision: str
     module: torch.nn.Module
     device: torch.device
+    dihedral: bool = False  # average over the eight flips and quarter turns (the release's choice)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.dihedral:
+            return self._forward(images)
+        features, logits = zip(*(self._forward(view) for view in dihedral_views(images)))
+        return torch.stack(features).mean(0), torch.stack(logits).mean(0)
+
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode(), self._autocast():
             if self.precision in ("bf16", "fp16"):
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -141,20 +149,22 @@ class Runner:
 
 def runner(model: torch.nn.Module, precision: str, input_size: tuple[int, int],
            calibrations: dict[str, dict[str, torch.Tensor]] | None = None,
-           device: torch.device = CPU) -> Runner:
+           device: torch.device = CPU, dihedral: bool = False) -> Runner:
     """``model`` (float, eval) run at ``precision``; int8 needs the release's ``calibrations``.
     On a GPU every precision runs as fp16 autocast, channels_last: int8 and bf16 are CPU paths.
-    ``model`` itself stays float (Grad-CAM needs its gradients)."""
+    ``model`` itself stays float (Grad-CAM needs its gradients). ``dihedral``: answer with the
+    average over the eight flips and quarter turns, for a release that ships that."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
-        return Runner("fp16", Penultimate(model.to(memory_format=torch.channels_last)), device)
+        return Runner("fp16", Penultimate(model.to(memory_format=torch.channels_last)), device, dihedral)
     if precision in INT8_QCONFIGS:
         if calibrations is None:
             raise ValueError(f"{precision} needs the release's calibration ({CALIBRATION_FILE}): run "
                              "`make precision`")
-        return Runner(precision, quantise(model, calibrations[precision], input_size, precision), device)
+        return Runner(precision, quantise(model, calibrations[precision], input_size, precision), device,
+                      dihedral)
     if precision == "bf16":
         return Runner("bf16", Penultimate(copy.deepcopy(model).to(memory_format=torch.channels_last)),
-                      device)
-    return Runner("fp32", Penultimate(model), device)
+                      device, dihedral)
+    return Runner("fp32", Penultimate(model), device, dihedral)

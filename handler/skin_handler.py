@@ -26,7 +26,7 @@ from handler.explanation import UnknownClassError, requested_class
 from handler.gate import GATE_FILE, GATE_NETWORK_FILE, Gate, GateNetwork, Verdict, gate_error, load_gate_state
 from handler.gradcam import grad_cam
 from handler.kservev2_envelope import take_over as take_over_kservev2_envelope
-from handler.preprocessing import eval_transform, model_input
+from handler.preprocessing import eval_transform, model_input, serves_dihedral_tta
 from handler.runners import CALIBRATION_FILE, INT8_QCONFIGS, runner
 from handler.served_precision import load_calibration, read_served
 from imaging.decode import InvalidImageError, decode_image
@@ -63,7 +63,7 @@ class SkinHandler(BaseHandler):
                                         gate_state["release"]["weights_sha256"])
                        if self.served["precision"] in INT8_QCONFIGS and self.device.type == "cpu" else None)
         self.runner = runner(self.model, self.served["precision"], self.input_size, calibration,
-                             self.device)
+                             self.device, serves_dihedral_tta(self.metadata))
         logger.info("SKIN %s v%s on %s at %s (%s), %d torch threads, input %dx%d px, colour "
                     "constancy %s, T=%.3f, referral threshold %.3f", self.model_name,
                     self.model_version, self.device, self.runner.precision, self.served["source"],
@@ -191,6 +191,7 @@ class SkinHandler(BaseHandler):
             "device": str(self.device),
             "precision": self.runner.precision,
             "precision_choice": self.served,
+            "dihedral_tta": self.runner.dihedral,
             "gate": {"max_distance": self.gate.max_distance, "k": self.gate.k,
                      "bank_lesions": len(self.gate.bank),
                      "network_input_size": list(self.gate_network.input_size)},

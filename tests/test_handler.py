@@ -21,7 +21,7 @@ import settings
 from contract.checks import check_prediction
 from contract.classes import BY_CODE, CLASSES, CLASSES_FILE, CODES
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata, load_release
-from handler.preprocessing import eval_transform, model_input
+from handler.preprocessing import dihedral_views, eval_transform, model_input
 from imaging.decode import decode_image
 from tests.conftest import TEST_INPUT_SIZE, TEST_REFERRAL_THRESHOLD, write_random_release
 from tools.archive import build_archive
@@ -152,6 +152,29 @@ def test_the_answer_is_the_release_run_in_process_at_its_own_frame_and_colours(t
     for response, row in zip(responses, expected):
         served = {p["code"]: p["probability"] for p in response["predictions"]}
         assert [served[code] for code in CODES] == pytest.approx(row.tolist(), abs=1e-4)
+
+
+def test_a_release_that_ships_dihedral_tta_answers_with_the_eight_views_averaged(tmp_path, fixture_images):
+    weights = write_random_release(tmp_path / "release")
+    metadata_file = weights.with_name(METADATA_FILE)
+    metadata = json.loads(metadata_file.read_text())
+    metadata["metrics"] = {"dihedral_tta_val_balanced_accuracy": {"without": 0.50, "with": 0.52,
+                                                                   "min_gain": 0.01, "ships": True}}
+    metadata_file.write_text(json.dumps(metadata))
+    tta_service = load_service(build_archive(weights=weights, export_path=tmp_path / "store"), tmp_path / "unpacked")
+    model, _ = load_release(weights)
+    images = list(fixture_images.values())
+    frames = torch.stack([eval_transform(decode_image(image), metadata["input_size"]) for image in images])
+    with torch.inference_mode():
+        inputs = model_input(frames, colour_constancy=True)
+        averaged = torch.softmax(torch.stack([model(view) for view in dihedral_views(inputs)]).mean(0), dim=1)
+        plain = torch.softmax(model(inputs), dim=1)
+    responses, _ = classify(tta_service, images)
+    served = torch.tensor([[{p["code"]: p["probability"] for p in response["predictions"]}[code] for code in CODES]
+                           for response in responses])
+    assert torch.allclose(served, averaged, atol=1e-4)
+    assert (served - plain).abs().max() > 1e-3  # a random network is not symmetric: the views differ
+    assert tta_service._entry_point.__self__.describe_handle()["dihedral_tta"] is True
 
 
 def test_the_release_referral_threshold_reaches_every_answer(service, fixture_images):

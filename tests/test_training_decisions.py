@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from contract.classes import CODES
-from training.decisions import choose_logit_bias, dihedral_views
+from handler.preprocessing import dihedral_views
+from training.decisions import choose_logit_bias
 from training.mixed_precision import Precision
 from training.shortcuts import CHANGES, add_circle, circle_shift, format_table, mel_calls
 from training.train import TEACHER_MARGIN, beats_shipped

@@ -51,35 +51,14 @@ def choose_logit_bias(logits: torch.Tensor, labels: torch.Tensor, mel_floor: flo
     return bias, {"mel_floor": mel_floor, "before": figures(np.zeros(len(CODES))), "after": figures(bias)}
 
 
-def dihedral_views(images: torch.Tensor) -> list[torch.Tensor]:
-    """The eight flips and quarter turns of a batch (a lesion has no upright); the network pools
-    globally, so a turned frame's other shape is fine."""
-    turned = images.transpose(-2, -1)
-    return [view for base in (images, turned) for view in
-            (base, base.flip(-1), base.flip(-2), base.flip(-1, -2))]
-
-
-class DihedralBatches:
-    """Each batch of ``batches`` as its view number ``view`` of ``dihedral_views``."""
-
-    def __init__(self, batches: Iterable, view: int) -> None:
-        self.batches, self.view = batches, view
-
-    def __iter__(self):
-        for images, labels in self.batches:
-            yield dihedral_views(images)[self.view], labels
-
-
 def tta_decision(model: torch.nn.Module, batches: Iterable, precision: Precision, colour_constancy: bool,
                  bias: np.ndarray) -> dict:
     """Validation BMA with and without averaging the eight dihedral views' logits, and whether the
     gain pays for the eight-fold cost."""
-    views = [predict(model, DihedralBatches(batches, view), precision, colour_constancy)
-             for view in range(8)]
-    labels = views[0][1].numpy()
     shift = torch.tensor(bias, dtype=torch.float32)
-    plain = balanced_accuracy(labels, (views[0][0] + shift).argmax(1).numpy())
-    averaged = torch.stack([logits for logits, _ in views]).mean(0)
-    with_tta = balanced_accuracy(labels, (averaged + shift).argmax(1).numpy())
-    return {"without": plain, "with": with_tta, "min_gain": TTA_MIN_GAIN,
-            "ships": with_tta - plain >= TTA_MIN_GAIN}
+    plain, labels = predict(model, batches, precision, colour_constancy)
+    averaged, _ = predict(model, batches, precision, colour_constancy, dihedral=True)
+    without = balanced_accuracy(labels.numpy(), (plain + shift).argmax(1).numpy())
+    with_tta = balanced_accuracy(labels.numpy(), (averaged + shift).argmax(1).numpy())
+    return {"without": without, "with": with_tta, "min_gain": TTA_MIN_GAIN,
+            "ships": with_tta - without >= TTA_MIN_GAIN}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from handler.preprocessing import MEAN, STD
+from handler.preprocessing import MEAN, STD, dihedral_views
 from training.losses import mixed_logits
 from training.mixed_precision import Precision
 from training.presets import to_model_input
@@ -80,19 +80,19 @@ def train_one_epoch(model: torch.nn.Module, batches: Iterable, criterion: torch.
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, batches: Iterable, precision: Precision,
-            colour_constancy: bool, flip: bool = False, mean: tuple[float, ...] = MEAN,
+            colour_constancy: bool, dihedral: bool = False, mean: tuple[float, ...] = MEAN,
             std: tuple[float, ...] = STD) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) for every batch, as float32 CPU tensors; ``flip`` averages the logits of the
-    image and its mirror image (test-time augmentation). ``mean``/``std`` are a release's own."""
+    """(logits, labels) for every batch, as float32 CPU tensors; ``dihedral`` averages the logits of
+    the eight flips and quarter turns of each image, as a release that ships test-time augmentation
+    answers. ``mean``/``std`` are a release's own."""
     model.eval()
     all_logits, all_labels = [], []
     for images, labels in tqdm(batches, desc="predict", leave=False, mininterval=10):
         inputs = to_model_input(images, precision.device, colour_constancy, precision.channels_last,
                                 mean, std)
         with precision.autocast():
-            logits = model(inputs).float()
-            if flip:
-                logits = (logits + model(inputs.flip(-1)).float()) / 2
+            views = dihedral_views(inputs) if dihedral else [inputs]
+            logits = torch.stack([model(view).float() for view in views]).mean(0)
         all_logits.append(logits.cpu())
         all_labels.append(labels)
     return torch.cat(all_logits), torch.cat(all_labels)

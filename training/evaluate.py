@@ -17,6 +17,7 @@ import torch
 
 import settings
 from handler.checkpoint import METADATA_FILE, MODEL_KEYS, load_release
+from handler.preprocessing import serves_dihedral_tta
 from training.datasets import Sample
 from training.engine import predict
 from training.metrics import balanced_accuracy
@@ -40,11 +41,12 @@ def release_logits(model: torch.nn.Module, metadata: dict, samples: list[Sample]
                    precision: Precision = FP32_CPU, batch_size: int = 64,
                    frames: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) of a release on ``samples[indices]`` (or on ``frames`` already decoded from
-    them), framed and colour-corrected as served."""
+    them), framed, colour-corrected and (where the release ships it) averaged over the eight
+    dihedral views, as served."""
     images, labels = frames or release_frames(metadata, samples, indices)
     return predict(model.to(precision.device), ImageBatches(images, labels, batch_size), precision,
-                   bool(metadata.get("colour_constancy")), mean=tuple(metadata["mean"]),
-                   std=tuple(metadata["std"]))
+                   bool(metadata.get("colour_constancy")), serves_dihedral_tta(metadata),
+                   mean=tuple(metadata["mean"]), std=tuple(metadata["std"]))
 
 
 def shipped_val_figures(weights: Path, samples: list[Sample], indices: list[int]) -> dict | None:
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
                "by_source": by_source(logits, labels, [samples[i].source for i in indices]),
                "mel_calls_by_change": mel_calls(model, *frames, precision,
                                                 bool(metadata.get("colour_constancy")),
-                                                tuple(metadata["mean"]), tuple(metadata["std"])),
+                                                tuple(metadata["mean"]), tuple(metadata["std"]),
+                                                serves_dihedral_tta(metadata)),
                "release": {key: metadata.get(key) for key in ("name", "version", "input_size", "commit")}}
     if metadata.get("referral"):
         probabilities = torch.softmax(logits / metadata["temperature"], dim=1).numpy()

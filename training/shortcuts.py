@@ -56,12 +56,14 @@ CHANGES = {
 
 
 def mel_calls(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor, precision: Precision,
-              colour_constancy: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, dict]:
-    """For each change, the share of each shown class's images that the model calls MEL."""
+              colour_constancy: bool, mean: tuple[float, ...], std: tuple[float, ...],
+              dihedral: bool = False) -> dict[str, dict]:
+    """For each change, the share of each shown class's images that the model calls MEL (averaging
+    the eight dihedral views where the release answers so)."""
     table = {}
     for change, transform in CHANGES.items():
         logits, _ = predict(model, ImageBatches(transform(frames), labels, 64), precision, colour_constancy,
-                            mean=mean, std=std)
+                            dihedral, mean=mean, std=std)
         called = logits.argmax(1) == MEL
         table[change] = {code: float(called[labels == CODES.index(code)].float().mean())
                          for code in CLASSES_SHOWN if (labels == CODES.index(code)).any()}

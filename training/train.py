@@ -216,17 +216,19 @@ def fold_bias(model: torch.nn.Module, bias: np.ndarray) -> None:
 def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatches, precision: Precision,
                     args: argparse.Namespace, val_sources: list[str], test_sources: list[str]) -> dict:
     """Every choice on validation (logit biases, folded into the model; test-time augmentation;
-    temperature; referral threshold), then the test split scored once."""
+    temperature; referral threshold), then the test split scored once. Once test-time augmentation
+    is chosen, every later answer averages the eight views, as the handler then serves them."""
     cc = args.colour_constancy
     val_logits, val_labels = predict(model, val, precision, cc)
     bias, bias_figures = choose_logit_bias(val_logits, val_labels, args.mel_floor)
     tta = tta_decision(model, val, precision, cc, bias) if args.tta_decision else None
+    dihedral = bool(tta and tta["ships"])
     fold_bias(model, bias)
-    val_logits, val_labels = predict(model, val, precision, cc)
+    val_logits, val_labels = predict(model, val, precision, cc, dihedral)
     temperature = fit_temperature(val_logits, val_labels)
     val_probabilities = torch.softmax(val_logits / temperature, dim=1).numpy()
     threshold = choose_threshold(val_labels.numpy(), val_probabilities)
-    test_logits, test_labels = predict(model, test, precision, cc)
+    test_logits, test_labels = predict(model, test, precision, cc, dihedral)
     test_probabilities = torch.softmax(test_logits / temperature, dim=1).numpy()
     report = build_report(test_logits, test_labels, temperature) | {
         "split": "test", "by_source": by_source(test_logits, test_labels, test_sources),
