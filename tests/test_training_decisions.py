@@ -3,7 +3,10 @@ eight dihedral views, the circle test that tells a lesion reader from an equipme
 bar a teacher must clear before a student learns from it."""
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
+import pytest
 import torch
 
 from contract.classes import CODES
@@ -11,7 +14,7 @@ from handler.preprocessing import dihedral_views
 from training.decisions import choose_logit_bias
 from training.mixed_precision import Precision
 from training.shortcuts import CHANGES, add_circle, circle_shift, format_table, mel_calls
-from training.train import TEACHER_MARGIN, beats_shipped
+from training.train import TEACHER_MARGIN, beats_shipped, require_teacher_worth_it
 
 MEL, NV, BKL = (CODES.index(code) for code in ("MEL", "NV", "BKL"))
 FP32_CPU = Precision("fp32", torch.device("cpu"))
@@ -91,3 +94,12 @@ def test_a_teacher_must_clearly_beat_the_shipped_release_overall_and_on_ham_mela
     assert beats_shipped(teacher(0.555, 0.38), shipped)  # enough for a student to ship
     assert not beats_shipped(teacher(0.60, 0.25), shipped, TEACHER_MARGIN)  # fewer melanomas found
     assert beats_shipped(teacher(0.30, 0.0), None, TEACHER_MARGIN)  # nothing shipped yet
+
+
+def test_a_run_stops_before_distilling_from_a_teacher_no_better_than_the_release() -> None:
+    shipped = {"balanced_accuracy": 0.55, "mel_sensitivity_by_source": {"ham10000": 0.28}}
+    weak = {"arch": "efficientnet-lite0", "val_balanced_accuracy": 0.555,
+            "val_by_source": {"ham10000": {"sensitivity": {"MEL": 0.38}}}}
+    with pytest.raises(SystemExit, match="does not beat the shipped release"):
+        require_teacher_worth_it(weak, shipped, argparse.Namespace(any_teacher=False, output="run"))
+    require_teacher_worth_it(weak, shipped, argparse.Namespace(any_teacher=True, output="run"))

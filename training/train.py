@@ -42,7 +42,7 @@ from training.run_setup import git_commit, image_size, seed_everything, to_devic
 from training.sampling import EpochSampler
 from training.soft_targets import TARGETS_FILE, compute_soft_targets
 from training.splits import Split, load_split
-from training.teacher import fine_tune_teacher
+from training.teacher import REPORT_FILE, fine_tune_teacher
 
 HAM_SOURCE = "ham10000"
 # How much better than the shipped release, in validation BMA, a teacher must be to be distilled
@@ -128,15 +128,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def teacher_targets(args: argparse.Namespace, samples: list[Sample], split: Split,
-                    writer: SummaryWriter) -> tuple[dict, dict | None]:
+def beats_shipped(report: dict, shipped: dict | None, margin: float = 0.0) -> bool:
+    """Whether this run (or its teacher) is better than the shipped release on validation: BMA by
+    more than ``margin``, and melanoma sensitivity on HAM10000's lesions."""
+    if shipped is None:
+        return True
+    mel = report["val_by_source"].get(HAM_SOURCE, {}).get("sensitivity", {}).get("MEL")
+    return (report["val_balanced_accuracy"] > shipped["balanced_accuracy"] + margin
+            and (mel is None or mel > (shipped["mel_sensitivity_by_source"].get(HAM_SOURCE) or 0)))
+
+
+def require_teacher_worth_it(report: dict | None, shipped: dict | None, args: argparse.Namespace) -> None:
+    """Stop the run unless the teacher clearly beats the shipped release on validation (a student
+    rarely goes past its teacher); ``--any-teacher`` and a given ``--teacher-weights`` skip this."""
+    if report is None or args.any_teacher or beats_shipped(report, shipped, TEACHER_MARGIN):
+        return
+    raise SystemExit(f"the teacher ({report['arch']}: validation BMA {report['val_balanced_accuracy']:.4f}, "
+                     f"its report in {args.output}) does not beat the shipped release ({shipped}) by "
+                     f"{TEACHER_MARGIN} BMA and on {HAM_SOURCE}'s melanomas: the student would learn no "
+                     "more than the release knows. Fine-tune another --teacher-arch, or pass --any-teacher.")
+
+
+def teacher_targets(args: argparse.Namespace, samples: list[Sample], split: Split, writer: SummaryWriter,
+                    shipped: dict | None) -> tuple[dict, dict | None]:
     """The soft targets file's contents (views and teacher logits) and the teacher's report (None
-    for a given ``--teacher-weights``); fine-tunes the teacher first unless it is given."""
+    for a given ``--teacher-weights``); fine-tunes the teacher first unless it is given, and labels
+    the views only with a teacher worth distilling from."""
     path = args.soft_targets or args.output / TARGETS_FILE
+    report_path = args.output / REPORT_FILE
     if args.soft_targets or (args.resume and path.exists()):
-        report_path = args.output / "teacher_report.json"
-        return (torch.load(path, weights_only=True),
-                json.loads(report_path.read_text()) if report_path.exists() else None)
+        report = json.loads(report_path.read_text()) if report_path.exists() else None
+        require_teacher_worth_it(report, shipped, args)
+        return torch.load(path, weights_only=True), report
     train = training_batches(samples, split.train, view_augment(args, args.teacher_size), args.batch_size,
                              args.epoch_samples, args.class_power, args.seed, args.source_balance)
     precision, _ = choose_precision(args.precision, torch.device(args.device),
@@ -149,6 +172,7 @@ def teacher_targets(args: argparse.Namespace, samples: list[Sample], split: Spli
     else:
         val = evaluation_batches(samples, split.val, args.teacher_size, args.batch_size * 2, "decode val")
         teacher, report = fine_tune_teacher(args, train, val, samples, split.val, precision, writer)
+    require_teacher_worth_it(report, shipped, args)
     targets = compute_soft_targets(teacher, train.images, train.augment, args.views, precision,
                                    args.colour_constancy, path, args.seed, args.batch_size * 2,
                                    args.checkpoint_minutes)
@@ -243,16 +267,6 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     return report
 
 
-def beats_shipped(report: dict, shipped: dict | None, margin: float = 0.0) -> bool:
-    """Whether this run (or its teacher) is better than the shipped release on validation: BMA by
-    more than ``margin``, and melanoma sensitivity on HAM10000's lesions."""
-    if shipped is None:
-        return True
-    mel = report["val_by_source"].get(HAM_SOURCE, {}).get("sensitivity", {}).get("MEL")
-    return (report["val_balanced_accuracy"] > shipped["balanced_accuracy"] + margin
-            and (mel is None or mel > (shipped["mel_sensitivity_by_source"].get(HAM_SOURCE) or 0)))
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.monotonic()
@@ -270,15 +284,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"data: {', '.join(map(str, args.data))}: {len(samples)} images after dropping copies "
           f"({dedupe.as_dict()}); split {split.sizes()}", flush=True)
 
-    targets, teacher = teacher_targets(args, samples, split, writer) if args.kd_alpha else (None, None)
     shipped = shipped_val_figures(args.model_store / WEIGHTS_FILE, samples, split.val)
     print(f"the shipped release on this validation split: {shipped}", flush=True)
-    if teacher and not (args.any_teacher or beats_shipped(teacher, shipped, TEACHER_MARGIN)):
-        raise SystemExit(f"the teacher ({args.teacher_arch}: validation BMA "
-                         f"{teacher['val_balanced_accuracy']:.4f}, its report in {args.output}) does not "
-                         f"beat the shipped release ({shipped}) by {TEACHER_MARGIN} BMA and on "
-                         f"{HAM_SOURCE}'s melanomas: the student would learn no more than the release knows. "
-                         "Fine-tune another --teacher-arch, or pass --any-teacher.")
+    targets, teacher = (teacher_targets(args, samples, split, writer, shipped) if args.kd_alpha
+                        else (None, None))
     cpu = cpu_info()
     precision, speeds = choose_precision(args.precision, torch.device(args.device), build_student,
                                          (args.batch_size, 3, *args.image_size))
