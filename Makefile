@@ -81,13 +81,14 @@ TRAIN_DATA ?=
 DATA := $(if $(TRAIN_DATA),--data $(TRAIN_DATA))
 RUN ?= $(HOME)/skin-runs/3.0
 TRAIN_FLAGS ?=
+RELEASE_1_0 := 40b1b1f
 RELEASE_2_0 := 738423a
 INIT ?= runs/init-2.0.pt
 SPLIT ?= test
 WEIGHTS ?=
 RELEASE_WEIGHTS := $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-.PHONY: train train-cpu train-cpu-detached evaluate gate ablate train-speed
+.PHONY: train train-cpu train-cpu-detached evaluate compare gate ablate train-speed
 
 runs/init-2.0.pt:
 	mkdir -p runs && git show $(RELEASE_2_0):model_store/skin_resnet34.pt > $@
@@ -110,6 +111,13 @@ train-cpu-detached: $(INSTALLED) $(INIT)
 # thing changed (a dermatoscope's circle added, blur, zoom): whether it reads the lesion or the equipment.
 evaluate: $(INSTALLED)
 	$(PY) -m training.evaluate $(DATA) --split $(SPLIT) $(RELEASE_WEIGHTS)
+
+# 1.0, 2.0 (from git history) and the shipped release (or WEIGHTS) on the same SPLIT images, each
+# through its own preprocessing: the model card's side-by-side table, per source, MEL sensitivity in
+# its own column, and how much a dermatoscope's circle moves the melanoma calls.
+compare: $(INSTALLED)
+	$(PY) -m training.compare $(DATA) --split $(SPLIT) \
+		--release 1.0=$(RELEASE_1_0) 2.0=$(RELEASE_2_0) shipped=$(or $(WEIGHTS),model_store/skin_resnet34.pt)
 
 # The release's gate (handler/gate.py): fitted on its own split and features, written beside the
 # weights as model_store/skin_gate.pt, with its figures in docs/gate_report.json. Run it after every

@@ -46,9 +46,10 @@ def zoom(frames: torch.Tensor, factor: float) -> torch.Tensor:
     return F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+AS_THEY_ARE, CIRCLE = "as they are", "a black circular vignette added"
 CHANGES = {
-    "as they are": lambda frames: frames.float(),
-    "a black circular vignette added": add_circle,
+    AS_THEY_ARE: lambda frames: frames.float(),
+    CIRCLE: add_circle,
     "degraded to 84x63 and back": degrade,
     "the central 60% enlarged (1.67x)": lambda frames: zoom(frames, 1 / 0.6),
     "shrunk to 0.67x inside its border": lambda frames: zoom(frames, 0.67),
@@ -57,12 +58,12 @@ CHANGES = {
 
 def mel_calls(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor, precision: Precision,
               colour_constancy: bool, mean: tuple[float, ...], std: tuple[float, ...],
-              dihedral: bool = False) -> dict[str, dict]:
-    """For each change, the share of each shown class's images that the model calls MEL (averaging
-    the eight dihedral views where the release answers so)."""
+              dihedral: bool = False, changes: tuple[str, ...] = tuple(CHANGES)) -> dict[str, dict]:
+    """For each of ``changes``, the share of each shown class's images that the model calls MEL
+    (averaging the eight dihedral views where the release answers so)."""
     table = {}
-    for change, transform in CHANGES.items():
-        logits, _ = predict(model, ImageBatches(transform(frames), labels, 64), precision, colour_constancy,
+    for change in changes:
+        logits, _ = predict(model, ImageBatches(CHANGES[change](frames), labels, 64), precision, colour_constancy,
                             dihedral, mean=mean, std=std)
         called = logits.argmax(1) == MEL
         table[change] = {code: float(called[labels == CODES.index(code)].float().mean())
@@ -72,7 +73,7 @@ def mel_calls(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor
 
 def circle_shift(table: dict[str, dict]) -> float:
     """The largest change, over the shown classes, in the share called MEL once a circle is added."""
-    plain, circled = table["as they are"], table["a black circular vignette added"]
+    plain, circled = table[AS_THEY_ARE], table[CIRCLE]
     return max(abs(circled[code] - plain[code]) for code in plain)
 
 

@@ -1,0 +1,31 @@
+"""Releases side by side on one split: each through its own preprocessing, a release read from git
+history as well as from a file, and the card's table with MEL sensitivity in its own column."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import write_random_release
+from tests.fixtures.training.make_data import make_labels_csv
+from training import compare
+
+
+def test_releases_are_scored_on_the_same_images_and_tabled(tmp_path: Path) -> None:
+    data = make_labels_csv(tmp_path / "ham", per_class=7)
+    small = write_random_release(tmp_path / "small", input_size=(48, 64), version="0.0.1")
+    square = write_random_release(tmp_path / "square", input_size=(56, 56), version="0.0.2")
+    out = tmp_path / "comparison.json"
+
+    figures = compare.main(["--release", f"a={small}", f"b={square}", "shipped=HEAD", "--data", str(data),
+                            "--output", str(out)])
+
+    assert list(figures) == ["a", "b", "shipped"]
+    assert figures["shipped"]["version"] == json.loads(Path("model_store/skin_resnet34.json").read_text())["version"]
+    assert len({release["images"] for release in figures.values()}) == 1
+    for release in figures.values():
+        assert 0 <= release["balanced_accuracy"] <= 1 and 0 <= release["mel_sensitivity"] <= 1
+        assert set(release["mel_calls"]) == {"as they are", "a black circular vignette added"}
+        assert 0 <= release["circle_shift"] <= 1
+    table = compare.format_comparison(figures)
+    assert table.splitlines()[0].startswith("| release | BMA | **MEL sensitivity** | ham BMA | ham MEL |")
+    assert json.loads(out.read_text())["releases"].keys() == figures.keys()
