@@ -17,11 +17,9 @@ class Explanation:
 
     @classmethod
     def from_response(cls, body: dict) -> Explanation:
-        """Parse the handler's 200 body from /explanations; raises ValueError when it is not one."""
-        try:
-            check_explanation(body)
-        except ValueError as exc:
-            raise ValueError(f"unexpected explanation from the model server: {exc}") from None
+        """Parse the handler's 200 body from /explanations; raises ValueError saying what is wrong
+        when it is not one."""
+        check_explanation(body)
         return cls(BY_CODE[body["class"]["code"]], float(body["class"]["probability"]),
                    (body["frame"]["height"], body["frame"]["width"]),
                    tuple(tuple(float(value) for value in row) for row in body["heatmap"]))

@@ -32,11 +32,9 @@ class Ranking:
 
     @classmethod
     def from_response(cls, body: dict) -> Ranking:
-        """Parse the handler's 200 body; raises ValueError when it breaks SKIN's contract."""
-        try:
-            check_prediction(body)
-        except ValueError as exc:
-            raise ValueError(f"unexpected answer from the model server: {exc}") from None
+        """Parse the handler's 200 body; raises ValueError saying what is wrong when it breaks
+        SKIN's contract."""
+        check_prediction(body)
         scores = tuple(Score(BY_CODE[p["code"]], float(p["probability"])) for p in body["predictions"])
         return cls(body["model"], body["version"], scores, float(body["referral"]["threshold"]),
                    GateVerdict.from_checked(body["gate"]))

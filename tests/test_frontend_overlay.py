@@ -100,5 +100,5 @@ def test_an_explanation_is_checked_against_classes_json_and_its_range():
                         ([], "rectangular")):
         with pytest.raises(ValueError, match=reason):
             Explanation.from_response(explanation_body(bad))
-    with pytest.raises(ValueError, match="unexpected"):
+    with pytest.raises(ValueError, match="no class of classes.json"):
         Explanation.from_response({**explanation_body([[0.5]]), "class": {"code": "MELANOMA"}})

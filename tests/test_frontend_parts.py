@@ -148,7 +148,7 @@ def test_a_refusal_is_read_and_an_inconsistent_verdict_rejected():
     assert (gate.accepted, gate.reason, gate.detail) == (False, "blurred", "The photo is blurred.")
     with pytest.raises(ValueError, match="inconsistent gate verdict"):
         Ranking.from_response(ranking_body(probabilities, refusal | {"accepted": True}))
-    with pytest.raises(ValueError, match="unexpected answer"):
+    with pytest.raises(ValueError, match="no gate verdict"):
         Ranking.from_response({k: v for k, v in ranking_body(probabilities).items() if k != "gate"})
 
 
