@@ -16,7 +16,7 @@ from training.engine import predict, train_one_epoch
 from training.metrics import balanced_accuracy
 from training.mixed_precision import Precision
 from training.presets import ImageBatches
-from training.report import by_source
+from training.report import by_source, share
 
 
 def lr_factor(progress: float, warmup: float) -> float:
@@ -156,7 +156,7 @@ class Phase:
                   f"{' (best)' if improved else ''} train {stats.images_per_second:.1f} "
                   f"img/s, data alone {stats.data_images_per_second:.0f} img/s, "
                   f"{stats.seconds / 60:.1f} min"
-                  + "".join(f"; {source} BMA {figures['bma']:.3f} MEL {figures['mel']}"
+                  + "".join(f"; {source} BMA {figures['bma']:.3f} MEL {share(figures['mel'])}"
                             for source, figures in validated[kind][1].items()), flush=True)
         self.start_epoch, self.start_batch = self.epochs, 0
 

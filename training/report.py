@@ -46,6 +46,11 @@ def by_source(logits: torch.Tensor, labels: torch.Tensor, sources: list[str]) ->
     return result
 
 
+def share(value: float | None) -> str:
+    """A share to three places for a log line, or n/a where a source holds none of the class."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def plot_confusion(matrix: list[list[int]], path: Path, title: str) -> None:
     """Save the confusion matrix, row-normalised colours with raw counts written in, as a PNG."""
     import matplotlib

@@ -23,7 +23,7 @@ from training.mixed_precision import Precision
 from training.models import build_teacher
 from training.phase import Phase, Schedule
 from training.presets import ImageBatches
-from training.report import by_source
+from training.report import by_source, share
 from training.run_setup import to_device
 
 REPORT_FILE = "teacher_report.json"
@@ -56,6 +56,7 @@ def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageB
     report |= {"image_size": list(args.teacher_size), "epochs": args.teacher_epochs,
                "precision": precision.name, "minutes": round(phase.seconds / 60, 1), "history": phase.history}
     (Path(args.output) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-    mel = ", ".join(f"{source} {figures['sensitivity']['MEL']}" for source, figures in report["val_by_source"].items())
+    mel = ", ".join(f"{source} {share(figures['sensitivity']['MEL'])}"
+                    for source, figures in report["val_by_source"].items())
     print(f"[teacher] {args.teacher_arch}: validation BMA {report['val_balanced_accuracy']:.4f}, MEL {mel}", flush=True)
     return teacher, report
