@@ -17,7 +17,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import settings
@@ -27,7 +26,7 @@ from handler.preprocessing import serves_dihedral_tta
 from training.evaluate import FP32_CPU, release_frames, release_logits
 from training.metrics import balanced_accuracy
 from training.referral import referral_report
-from training.report import by_source
+from training.report import by_source, share
 from training.shortcuts import AS_THEY_ARE, CIRCLE, CLASSES_SHOWN, circle_shift, mel_calls
 from training.splits import load_split
 
@@ -72,18 +71,15 @@ def release_figures(weights: Path, samples: list, indices: list[int]) -> dict:
 def format_comparison(figures: dict[str, dict]) -> str:
     sources = sorted({source for release in figures.values() for source in release["by_source"]})
 
-    def cell(value: float | None) -> str:
-        return "-" if value is None or np.isnan(value) else f"{value:.3f}"
-
     header = (["release", "BMA", "**MEL sensitivity**"]
               + [f"{source} {what}" for source in sources for what in ("BMA", "MEL")]
               + ["referral AUROC", "MEL calls moved by a circle"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for name, release in figures.items():
-        row = [name, cell(release["balanced_accuracy"]), f"**{cell(release['mel_sensitivity'])}**"]
-        row += [cell(release["by_source"].get(source, {}).get(what))
+        row = [name, share(release["balanced_accuracy"]), f"**{share(release['mel_sensitivity'])}**"]
+        row += [share(release["by_source"].get(source, {}).get(what))
                 for source in sources for what in ("balanced_accuracy", "mel_sensitivity")]
-        row += [cell(release["referral_auroc"]), cell(release["circle_shift"])]
+        row += [share(release["referral_auroc"]), share(release["circle_shift"])]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

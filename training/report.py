@@ -47,8 +47,9 @@ def by_source(logits: torch.Tensor, labels: torch.Tensor, sources: list[str]) ->
 
 
 def share(value: float | None) -> str:
-    """A share to three places for a log line, or n/a where a source holds none of the class."""
-    return "n/a" if value is None else f"{value:.3f}"
+    """A share to three places for a log line or a table, or - where there is none (a source that
+    holds none of the class, a figure that could not be computed)."""
+    return "-" if value is None or np.isnan(value) else f"{value:.3f}"
 
 
 def plot_confusion(matrix: list[list[int]], path: Path, title: str) -> None:
