@@ -15,8 +15,6 @@ from PIL import Image
 from imaging.decode import decode_image
 from imaging.framing import fit_to_frame, input_shape
 
-# (height, width). Dermoscopy photos are 4:3; a square input would cut the lesion's border.
-INPUT_SIZE = (96, 128)
 # Minkowski norm of Shades of Gray (Finlayson & Trezzi 2004), as the ISIC 2018 and 2019 winners used.
 SHADES_OF_GRAY_POWER = 6
 MEAN = (0.485, 0.456, 0.406)
@@ -29,12 +27,13 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
     return array.view(image.height, image.width, 3).permute(2, 0, 1).contiguous()
 
 
-def eval_transform(image: Image.Image, size: int | tuple[int, int] = INPUT_SIZE) -> torch.Tensor:
-    """The deterministic transform used for validation, test and serving (uint8 CHW)."""
+def eval_transform(image: Image.Image, size: int | tuple[int, int]) -> torch.Tensor:
+    """The deterministic transform used for validation, test and serving (uint8 CHW), at a release's
+    input ``size`` (its metadata's input_size)."""
     return image_to_tensor(fit_to_frame(image, size))
 
 
-def frame_photo(data: bytes, size: int | tuple[int, int] | list[int] = INPUT_SIZE) -> torch.Tensor:
+def frame_photo(data: bytes, size: int | tuple[int, int] | list[int]) -> torch.Tensor:
     """A photo's bytes decoded (JPEG draft mode down to the frame) and framed as served, for what
     needs the task network's frame alone (uint8 CHW)."""
     height, width = input_shape(size)

@@ -16,10 +16,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from handler.batch import request_bytes
-from handler.preprocessing import INPUT_SIZE, eval_transform, image_to_tensor, normalize, shades_of_gray
+from handler.preprocessing import eval_transform, image_to_tensor, normalize, shades_of_gray
 from imaging.decode import MAX_IMAGE_PIXELS, InvalidImageError, decode_image, open_image
 from imaging.framing import fit_to_frame
 from loadtest.images import smooth_photo
+
+# A release's input (2.0's): 4:3, as dermatoscopes photograph, so the lesion's border stays in.
+FRAME = (96, 128)
 
 EXIF_ORIENTATION = 0x0112
 
@@ -150,8 +153,8 @@ def test_a_large_photo_is_reduced_on_decoding_and_frames_as_at_full_size(mode, f
     data = encode(smooth_photo((1600, 1200), mode), fmt)
     reduced = decode_image(data, draft_size=128)
     assert min(reduced.size) >= 128 and reduced.width < 400, reduced.size
-    full = eval_transform(decode_image(data), INPUT_SIZE).float()
-    assert (eval_transform(reduced, INPUT_SIZE).float() - full).abs().mean() < 1.5
+    full = eval_transform(decode_image(data), FRAME).float()
+    assert (eval_transform(reduced, FRAME).float() - full).abs().mean() < 1.5
 
 
 def test_a_reduced_photo_keeps_its_exif_orientation():
@@ -174,8 +177,7 @@ def test_a_large_png_with_alpha_decodes_without_full_size_copies():
 
 def test_eval_transform_keeps_the_native_aspect_and_normalize_matches_mean_std():
     image = Image.new("RGB", (200, 150), (124, 116, 104))
-    tensor = eval_transform(image, INPUT_SIZE)
-    assert INPUT_SIZE == (96, 128)  # 4:3, as dermatoscopes photograph
+    tensor = eval_transform(image, FRAME)
     assert tensor.shape == (3, 96, 128) and tensor.dtype == torch.uint8
     assert eval_transform(image, 64).shape == (3, 64, 64)  # releases up to 1.0 give one number
     normalised = normalize(tensor.unsqueeze(0))
@@ -256,7 +258,7 @@ def test_a_hostile_strip_is_framed_without_a_huge_intermediate(size):
     strip = Image.new("RGB", size, RED)
     started = time.perf_counter()
     with address_space_headroom(256 * 1024 * 1024):
-        framed = fit_to_frame(strip, INPUT_SIZE)
+        framed = fit_to_frame(strip, FRAME)
     assert time.perf_counter() - started < 2
     assert framed.size == (128, 96)
     assert near(image_to_tensor(framed), RED).all()
@@ -290,7 +292,7 @@ def test_shades_of_gray_removes_a_colour_cast_from_a_neutral_image():
 
 
 def test_shades_of_gray_undoes_a_cast_on_a_real_photo(fixture_images):
-    photo = eval_transform(decode_image(fixture_images["NV_ISIC_0024306.jpg"])).unsqueeze(0)
+    photo = eval_transform(decode_image(fixture_images["NV_ISIC_0024306.jpg"]), FRAME).unsqueeze(0)
     tinted = cast(photo, (1.0, 0.8, 0.6))  # warm light; no gain above 1, so nothing clips
     assert (tinted.float() - photo.float()).abs().mean() > 10
     corrected, reference = shades_of_gray(tinted), shades_of_gray(photo)

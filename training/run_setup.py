@@ -1,9 +1,12 @@
 """What every training command sets up the same way: the default data, the input-size argument,
-seeds, and moving a model to its device and memory layout."""
+seeds, the run's recorded arguments, and moving a model to its device and memory layout."""
 from __future__ import annotations
 
+import argparse
+import json
 import random
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +25,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+ARGUMENTS_FILE = "arguments.json"
+# Where a run lives, how it is carried out and how long it goes on (a finished run may be given
+# more epochs), not what it learns: these may change between resumes.
+NOT_RECORDED = frozenset({"output", "resume", "threads", "device", "checkpoint_minutes", "soft_targets",
+                          "model_store", "docs", "any_teacher", "always_ship", "epochs", "finish_epochs"})
+
+
+def keep_run_arguments(args: argparse.Namespace) -> None:
+    """Record what shapes the run in its folder; a resume with other values stops, since a run
+    continued under other defaults (a later checkout's input size, say) would silently be two runs.
+    An argument the run did not record is new since it started, and assumed to keep its behaviour."""
+    recorded = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in NOT_RECORDED},
+                                     default=str))
+    path = Path(args.output) / ARGUMENTS_FILE
+    if args.resume and path.exists():
+        before = json.loads(path.read_text())
+        changed = {k: (before[k], v) for k, v in recorded.items() if k in before and before[k] != v}
+        if changed:
+            flags = ", ".join(f"--{k.replace('_', '-')} was {old}, now {new}" for k, (old, new) in changed.items())
+            raise SystemExit(f"{args.output} was started with other arguments ({flags}): resume it with "
+                             f"the arguments in {path}, or give a new --output")
+        return
+    path.write_text(json.dumps(recorded, indent=2) + "\n")
 
 
 def git_commit() -> str:

@@ -38,7 +38,7 @@ from training.presets import BatchAugment, ImageBatches, StoredViewBatches, eval
 from training.referral import CONCERNING, TARGET_SENSITIVITY, choose_threshold, referral_report
 from training.release import release_metadata
 from training.report import build_report, by_source, write_report
-from training.run_setup import git_commit, image_size, seed_everything, to_device
+from training.run_setup import git_commit, image_size, keep_run_arguments, seed_everything, to_device
 from training.sampling import EpochSampler
 from training.soft_targets import TARGETS_FILE, compute_soft_targets
 from training.splits import Split, load_split
@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
+    keep_run_arguments(args)
     writer = SummaryWriter(log_dir=str(args.output / "tensorboard"))
     samples, split, dedupe = load_split(args.data, args.seed, deduplicated=True)
     if args.limit:
