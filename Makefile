@@ -88,7 +88,7 @@ SPLIT ?= test
 WEIGHTS ?=
 RELEASE_WEIGHTS := $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-.PHONY: train train-cpu train-cpu-detached evaluate compare gate ablate train-speed
+.PHONY: train train-cpu train-cpu-detached evaluate compare gate release-files ablate train-speed
 
 runs/init-2.0.pt:
 	mkdir -p runs && git show $(RELEASE_2_0):model_store/skin_resnet34.pt > $@
@@ -124,6 +124,10 @@ compare: $(INSTALLED)
 # new release; the archive refuses a gate fitted for other weights (a few minutes on 2 cores).
 gate: $(INSTALLED)
 	$(PY) -m training.gate $(RELEASE_WEIGHTS) $(DATA)
+
+# After a run writes a new release to model_store/: what is fitted or measured on its weights (the
+# gate, the precision choices for this CPU and for AVX2-only ones), then the model card's table.
+release-files: gate precision precision-avx2 compare
 
 # Short runs for the model card's ablations, from the run's teacher; writes docs/ablations.json.
 ablate: $(INSTALLED) $(INIT)
