@@ -6,7 +6,6 @@ import argparse
 import json
 import random
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +39,7 @@ def keep_run_arguments(args: argparse.Namespace) -> None:
     An argument the run did not record is new since it started, and assumed to keep its behaviour."""
     recorded = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in NOT_RECORDED},
                                      default=str))
-    path = Path(args.output) / ARGUMENTS_FILE
+    path = args.output / ARGUMENTS_FILE
     if args.resume and path.exists():
         before = json.loads(path.read_text())
         changed = {k: (before[k], v) for k, v in recorded.items() if k in before and before[k] != v}
