@@ -66,7 +66,7 @@ lint: $(INSTALLED)
 test: lint /usr/bin/chromedriver
 	$(PY) -m pytest
 
-# Training: `make train-cpu` trains the next release where the machine has no GPU (about 7 hours on
+# Training: `make train-cpu` trains the next release where the machine has no GPU (about 4 hours on
 # 2 cores, over several sessions): an EfficientNet-Lite0 teacher at 150x200, its soft targets over 12
 # stored views per image, the ResNet34 student distilled from them, a last phase at the served
 # framing, then every decision on validation. It always continues the run in RUN, stage by stage and
@@ -79,7 +79,7 @@ test: lint /usr/bin/chromedriver
 # Empty: settings.py's data folders and release.
 TRAIN_DATA ?=
 DATA := $(if $(TRAIN_DATA),--data $(TRAIN_DATA))
-RUN ?= $(HOME)/skin-runs/3.0-r3
+RUN ?= $(HOME)/skin-runs/3.0-r4
 TRAIN_FLAGS ?=
 RELEASE_1_0 := 40b1b1f
 RELEASE_2_0 := 738423a

@@ -63,13 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--version", default=settings.RELEASE_VERSION, help="release version (the archive version)")
     parser.add_argument("--image-size", type=image_size, default=settings.IMAGE_SIZE,
                         help="the student's (served) input, HEIGHTxWIDTH, or one number for a square")
-    parser.add_argument("--epochs", type=int, default=16,
-                        help="the student's epochs; with 12 views each is seen about 1.3 times, since a "
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="the student's epochs; with 12 views each is seen less than once, since a "
                              "student that sees the same few views many times memorises them")
     parser.add_argument("--epoch-samples", type=int, default=0,
                         help="images drawn per epoch (0: the size of the training split)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-4, help="the student's peak AdamW learning rate")
+    parser.add_argument("--lr", type=float, default=2e-4,
+                        help="the student's peak AdamW learning rate; low, so that it keeps its warm start")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup", type=float, default=0.05,
                         help="fraction of each phase spent warming the learning rate up")
