@@ -17,10 +17,17 @@ from contract.classes import CODES
 from handler.checkpoint import MODEL_KEYS, load_release
 from handler.preprocessing import serves_dihedral_tta
 from training.evaluate import FP32_CPU, release_frames
-from training.shortcuts import AS_THEY_ARE, CIRCLE, CLASSES_SHOWN, circle_shift, format_table, mel_calls
+from training.shortcuts import (
+    ALLOWED_CIRCLE_SHIFT,
+    AS_THEY_ARE,
+    CIRCLE,
+    CLASSES_SHOWN,
+    circle_shift,
+    format_table,
+    mel_calls,
+)
 from training.splits import release_split
 
-ALLOWED_SHIFT = 0.05
 PER_CLASS = 150
 # Trained before the circle augmentation and the per-source draws existed: 2.0 calls half of all
 # nevi melanoma once a circle is drawn (MODEL_CARD.md). Strict, so a pass there would be noticed.
@@ -50,4 +57,4 @@ def test_a_circle_round_the_lesion_hardly_changes_the_shipped_weights_melanoma_c
                       tuple(metadata["mean"]), tuple(metadata["std"]), serves_dihedral_tta(metadata),
                       changes=(AS_THEY_ARE, CIRCLE))
 
-    assert circle_shift(table) <= ALLOWED_SHIFT, format_table(table)
+    assert circle_shift(table) <= ALLOWED_CIRCLE_SHIFT, format_table(table)

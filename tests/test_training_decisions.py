@@ -1,6 +1,6 @@
 """Choices made on validation: logit biases that keep melanoma sensitivity at the floor, the
 eight dihedral views, the circle test that tells a lesion reader from an equipment reader, and the
-bar a teacher must clear before a student learns from it."""
+bar a teacher must clear before a student learns from it, and the one a student must clear to ship."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,7 @@ from handler.preprocessing import dihedral_views
 from training.decisions import choose_logit_bias
 from training.mixed_precision import Precision
 from training.shortcuts import CHANGES, add_circle, circle_shift, format_table, mel_calls
-from training.train import TEACHER_MARGIN, beats_shipped, require_teacher_worth_it
+from training.train import TEACHER_MARGIN, beats_shipped, reason_not_to_ship, require_teacher_worth_it
 
 MEL, NV, BKL = (CODES.index(code) for code in ("MEL", "NV", "BKL"))
 FP32_CPU = Precision("fp32", torch.device("cpu"))
@@ -103,3 +103,15 @@ def test_a_run_stops_before_distilling_from_a_teacher_no_better_than_the_release
     with pytest.raises(SystemExit, match="does not beat the shipped release"):
         require_teacher_worth_it(weak, shipped, argparse.Namespace(any_teacher=False, output="run"))
     require_teacher_worth_it(weak, shipped, argparse.Namespace(any_teacher=True, output="run"))
+
+
+def test_a_student_ships_only_if_it_beats_the_release_and_an_added_circle_hardly_moves_its_calls() -> None:
+    shipped = {"balanced_accuracy": 0.55, "mel_sensitivity_by_source": {"ham10000": 0.28}}
+
+    def student(bma: float, shift: float) -> dict:
+        return {"val_balanced_accuracy": bma, "val_by_source": {"ham10000": {"sensitivity": {"MEL": 0.5}}},
+                "val_circle_shift": shift, "val_mel_calls_with_circle": {}}
+
+    assert reason_not_to_ship(student(0.56, 0.03), shipped) is None
+    assert "validation split" in reason_not_to_ship(student(0.54, 0.03), shipped)
+    assert "an added circle moves" in reason_not_to_ship(student(0.56, 0.20), shipped)

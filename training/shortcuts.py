@@ -13,12 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from contract.classes import CODES
+from handler.preprocessing import MEAN, STD
 from training.engine import predict
 from training.mixed_precision import Precision
 from training.presets import ImageBatches
 
 MEL = CODES.index("MEL")
 CLASSES_SHOWN = ("MEL", "NV", "BKL")
+# The most an added circle may move the share of any shown class called MEL, for a release from 3.0 on.
+ALLOWED_CIRCLE_SHIFT = 0.05
 
 
 def add_circle(frames: torch.Tensor, radius: float = 0.8, edge: float = 0.04) -> torch.Tensor:
@@ -57,7 +60,7 @@ CHANGES = {
 
 
 def mel_calls(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor, precision: Precision,
-              colour_constancy: bool, mean: tuple[float, ...], std: tuple[float, ...],
+              colour_constancy: bool, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
               dihedral: bool = False, changes: tuple[str, ...] = tuple(CHANGES)) -> dict[str, dict]:
     """For each of ``changes``, the share of each shown class's images that the model calls MEL
     (averaging the eight dihedral views where the release answers so)."""

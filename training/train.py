@@ -40,6 +40,7 @@ from training.release import release_metadata
 from training.report import build_report, by_source, write_report
 from training.run_setup import git_commit, image_size, keep_run_arguments, seed_everything, to_device
 from training.sampling import EpochSampler
+from training.shortcuts import ALLOWED_CIRCLE_SHIFT, AS_THEY_ARE, CIRCLE, circle_shift, mel_calls
 from training.soft_targets import TARGETS_FILE, compute_soft_targets
 from training.splits import Split, load_split
 from training.teacher import REPORT_FILE, fine_tune_teacher
@@ -139,6 +140,18 @@ def beats_shipped(report: dict, shipped: dict | None, margin: float = 0.0) -> bo
     mel = report["val_by_source"].get(HAM_SOURCE, {}).get("sensitivity", {}).get("MEL")
     return (report["val_balanced_accuracy"] > shipped["balanced_accuracy"] + margin
             and (mel is None or mel > (shipped["mel_sensitivity_by_source"].get(HAM_SOURCE) or 0)))
+
+
+def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
+    """Why a finished run must not replace the shipped release, or None when it may: it must beat
+    the release on validation, and an added dermatoscope circle must hardly move its melanoma calls
+    there."""
+    if not beats_shipped(report, shipped):
+        return f"the shipped release scores {shipped} on this validation split"
+    if report["val_circle_shift"] > ALLOWED_CIRCLE_SHIFT:
+        return (f"an added circle moves its validation melanoma calls by {report['val_circle_shift']:.3f} "
+                f"(at most {ALLOWED_CIRCLE_SHIFT}): {report['val_mel_calls_with_circle']}")
+    return None
 
 
 def require_teacher_worth_it(report: dict | None, shipped: dict | None, args: argparse.Namespace) -> None:
@@ -243,7 +256,7 @@ def fold_bias(model: torch.nn.Module, bias: np.ndarray) -> None:
 def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatches, precision: Precision,
                     args: argparse.Namespace, val_sources: list[str], test_sources: list[str]) -> dict:
     """Every choice on validation (logit biases, folded into the model; test-time augmentation;
-    temperature; referral threshold), then the test split scored once. Once test-time augmentation
+    temperature; referral threshold) and the circle check, then the test split scored once. Once test-time augmentation
     is chosen, every later answer averages the eight views, as the handler then serves them."""
     cc = args.colour_constancy
     val_logits, val_labels = predict(model, val, precision, cc)
@@ -252,6 +265,8 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     dihedral = bool(tta and tta["ships"])
     fold_bias(model, bias)
     val_logits, val_labels = predict(model, val, precision, cc, dihedral)
+    circle = mel_calls(model, val.images, val.labels, precision, cc, dihedral=dihedral,
+                       changes=(AS_THEY_ARE, CIRCLE))
     temperature = fit_temperature(val_logits, val_labels)
     val_probabilities = torch.softmax(val_logits / temperature, dim=1).numpy()
     threshold = choose_threshold(val_labels.numpy(), val_probabilities)
@@ -261,6 +276,7 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
         "split": "test", "by_source": by_source(test_logits, test_labels, test_sources),
         "val_by_source": by_source(val_logits, val_labels, val_sources),
         "logit_bias": {"values": dict(zip(CODES, bias.round(2).tolist()))} | bias_figures,
+        "val_mel_calls_with_circle": circle, "val_circle_shift": circle_shift(circle),
         "dihedral_tta_val_balanced_accuracy": tta}
     report["referral"] = {
         "classes": [c for c, concerning in zip(CODES, CONCERNING) if concerning],
@@ -330,18 +346,19 @@ def main(argv: list[str] | None = None) -> dict:
                "referral": {k: referral["test"][k] for k in ("threshold", "sensitivity", "specificity", "auroc")},
                "teacher_val_bma": teacher and teacher["val_balanced_accuracy"],
                "logit_bias": report["logit_bias"], "tta": report["dihedral_tta_val_balanced_accuracy"],
+               "val_circle_shift": report["val_circle_shift"],
                "ece": [report["ece_before_calibration"], report["ece_after_calibration"]],
                "shipped_on_validation": shipped, "minutes_this_session": round((time.monotonic() - started) / 60, 1)}
     (args.output / "summary.json").write_text(json.dumps(summary | {"metadata": metadata}, indent=2) + "\n")
-    if beats_shipped(report, shipped) or args.always_ship:
+    refusal = reason_not_to_ship(report, shipped)
+    if refusal is None or args.always_ship:
         save_release(student.cpu().state_dict(), metadata, args.model_store)
         write_report(report | {"release": {k: metadata[k] for k in ("name", "version", "input_size", "commit")},
                                "referral": referral, "training": metadata["training"]},
                      args.docs / "model_report.json", args.docs / "confusion_matrix.png",
                      f"SkinResNet34 {args.version}, test split (BMA {report['balanced_accuracy']:.3f})")
     else:
-        print(f"not shipped: the release in {args.model_store} scores {shipped} on this validation split",
-              flush=True)
+        print(f"not shipped to {args.model_store}: {refusal}", flush=True)
     writer.close()
     print(json.dumps(summary, indent=2), flush=True)
     return metadata
