@@ -80,7 +80,7 @@ test: lint /usr/bin/chromedriver
 # Empty: settings.py's data folders and release.
 TRAIN_DATA ?=
 DATA := $(if $(TRAIN_DATA),--data $(TRAIN_DATA))
-RUN ?= $(HOME)/skin-runs/3.0-r4
+RUN ?= $(HOME)/skin-runs/3.0-r5
 TRAIN_FLAGS ?=
 RELEASE_1_0 := 40b1b1f
 RELEASE_2_0 := 738423a
