@@ -66,8 +66,8 @@ lint: $(INSTALLED)
 test: lint /usr/bin/chromedriver
 	$(PY) -m pytest
 
-# Training: `make train-cpu` trains the next release where the machine has no GPU (about 4 hours on
-# 2 cores, over several sessions): an EfficientNet-Lite0 teacher at 150x200, its soft targets over 12
+# Training: `make train-cpu` trains the next release where the machine has no GPU (about 5 hours on
+# 2 cores, over several sessions): an EfficientNet-Lite0 teacher at 150x200, its soft targets over 24
 # stored views per image, the ResNet34 student distilled from them, a last phase at the served
 # framing, then every decision on validation. It always continues the run in RUN, stage by stage and
 # from the last checkpoint within an epoch, so running it again after a stop (or in a later session)
@@ -80,7 +80,7 @@ test: lint /usr/bin/chromedriver
 # Empty: settings.py's data folders and release.
 TRAIN_DATA ?=
 DATA := $(if $(TRAIN_DATA),--data $(TRAIN_DATA))
-RUN ?= $(HOME)/skin-runs/3.0-r5
+RUN ?= $(HOME)/skin-runs/3.0-r6
 TRAIN_FLAGS ?=
 RELEASE_1_0 := 40b1b1f
 RELEASE_2_0 := 738423a

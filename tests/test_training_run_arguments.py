@@ -23,7 +23,7 @@ def test_a_resume_under_another_input_size_or_schedule_stops_and_names_what_chan
     with pytest.raises(SystemExit, match=r"--image-size was \[48, 64\], now \[60, 80\].*--lr was 0.0005, now 0.001"):
         start(tmp_path, "--resume", "--views", "6", "--image-size", "60x80", "--lr", "1e-3")
     with pytest.raises(SystemExit, match=r"--views was 6, now 12"):
-        start(tmp_path, "--resume", "--lr", "5e-4")
+        start(tmp_path, "--resume", "--lr", "5e-4", "--views", "12")
 
 
 def test_a_finished_run_may_be_given_more_epochs(tmp_path):
