@@ -12,8 +12,19 @@ import torch
 from contract.classes import CODES
 from handler.preprocessing import dihedral_views
 from training.decisions import choose_logit_bias
+from training.engine import predict
 from training.mixed_precision import Precision
-from training.shortcuts import CHANGES, add_circle, circle_shift, format_table, mel_calls
+from training.presets import ImageBatches
+from training.shortcuts import (
+    AS_THEY_ARE,
+    CHANGES,
+    CIRCLE,
+    add_circle,
+    circle_shift,
+    circle_table,
+    format_table,
+    mel_calls,
+)
 from training.train import TEACHER_MARGIN, beats_shipped, reason_not_to_ship, require_teacher_worth_it
 
 MEL, NV, BKL = (CODES.index(code) for code in ("MEL", "NV", "BKL"))
@@ -81,6 +92,14 @@ def test_the_circle_test_catches_a_model_that_reads_the_equipment() -> None:
     assert circle_shift(shortcut) == 1.0
     assert "| a black circular vignette added |" in format_table(shortcut)
     assert np.isclose(reader["as they are"]["MEL"], 1.0)
+
+    # From answers already made on the frames, and with a class the table does not show among them.
+    others = torch.cat([frames, frames[:1]]), torch.cat([labels, torch.tensor([CODES.index("DF")])])
+    for model in (DarkCentreMeansMelanoma(), DarkCornersMeanMelanoma()):
+        plain, _ = predict(model, ImageBatches(others[0], others[1], 4), FP32_CPU, False,
+                           mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+        assert circle_table(model, *others, plain, FP32_CPU, False, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)) == {
+            change: shares for change, shares in table(model).items() if change in (AS_THEY_ARE, CIRCLE)}
 
 
 def test_a_teacher_must_clearly_beat_the_shipped_release_overall_and_on_ham_melanomas() -> None:

@@ -7,6 +7,7 @@ import torch
 from contract.classes import NUM_CLASSES
 from training.mimicry import mimicry, training_views
 from training.presets import BatchAugment, stored_views
+from training.soft_targets import view_parameters
 
 
 def test_a_student_that_is_its_teacher_agrees_fully_and_diverges_not_at_all() -> None:
@@ -30,8 +31,7 @@ def test_a_student_that_fits_the_labels_instead_scores_above_its_teacher_and_agr
 def test_each_compared_training_view_brings_the_logits_stored_for_its_image_and_view() -> None:
     images, views = 5, 3
     augment = BatchAugment((12, 16))
-    params = augment.sample(images * views, torch.Generator().manual_seed(0))
-    params = {key: value.view(images, views, *value.shape[1:]) for key, value in params.items()}
+    params = view_parameters(augment, images, views, seed=0)
     # The stored logits encode (image, view), so a mismatch would show.
     logits = torch.zeros(images, views, NUM_CLASSES)
     logits[..., 0] = torch.arange(images).view(images, 1).float()

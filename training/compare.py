@@ -27,7 +27,7 @@ from training.evaluate import FP32_CPU, release_frames, release_logits
 from training.metrics import balanced_accuracy
 from training.referral import referral_report
 from training.report import by_source, share
-from training.shortcuts import AS_THEY_ARE, CIRCLE, CLASSES_SHOWN, circle_shift, mel_calls
+from training.shortcuts import circle_shift, circle_table
 from training.splits import load_split
 
 MEL = CODES.index("MEL")
@@ -53,10 +53,8 @@ def release_figures(weights: Path, samples: list, indices: list[int]) -> dict:
     probabilities = torch.softmax(logits / float(metadata["temperature"]), dim=1).numpy()
     predicted = logits.argmax(1).numpy()
     sources = by_source(logits, labels, [samples[i].source for i in indices])
-    shown = torch.isin(frames[1], torch.tensor([CODES.index(code) for code in CLASSES_SHOWN]))
-    calls = mel_calls(model, frames[0][shown], frames[1][shown], FP32_CPU,
-                      bool(metadata.get("colour_constancy")), tuple(metadata["mean"]), tuple(metadata["std"]),
-                      serves_dihedral_tta(metadata), changes=(AS_THEY_ARE, CIRCLE))
+    calls = circle_table(model, *frames, logits, FP32_CPU, bool(metadata.get("colour_constancy")),
+                         tuple(metadata["mean"]), tuple(metadata["std"]), serves_dihedral_tta(metadata))
     return {"version": metadata["version"], "images": len(indices),
             "balanced_accuracy": balanced_accuracy(labels.numpy(), predicted),
             "mel_sensitivity": float((predicted[labels.numpy() == MEL] == MEL).mean()),

@@ -68,10 +68,25 @@ def mel_calls(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor
     for change in changes:
         logits, _ = predict(model, ImageBatches(CHANGES[change](frames), labels, 64), precision, colour_constancy,
                             dihedral, mean=mean, std=std)
-        called = logits.argmax(1) == MEL
-        table[change] = {code: float(called[labels == CODES.index(code)].float().mean())
-                         for code in CLASSES_SHOWN if (labels == CODES.index(code)).any()}
+        table[change] = mel_shares(logits, labels)
     return table
+
+
+def mel_shares(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The share of each shown class's images that ``logits`` call MEL."""
+    called = logits.argmax(1) == MEL
+    return {code: float(called[labels == CODES.index(code)].float().mean())
+            for code in CLASSES_SHOWN if (labels == CODES.index(code)).any()}
+
+
+def circle_table(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor, plain_logits: torch.Tensor,
+                 precision: Precision, colour_constancy: bool, mean: tuple[float, ...] = MEAN,
+                 std: tuple[float, ...] = STD, dihedral: bool = False) -> dict[str, dict]:
+    """``mel_calls`` as they are and with a circle added, where ``plain_logits`` are the model's
+    answers on ``frames`` already: only the shown classes' images are predicted again, circled."""
+    shown = torch.isin(labels, torch.tensor([CODES.index(code) for code in CLASSES_SHOWN]))
+    return {AS_THEY_ARE: mel_shares(plain_logits, labels)} | mel_calls(
+        model, frames[shown], labels[shown], precision, colour_constancy, mean, std, dihedral, changes=(CIRCLE,))
 
 
 def circle_shift(table: dict[str, dict]) -> float:

@@ -40,7 +40,7 @@ from training.release import release_metadata
 from training.report import build_report, by_source, write_report
 from training.run_setup import git_commit, image_size, keep_run_arguments, seed_everything, to_device
 from training.sampling import EpochSampler
-from training.shortcuts import ALLOWED_CIRCLE_SHIFT, AS_THEY_ARE, CIRCLE, circle_shift, mel_calls
+from training.shortcuts import ALLOWED_CIRCLE_SHIFT, circle_shift, circle_table
 from training.soft_targets import TARGETS_FILE, compute_soft_targets
 from training.splits import Split, load_split
 from training.teacher import REPORT_FILE, fine_tune_teacher
@@ -256,8 +256,9 @@ def fold_bias(model: torch.nn.Module, bias: np.ndarray) -> None:
 def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatches, precision: Precision,
                     args: argparse.Namespace, val_sources: list[str], test_sources: list[str]) -> dict:
     """Every choice on validation (logit biases, folded into the model; test-time augmentation;
-    temperature; referral threshold) and the circle check, then the test split scored once. Once test-time augmentation
-    is chosen, every later answer averages the eight views, as the handler then serves them."""
+    temperature; referral threshold) and the circle check, then the test split scored once. Once
+    test-time augmentation is chosen, every later answer averages the eight views, as the handler
+    then serves them."""
     cc = args.colour_constancy
     val_logits, val_labels = predict(model, val, precision, cc)
     bias, bias_figures = choose_logit_bias(val_logits, val_labels, args.mel_floor)
@@ -265,8 +266,7 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     dihedral = bool(tta and tta["ships"])
     fold_bias(model, bias)
     val_logits, val_labels = predict(model, val, precision, cc, dihedral)
-    circle = mel_calls(model, val.images, val.labels, precision, cc, dihedral=dihedral,
-                       changes=(AS_THEY_ARE, CIRCLE))
+    circle = circle_table(model, val.images, val_labels, val_logits, precision, cc, dihedral=dihedral)
     temperature = fit_temperature(val_logits, val_labels)
     val_probabilities = torch.softmax(val_logits / temperature, dim=1).numpy()
     threshold = choose_threshold(val_labels.numpy(), val_probabilities)
