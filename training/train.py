@@ -178,9 +178,10 @@ def teacher_targets(args: argparse.Namespace, samples: list[Sample], split: Spli
         return torch.load(path, weights_only=True), report
     train = training_batches(samples, split.train, view_augment(args, args.teacher_size), args.batch_size,
                              args.epoch_samples, args.class_power, args.seed, args.source_balance)
-    precision, _ = choose_precision(args.precision, torch.device(args.device),
-                                    lambda: build_teacher(args.teacher_arch),
-                                    (args.batch_size, 3, *args.teacher_size))
+    precision, speeds = choose_precision(args.precision, torch.device(args.device),
+                                         lambda: build_teacher(args.teacher_arch),
+                                         (args.batch_size, 3, *args.teacher_size))
+    print(f"teacher precision {precision.name} {speeds}", flush=True)
     report = None
     if args.teacher_weights:
         teacher = to_device(build_teacher(args.teacher_arch), precision)
