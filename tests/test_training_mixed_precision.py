@@ -1,6 +1,7 @@
 """Choosing the training arithmetic: reading the CPU, timing fp32 against bf16, bf16 autocast."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -81,3 +82,4 @@ def test_speed_benchmark_reports_every_precision_and_the_data_path(capsys) -> No
     assert set(rows[0]["train"]) == set(cpu_candidates()) and rows[0]["data"] > 0
     printed = capsys.readouterr().out
     assert printed.startswith("CPU ") and "| 32x48 | 4 |" in printed
+    assert re.search(r"AdamW step over the student's weights: default [0-9.]+ ms, fused [0-9.]+ ms", printed)

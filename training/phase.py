@@ -53,7 +53,10 @@ class Phase:
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = schedule.epochs * steps_per_epoch
         self.started = time.monotonic()
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
+        # Fused: on the CPU torch's default AdamW loops over the tensors one by one, which costs
+        # ResNet34 90 ms a step on 2 cores against 18 ms fused (`python -m training.speed`).
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay,
+                                           fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(self.progress(step), schedule.warmup))
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
