@@ -91,6 +91,8 @@ def test_the_circle_test_catches_a_model_that_reads_the_equipment() -> None:
     assert set(reader) == set(CHANGES) and circle_shift(reader) == 0
     assert circle_shift(shortcut) == 1.0
     assert "| a black circular vignette added |" in format_table(shortcut)
+    with_bma = format_table(shortcut, dict.fromkeys(shortcut, 0.5))
+    assert "| BMA, all classes |" in with_bma and with_bma.count("| 0.500 |") == len(CHANGES)
     assert np.isclose(reader["as they are"]["MEL"], 1.0)
 
     # From answers already made on the frames, and with a class the table does not show among them.

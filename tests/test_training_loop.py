@@ -82,7 +82,8 @@ def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> N
                             "--output", str(tmp_path / "reports")])
     assert scored["images"] == metadata["split"]["sizes"]["test"]
     assert set(scored["by_source"]) == {"ham", "bcn"} and scored["referral"]["threshold"] == threshold
-    assert set(scored["mel_calls_by_change"]) == set(shortcuts.CHANGES)
+    assert set(scored["mel_calls_by_change"]) == set(scored["balanced_accuracy_by_change"]) == set(shortcuts.CHANGES)
+    assert scored["balanced_accuracy_by_change"][shortcuts.AS_THEY_ARE] == scored["balanced_accuracy"]
     assert (tmp_path / "reports" / "confusion_test.png").is_file()
 
     # Releases before 2.0 carry no referral threshold; a new run must still score one to compare.

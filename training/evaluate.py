@@ -25,7 +25,7 @@ from training.mixed_precision import Precision
 from training.presets import ImageBatches, decode_frames
 from training.referral import referral_report
 from training.report import build_report, by_source, write_report
-from training.shortcuts import circle_shift, format_table, mel_calls
+from training.shortcuts import AS_THEY_ARE, CHANGES, answers_by_change, circle_shift, format_table, mel_shares
 from training.splits import release_split
 
 FP32_CPU = Precision("fp32", torch.device("cpu"))
@@ -86,12 +86,15 @@ def main(argv: list[str] | None = None) -> dict:
     frames = release_frames(metadata, samples, indices)
     logits, labels = release_logits(model, metadata, samples, indices, precision, args.batch_size, frames)
     report = build_report(logits, labels, metadata["temperature"])
+    changed = {AS_THEY_ARE: logits} | answers_by_change(
+        model, *frames, precision, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
+        tuple(metadata["std"]), serves_dihedral_tta(metadata),
+        changes=tuple(change for change in CHANGES if change != AS_THEY_ARE))
     report |= {"split": args.split, "data": [str(d) for d in args.data], "weights": str(args.weights),
                "by_source": by_source(logits, labels, [samples[i].source for i in indices]),
-               "mel_calls_by_change": mel_calls(model, *frames, precision,
-                                                bool(metadata.get("colour_constancy")),
-                                                tuple(metadata["mean"]), tuple(metadata["std"]),
-                                                serves_dihedral_tta(metadata)),
+               "mel_calls_by_change": {change: mel_shares(answers, labels) for change, answers in changed.items()},
+               "balanced_accuracy_by_change": {change: balanced_accuracy(labels.numpy(), answers.argmax(1).numpy())
+                                               for change, answers in changed.items()},
                "release": {key: metadata.get(key) for key in ("name", "version", "input_size", "commit")}}
     if metadata.get("referral"):
         probabilities = torch.softmax(logits / metadata["temperature"], dim=1).numpy()
@@ -109,9 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
                       for source, figures in report["by_source"].items()},
         "referral": report.get("referral")}
     print(json.dumps(summary, indent=2))
-    print(f"\nThe share called melanoma, for the same {args.split} images with one thing changed "
-          f"(largest change once a circle is added: {circle_shift(report['mel_calls_by_change']):.3f}):")
-    print(format_table(report["mel_calls_by_change"]))
+    print(f"\nThe share called melanoma, and the BMA, for the same {args.split} images with one thing "
+          f"changed (largest change in MEL calls once a circle is added: "
+          f"{circle_shift(report['mel_calls_by_change']):.3f}):")
+    print(format_table(report["mel_calls_by_change"], report["balanced_accuracy_by_change"]))
     return report
 
 

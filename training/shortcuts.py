@@ -1,6 +1,7 @@
 """Whether a release reads the class off the equipment instead of the lesion: the share of lesions
-called melanoma, for the same images as they are and with one thing changed at a time (a
-dermatoscope's black circle added, degraded to 84x63 and back, the lesion looking larger or smaller).
+called melanoma, and the BMA, for the same images as they are and with one thing changed at a time
+(a dermatoscope's black circle added, degraded to 84x63 and back, the lesion looking larger or
+smaller). A circle on every image is what a phone's clip-on dermatoscope shows.
 
 A model that learned "black circle, so BCN20000, so melanoma" calls many more nevi melanoma once a
 circle is drawn round them; one that reads the lesion changes its calls little.
@@ -59,17 +60,22 @@ CHANGES = {
 }
 
 
+def answers_by_change(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor, precision: Precision,
+                      colour_constancy: bool, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
+                      dihedral: bool = False, changes: tuple[str, ...] = tuple(CHANGES)) -> dict[str, torch.Tensor]:
+    """The model's logits on ``frames`` with each of ``changes`` made (averaging the eight dihedral
+    views where the release answers so)."""
+    return {change: predict(model, ImageBatches(CHANGES[change](frames), labels, 64), precision, colour_constancy,
+                            dihedral, mean=mean, std=std)[0]
+            for change in changes}
+
+
 def mel_calls(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor, precision: Precision,
               colour_constancy: bool, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
               dihedral: bool = False, changes: tuple[str, ...] = tuple(CHANGES)) -> dict[str, dict]:
-    """For each of ``changes``, the share of each shown class's images that the model calls MEL
-    (averaging the eight dihedral views where the release answers so)."""
-    table = {}
-    for change in changes:
-        logits, _ = predict(model, ImageBatches(CHANGES[change](frames), labels, 64), precision, colour_constancy,
-                            dihedral, mean=mean, std=std)
-        table[change] = mel_shares(logits, labels)
-    return table
+    """For each of ``changes``, the share of each shown class's images that the model calls MEL."""
+    answers = answers_by_change(model, frames, labels, precision, colour_constancy, mean, std, dihedral, changes)
+    return {change: mel_shares(logits, labels) for change, logits in answers.items()}
 
 
 def mel_shares(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -95,10 +101,14 @@ def circle_shift(table: dict[str, dict]) -> float:
     return max(abs(circled[code] - plain[code]) for code in plain)
 
 
-def format_table(table: dict[str, dict]) -> str:
+def format_table(table: dict[str, dict], balanced_accuracy: dict[str, float] | None = None) -> str:
+    """The MEL calls per change as a Markdown table, with each change's BMA over all classes where given."""
     codes = list(next(iter(table.values())))
-    lines = ["| the same images | " + " | ".join(f"{code} called MEL" for code in codes) + " |",
-             "|---|" + "---:|" * len(codes)]
-    lines += [f"| {change} | " + " | ".join(f"{shares[code]:.2f}" for code in codes) + " |"
+    extra = balanced_accuracy is not None
+    lines = ["| the same images | " + " | ".join(f"{code} called MEL" for code in codes)
+             + (" | BMA, all classes" if extra else "") + " |",
+             "|---|" + "---:|" * (len(codes) + extra)]
+    lines += [f"| {change} | " + " | ".join(f"{shares[code]:.2f}" for code in codes)
+              + (f" | {balanced_accuracy[change]:.3f}" if extra else "") + " |"
               for change, shares in table.items()]
     return "\n".join(lines)
