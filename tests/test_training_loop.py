@@ -53,6 +53,7 @@ def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> N
     train.main([*common, "--epochs", "1", "--always-ship"])
 
     metadata = load_metadata(store / METADATA_FILE)
+    assert load_metadata(run / "release" / METADATA_FILE) == metadata, "the run keeps its own release"
     assert metadata["input_size"] == [48, 64]
     assert metadata["colour_constancy"] == {"method": "shades_of_gray", "power": 6}
     assert metadata["classes"] == list(CODES)

@@ -351,9 +351,14 @@ def main(argv: list[str] | None = None) -> dict:
                "ece": [report["ece_before_calibration"], report["ece_after_calibration"]],
                "shipped_on_validation": shipped, "minutes_this_session": round((time.monotonic() - started) / 60, 1)}
     (args.output / "summary.json").write_text(json.dumps(summary | {"metadata": metadata}, indent=2) + "\n")
+    # The run's folder keeps its release whether or not it ships, for `make evaluate` and
+    # `make compare WEIGHTS=RUN/release/...` to measure it against the shipped one.
+    state = student.cpu().state_dict()
+    kept = save_release(state, metadata, args.output / "release")
+    print(f"this run's release: {kept}", flush=True)
     refusal = reason_not_to_ship(report, shipped)
     if refusal is None or args.always_ship:
-        save_release(student.cpu().state_dict(), metadata, args.model_store)
+        save_release(state, metadata, args.model_store)
         write_report(report | {"release": {k: metadata[k] for k in ("name", "version", "input_size", "commit")},
                                "referral": referral, "training": metadata["training"]},
                      args.docs / "model_report.json", args.docs / "confusion_matrix.png",
