@@ -66,10 +66,11 @@ lint: $(INSTALLED)
 test: lint /usr/bin/chromedriver
 	$(PY) -m pytest
 
-# Training: `make train-cpu` trains the next release where the machine has no GPU (about 5 hours on
-# 2 cores, over several sessions): an EfficientNet-Lite0 teacher at 150x200, its soft targets over 24
-# stored views per image, the ResNet34 student distilled from them, a last phase at the served
-# framing, then every decision on validation. It always continues the run in RUN, stage by stage and
+# Training: `make train-cpu` trains the next release where the machine has no GPU (release 3.0's
+# recipe, about 85 minutes on 2 cores): the ResNet34 student on the labels alone for 12 epochs, a
+# last phase at the served framing, then every decision on validation. TRAIN_FLAGS="--kd-alpha 0.5"
+# distils instead, from an EfficientNet-Lite0 teacher at 150x200 over 24 stored views per image
+# (about 5 hours more; 3.0's students distilled so scored below it). It always continues the run in RUN, stage by stage and
 # from the last checkpoint within an epoch, so running it again after a stop (or in a later session)
 # picks up where it was; delete RUN to start over. RUN lives outside the work tree so that a fresh
 # checkout finds it. `make train-cpu-detached` runs it in its own session, so closing the terminal
@@ -80,7 +81,7 @@ test: lint /usr/bin/chromedriver
 # Empty: settings.py's data folders and release.
 TRAIN_DATA ?=
 DATA := $(if $(TRAIN_DATA),--data $(TRAIN_DATA))
-RUN ?= $(HOME)/skin-runs/3.0-r6
+RUN ?= $(HOME)/skin-runs/3.0-r7-labels
 TRAIN_FLAGS ?=
 RELEASE_1_0 := 40b1b1f
 RELEASE_2_0 := 738423a

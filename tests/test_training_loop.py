@@ -48,7 +48,7 @@ def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> N
     common = ["--data", *map(str, folders), "--output", str(run), "--model-store", str(store),
               "--docs", str(docs), "--image-size", "48x64", "--batch-size", "16", "--threads", "1",
               "--precision", "fp32", "--teacher-arch", "efficientnet-lite0", "--teacher-size", "48x64",
-              "--teacher-epochs", "1", "--views", "2"]
+              "--teacher-epochs", "1", "--views", "2", "--kd-alpha", "0.5"]
     # A model this small reads whatever it can, the circle too: it ships only because it is told to.
     train.main([*common, "--epochs", "1", "--always-ship"])
 
@@ -135,7 +135,7 @@ def test_ablation_compares_each_choice_on_the_same_split(tmp_path: Path) -> None
     init = tmp_path / "init.pt"
     torch.save(SkinResNet34().state_dict(), init)
     common = ["--data", *map(str, folders), "--image-size", "48x64", "--teacher-size", "48x64",
-              "--teacher-arch", "efficientnet-lite0", "--teacher-epochs", "1", "--views", "2",
+              "--teacher-arch", "efficientnet-lite0", "--teacher-epochs", "1", "--views", "2", "--kd-alpha", "0.5",
               "--epochs", "1", "--precision", "fp32", "--threads", "1", "--batch-size", "16"]
     # The main run's soft targets, which the teacher variant reuses.
     train.main([*common, "--output", str(tmp_path / "main"), "--model-store", str(tmp_path / "store"),

@@ -64,9 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--version", default=settings.RELEASE_VERSION, help="release version (the archive version)")
     parser.add_argument("--image-size", type=image_size, default=settings.IMAGE_SIZE,
                         help="the student's (served) input, HEIGHTxWIDTH, or one number for a square")
-    parser.add_argument("--epochs", type=int, default=24,
-                        help="the student's epochs; as many as there are views, so each view is seen "
-                             "about once, since a student that sees the same few views many times "
+    parser.add_argument("--epochs", type=int, default=12,
+                        help="the student's epochs; when distilling, at most as many as there are "
+                             "views, since a student that sees the same few views many times "
                              "memorises them")
     parser.add_argument("--epoch-samples", type=int, default=0,
                         help="images drawn per epoch (0: the size of the training split)")
@@ -103,8 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="augmented views per training image that the teacher labels once")
     parser.add_argument("--soft-targets", type=Path, default=None,
                         help="another run's soft targets (same data, seed and views) instead of a teacher")
-    parser.add_argument("--kd-alpha", type=float, default=0.5,
-                        help="weight of the distillation term; 0 trains on labels alone, with no teacher")
+    parser.add_argument("--kd-alpha", type=float, default=0.0,
+                        help="weight of the distillation term; 0 (release 3.0) trains on labels alone, "
+                             "with no teacher")
     parser.add_argument("--kd-temperature", type=float, default=2.0)
     parser.add_argument("--finish-epochs", type=int, default=1,
                         help="a last phase at the served framing (no zoom or free rotation), with "
