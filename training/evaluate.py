@@ -25,7 +25,7 @@ from training.mixed_precision import Precision
 from training.presets import ImageBatches, decode_frames
 from training.referral import referral_report
 from training.report import build_report, by_source, write_report
-from training.shortcuts import AS_THEY_ARE, CHANGES, answers_by_change, circle_shift, format_table, mel_shares
+from training.shortcuts import answers_by_change, circle_shift, format_table, mel_shares
 from training.splits import release_split
 
 FP32_CPU = Precision("fp32", torch.device("cpu"))
@@ -86,10 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
     frames = release_frames(metadata, samples, indices)
     logits, labels = release_logits(model, metadata, samples, indices, precision, args.batch_size, frames)
     report = build_report(logits, labels, metadata["temperature"])
-    changed = {AS_THEY_ARE: logits} | answers_by_change(
-        model, *frames, precision, bool(metadata.get("colour_constancy")), tuple(metadata["mean"]),
-        tuple(metadata["std"]), serves_dihedral_tta(metadata),
-        changes=tuple(change for change in CHANGES if change != AS_THEY_ARE))
+    changed = answers_by_change(model, *frames, precision, bool(metadata.get("colour_constancy")),
+                                tuple(metadata["mean"]), tuple(metadata["std"]), serves_dihedral_tta(metadata),
+                                plain=logits)
     report |= {"split": args.split, "data": [str(d) for d in args.data], "weights": str(args.weights),
                "by_source": by_source(logits, labels, [samples[i].source for i in indices]),
                "mel_calls_by_change": {change: mel_shares(answers, labels) for change, answers in changed.items()},

@@ -62,11 +62,14 @@ CHANGES = {
 
 def answers_by_change(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor, precision: Precision,
                       colour_constancy: bool, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
-                      dihedral: bool = False, changes: tuple[str, ...] = tuple(CHANGES)) -> dict[str, torch.Tensor]:
+                      dihedral: bool = False, changes: tuple[str, ...] = tuple(CHANGES),
+                      plain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The model's logits on ``frames`` with each of ``changes`` made (averaging the eight dihedral
-    views where the release answers so)."""
-    return {change: predict(model, ImageBatches(CHANGES[change](frames), labels, 64), precision, colour_constancy,
-                            dihedral, mean=mean, std=std)[0]
+    views where the release answers so); ``plain``, its answers on ``frames`` as they are where
+    already made, stands for that change instead of predicting them again."""
+    return {change: plain if change == AS_THEY_ARE and plain is not None else
+            predict(model, ImageBatches(CHANGES[change](frames), labels, 64), precision, colour_constancy,
+                    dihedral, mean=mean, std=std)[0]
             for change in changes}
 
 
