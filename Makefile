@@ -67,17 +67,18 @@ test: lint /usr/bin/chromedriver
 	$(PY) -m pytest
 
 # Training: `make train-cpu` trains the next release where the machine has no GPU (release 3.0's
-# recipe, about 85 minutes on 2 cores): the ResNet34 student on the labels alone for 12 epochs, a
+# recipe, about 1.5 hours on 2 cores): the ResNet34 student on the labels alone for 12 epochs, a
 # last phase at the served framing, then every decision on validation. TRAIN_FLAGS="--kd-alpha 0.5"
-# distils instead, from an EfficientNet-Lite0 teacher at 150x200 over 24 stored views per image
-# (about 5 hours more; 3.0's students distilled so scored below it). It always continues the run in RUN, stage by stage and
-# from the last checkpoint within an epoch, so running it again after a stop (or in a later session)
-# picks up where it was; delete RUN to start over. RUN lives outside the work tree so that a fresh
-# checkout finds it. `make train-cpu-detached` runs it in its own session, so closing the terminal
-# does not end it. TRAIN_DATA takes any list of data folders (e.g. the full-size ISIC 2019). The
-# student warm-starts from release 2.0 (from git history). A run ships only if it beats the shipped
-# release on validation BMA and on HAM10000's melanoma sensitivity, and an added circle hardly moves
-# its validation melanoma calls.
+# distils instead: an EfficientNet-Lite0 teacher fine-tuned at 150x200 (its stem and first five
+# blocks frozen; about 2 hours more), which labels stored views of each image (--views; 8 take
+# about 25 minutes). It always continues the run in RUN, stage by stage and from the last
+# checkpoint within an epoch, so running it again after a stop (or in a later session) picks up
+# where it was; delete RUN to start over. RUN lives outside the work tree so that a fresh checkout
+# finds it. `make train-cpu-detached` runs it in its own session, so closing the terminal does not
+# end it. TRAIN_DATA takes any list of data folders (e.g. the full-size ISIC 2019). The student
+# warm-starts from INIT (release 2.0, from git history). A run ships only if, as it would be served,
+# it beats the shipped release on validation BMA and on HAM10000's melanoma sensitivity, and an
+# added circle hardly moves its validation melanoma calls.
 # Empty: settings.py's data folders and release.
 TRAIN_DATA ?=
 DATA := $(if $(TRAIN_DATA),--data $(TRAIN_DATA))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import settings
 from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_metadata
 from handler.model import SkinResNet34
@@ -93,7 +94,7 @@ def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> N
     (old / WEIGHTS_FILE).write_bytes(weights.read_bytes())
     (old / METADATA_FILE).write_text(json.dumps({k: v for k, v in metadata.items() if k != "referral"}))
     samples, split, _ = load_split(folders, seed=0, deduplicated=True)
-    figures = evaluate.shipped_val_figures(old / WEIGHTS_FILE, samples, split.val)
+    figures = evaluate.shipped_val_figures(old / WEIGHTS_FILE, samples, split.val, mel_floor=0.8)
     assert 0 <= figures["balanced_accuracy"] <= 1 and set(figures["mel_sensitivity_by_source"]) == {"ham", "bcn"}
 
     # The resumed run skips the finished teacher and soft targets and trains one more epoch.
@@ -140,6 +141,7 @@ def test_ablation_compares_each_choice_on_the_same_split(tmp_path: Path) -> None
     # The main run's soft targets, which the teacher variant reuses.
     train.main([*common, "--output", str(tmp_path / "main"), "--model-store", str(tmp_path / "store"),
                 "--docs", str(tmp_path / "docs"), "--finish-epochs", "0", "--no-tta-decision"])
+    shipped = settings.WEIGHTS.stat().st_mtime_ns
     report = ablate.main(["--data", *map(str, folders), "--soft-targets", str(tmp_path / "main" / "soft_targets.pt"),
                           "--init", str(init), "--output", str(tmp_path / "runs"),
                           "--report", str(tmp_path / "ablations.json"), "--image-size", "48x64",
@@ -149,6 +151,7 @@ def test_ablation_compares_each_choice_on_the_same_split(tmp_path: Path) -> None
                           "trained without BCN20000, tested on all of it"])
 
     assert len(report["variants"]) == 4
+    assert settings.WEIGHTS.stat().st_mtime_ns == shipped  # an ablation ships nothing
     for figures in report["variants"].values():
         assert 0 <= figures["val_balanced_accuracy"] <= 1 and 0 <= figures["test_balanced_accuracy"] <= 1
     assert json.loads((tmp_path / "ablations.json").read_text()) == report
@@ -163,3 +166,10 @@ def test_ablation_compares_each_choice_on_the_same_split(tmp_path: Path) -> None
     assert colour == [{"method": "shades_of_gray", "power": 6}, None]
     distilled = load_metadata(runs / "recipe_distilled-from-the-run's-teacher" / "release" / METADATA_FILE)
     assert distilled["metrics"]["teacher"] is None and distilled["training"]["views"] == 2
+
+
+def test_ablation_without_soft_targets_leaves_out_the_variants_that_distil(tmp_path: Path) -> None:
+    report = ablate.main(["--soft-targets", str(tmp_path / "absent.pt"), "--output", str(tmp_path / "runs"),
+                          "--report", str(tmp_path / "ablations.json"),
+                          "--variants", "recipe, distilled from the run's teacher"])
+    assert report["variants"] == {} and not (tmp_path / "runs").exists()

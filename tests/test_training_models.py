@@ -30,3 +30,15 @@ def test_teacher_has_pretrained_features_and_an_eight_way_head(arch: str) -> Non
     teacher = build_teacher(arch).eval()
     with torch.no_grad():
         assert teacher(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_CLASSES)
+
+
+def test_a_teacher_step_leaves_its_frozen_blocks_as_imagenet_made_them() -> None:
+    teacher = build_teacher("efficientnet-lite0", frozen_blocks=2).train()
+    before = {name: value.clone() for name, value in teacher.named_parameters()}
+    optimizer = torch.optim.SGD([p for p in teacher.parameters() if p.requires_grad], lr=0.1)
+    torch.nn.functional.cross_entropy(teacher(torch.randn(2, 3, 64, 64)), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    changed = {name for name, value in teacher.named_parameters() if not torch.equal(value, before[name])}
+    frozen = ("_conv_stem.", "_bn0.", "_blocks.0.", "_blocks.1.")
+    assert changed and not any(name.startswith(frozen) for name in changed)
+    assert any(name.startswith("_blocks.2.") for name in changed)

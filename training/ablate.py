@@ -30,9 +30,10 @@ VARIANTS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", default=[str(path) for path in settings.DATA_DIRS])
-    parser.add_argument("--soft-targets", type=Path, required=True,
+    parser.add_argument("--soft-targets", type=Path, default=None,
                         help="the main run's soft targets (RUN/soft_targets.pt), so the teacher "
-                             "comparison costs one student run and no teacher passes")
+                             "comparison costs one student run and no teacher passes; without them "
+                             "the variants that distil are left out")
     parser.add_argument("--init", type=Path, default=Path("runs/init-2.0.pt"))
     parser.add_argument("--output", type=Path, default=Path("runs/ablations"))
     parser.add_argument("--report", type=Path, default=Path("docs/ablations.json"))
@@ -48,11 +49,10 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str]) -> dict:
     """Train one variant and return its validation and test figures."""
     folder = args.output / name.replace(", ", "_").replace(" ", "-")
     extra = [flag.format(soft_targets=args.soft_targets) for flag in flags]
-    argv = ["--data", *args.data, "--output", str(folder), "--model-store", str(folder / "release"),
-            "--docs", str(folder / "docs"), "--image-size", args.image_size, "--precision", "auto",
-            "--epochs", str(args.epochs), "--epoch-samples", str(args.epoch_samples),
+    argv = ["--data", *args.data, "--output", str(folder), "--image-size", args.image_size,
+            "--precision", "auto", "--epochs", str(args.epochs), "--epoch-samples", str(args.epoch_samples),
             "--init", str(args.init), "--seed", "0", "--kd-alpha", "0", "--finish-epochs", "0",
-            "--no-tta-decision", "--always-ship", *extra]
+            "--no-tta-decision", "--never-ship", *extra]
     metrics = train.main(argv)["metrics"]
     return {"flags": extra, "val_balanced_accuracy": metrics["val_balanced_accuracy"],
             "test_balanced_accuracy": metrics["balanced_accuracy"],
@@ -64,7 +64,12 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    results = {name: run_variant(args, name, VARIANTS[name]) for name in args.variants}
+    distilling = {name for name in args.variants if "{soft_targets}" in VARIANTS[name]}
+    if distilling and not (args.soft_targets and args.soft_targets.is_file()):
+        print(f"no soft targets at {args.soft_targets}: left out {sorted(distilling)}", flush=True)
+    else:
+        distilling = set()
+    results = {name: run_variant(args, name, VARIANTS[name]) for name in args.variants if name not in distilling}
     report = {"budget": {"epochs": args.epochs, "images_per_epoch": args.epoch_samples,
                          "image_size": args.image_size, "init": str(args.init)},
               "variants": results}

@@ -11,6 +11,7 @@ from contract.classes import CODES
 from training.engine import predict
 from training.metrics import balanced_accuracy
 from training.mixed_precision import Precision
+from training.report import val_figures
 
 MEL = CODES.index("MEL")
 BIAS_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
@@ -49,6 +50,16 @@ def choose_logit_bias(logits: torch.Tensor, labels: torch.Tensor, mel_floor: flo
                 "mel_sensitivity": mel_sensitivity(y, predictions)}
 
     return bias, {"mel_floor": mel_floor, "before": figures(np.zeros(len(CODES))), "after": figures(bias)}
+
+
+def operating_point_figures(logits: torch.Tensor, labels: torch.Tensor, sources: list[str],
+                            mel_floor: float) -> dict:
+    """``val_figures`` at the operating point a release is served at: logit biases fitted on these
+    images for melanoma sensitivity at or above ``mel_floor``. The shipped release (whose own biases
+    are folded in already, so they barely move) and a teacher are compared with a new student at
+    this same point; a model's raw argmax would trade melanomas for BMA differently."""
+    bias, _ = choose_logit_bias(logits, labels, mel_floor)
+    return val_figures(logits + torch.tensor(bias, dtype=logits.dtype), labels, sources)
 
 
 def tta_decision(model: torch.nn.Module, batches: Iterable, precision: Precision, colour_constancy: bool,

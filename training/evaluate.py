@@ -19,6 +19,7 @@ import settings
 from handler.checkpoint import METADATA_FILE, MODEL_KEYS, load_release
 from handler.preprocessing import serves_dihedral_tta
 from training.datasets import Sample
+from training.decisions import operating_point_figures
 from training.engine import predict
 from training.metrics import balanced_accuracy
 from training.mixed_precision import Precision
@@ -49,17 +50,16 @@ def release_logits(model: torch.nn.Module, metadata: dict, samples: list[Sample]
                    mean=tuple(metadata["mean"]), std=tuple(metadata["std"]))
 
 
-def shipped_val_figures(weights: Path, samples: list[Sample], indices: list[int]) -> dict | None:
+def shipped_val_figures(weights: Path, samples: list[Sample], indices: list[int],
+                        mel_floor: float) -> dict | None:
     """Validation BMA and melanoma sensitivity per source of the release at ``weights`` on these
-    images (None when there is none), so a new run ships only when it beats it on the same images."""
+    images, at the operating point a new release is served at (None when there is none), so a new
+    run ships only when it beats it on the same images at the same point."""
     if not Path(weights).is_file():
         return None
     model, metadata = load_release(weights, required=MODEL_KEYS)
     logits, labels = release_logits(model, metadata, samples, indices)
-    sources = by_source(logits, labels, [samples[i].source for i in indices])
-    return {"balanced_accuracy": balanced_accuracy(labels.numpy(), logits.argmax(1).numpy()),
-            "mel_sensitivity_by_source": {source: figures["sensitivity"]["MEL"]
-                                          for source, figures in sources.items()}}
+    return operating_point_figures(logits, labels, [samples[i].source for i in indices], mel_floor)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

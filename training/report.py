@@ -46,6 +46,14 @@ def by_source(logits: torch.Tensor, labels: torch.Tensor, sources: list[str]) ->
     return result
 
 
+def val_figures(logits: torch.Tensor, labels: torch.Tensor, sources: list[str]) -> dict:
+    """What a release is compared on: its balanced accuracy and its melanoma sensitivity per source,
+    from the logits it serves (logit biases included)."""
+    return {"balanced_accuracy": metrics.balanced_accuracy(labels.numpy(), logits.argmax(1).numpy()),
+            "mel_sensitivity_by_source": {source: figures["sensitivity"]["MEL"]
+                                          for source, figures in by_source(logits, labels, sources).items()}}
+
+
 def share(value: float | None) -> str:
     """A share to three places for a log line or a table, or - where there is none (a source that
     holds none of the class, a figure that could not be computed)."""

@@ -1,6 +1,7 @@
 """Training speed on the machine at hand: train-step img/s of the student in each CPU precision,
-beside data-only img/s of the batch path (cache gather and augmentation), at several input sizes,
-and the ms of one AdamW step over the student's weights, torch's default against fused.
+beside data-only img/s of the batch path (cache gather and augmentation), at several input sizes;
+the teacher's at its size, all of it trained and with its early blocks frozen; and the ms of one
+AdamW step over the student's weights, torch's default against fused.
 Run it on a quiet CPU; it prints figures and asserts nothing.
 
     python -m training.speed --sizes 112 96x128 150x200
@@ -12,9 +13,10 @@ import time
 
 import torch
 
+import settings
 from handler.cpus import cpu_info
 from training.mixed_precision import Precision, cpu_candidates, time_train_steps
-from training.models import build_student
+from training.models import DEFAULT_TEACHER, TEACHER_FROZEN_BLOCKS, build_student, build_teacher
 from training.presets import BatchAugment, ImageBatches, train_cache_shape
 from training.run_setup import image_size
 
@@ -63,6 +65,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append({"input": list(size), "batch_size": args.batch_size, "train": train, "data": data})
         print(f"| {size[0]}x{size[1]} | {args.batch_size} | "
               + " | ".join(f"{train[name]:.1f}" for name in candidates) + f" | {data:.0f} |", flush=True)
+    shape = (args.batch_size, 3, *settings.TEACHER_SIZE)
+    print(f"| {DEFAULT_TEACHER}, {shape[2]}x{shape[3]}, frozen blocks | "
+          + " | ".join(f"train {name} img/s" for name in candidates) + " |")
+    print("|---|" + "---:|" * len(candidates))
+    for frozen in (0, TEACHER_FROZEN_BLOCKS):
+        teacher = {name: time_train_steps(Precision(name, torch.device("cpu")),
+                                          build_teacher(DEFAULT_TEACHER, frozen), shape, args.steps)
+                   for name in candidates}
+        print(f"| {frozen} | " + " | ".join(f"{teacher[name]:.1f}" for name in candidates) + " |", flush=True)
     print(f"AdamW step over the student's weights: default {optimizer_step_ms(False, args.steps):.1f} ms, "
           f"fused {optimizer_step_ms(True, args.steps):.1f} ms")
     return rows

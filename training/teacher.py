@@ -16,6 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from contract.classes import NUM_CLASSES
 from training.datasets import Sample
+from training.decisions import operating_point_figures
 from training.engine import predict
 from training.losses import DistillationLoss, class_weights
 from training.metrics import balanced_accuracy
@@ -30,11 +31,14 @@ REPORT_FILE = "teacher_report.json"
 
 
 def teacher_report(model: torch.nn.Module, arch: str, val: ImageBatches, val_sources: list[str],
-                   precision: Precision, colour_constancy: bool) -> dict:
-    """Validation BMA, overall and per source, with per-class sensitivities (MEL's among them)."""
+                   precision: Precision, colour_constancy: bool, mel_floor: float) -> dict:
+    """Validation BMA, overall and per source, with per-class sensitivities (MEL's among them); and
+    ``served_val``: the figures with the logit biases a release of it would get, which are what the
+    shipped release is compared on."""
     logits, labels = predict(model, val, precision, colour_constancy)
     return {"arch": arch, "val_balanced_accuracy": balanced_accuracy(labels.numpy(), logits.argmax(1).numpy()),
-            "val_by_source": by_source(logits, labels, val_sources)}
+            "val_by_source": by_source(logits, labels, val_sources),
+            "served_val": operating_point_figures(logits, labels, val_sources, mel_floor)}
 
 
 def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageBatches,
@@ -44,7 +48,7 @@ def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageB
     stopped fine-tune in ``args.output`` when ``args.resume``."""
     counts = torch.bincount(train.labels, minlength=NUM_CLASSES).tolist()
     criterion = DistillationLoss(class_weights(counts, args.class_power)).to(precision.device)
-    teacher = to_device(build_teacher(args.teacher_arch), precision)
+    teacher = to_device(build_teacher(args.teacher_arch, args.teacher_frozen_blocks), precision)
     phase = Phase("teacher", teacher, Schedule(args.teacher_lr, args.teacher_epochs, args.warmup, args.weight_decay),
                   len(train), args.output, writer, args.teacher_ema_decay, args.checkpoint_minutes)
     if args.resume:
@@ -52,11 +56,13 @@ def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageB
     val_sources = [samples[i].source for i in val_indices]
     phase.run(train, val, criterion, precision, args.colour_constancy, args.mixup, val_sources)
     teacher = phase.load_best().eval()
-    report = teacher_report(teacher, args.teacher_arch, val, val_sources, precision, args.colour_constancy)
+    report = teacher_report(teacher, args.teacher_arch, val, val_sources, precision, args.colour_constancy,
+                            args.mel_floor)
     report |= {"image_size": list(args.teacher_size), "epochs": args.teacher_epochs,
                "precision": precision.name, "minutes": round(phase.seconds / 60, 1), "history": phase.history}
     (Path(args.output) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     mel = ", ".join(f"{source} {share(figures['sensitivity']['MEL'])}"
                     for source, figures in report["val_by_source"].items())
-    print(f"[teacher] {args.teacher_arch}: validation BMA {report['val_balanced_accuracy']:.4f}, MEL {mel}", flush=True)
+    print(f"[teacher] {args.teacher_arch}: validation BMA {report['val_balanced_accuracy']:.4f}, MEL {mel}; "
+          f"with a release's logit biases {report['served_val']}", flush=True)
     return teacher, report

@@ -32,12 +32,12 @@ from training.engine import predict
 from training.evaluate import shipped_val_figures
 from training.losses import DistillationLoss, class_weights
 from training.mixed_precision import Precision, choose_precision
-from training.models import TEACHERS, build_student, build_teacher
+from training.models import DEFAULT_TEACHER, TEACHER_FROZEN_BLOCKS, TEACHERS, build_student, build_teacher
 from training.phase import Phase, Schedule
 from training.presets import BatchAugment, ImageBatches, StoredViewBatches, evaluation_batches, training_batches
 from training.referral import CONCERNING, TARGET_SENSITIVITY, choose_threshold, referral_report
 from training.release import release_metadata
-from training.report import build_report, by_source, write_report
+from training.report import build_report, by_source, val_figures, write_report
 from training.run_setup import git_commit, image_size, keep_run_arguments, seed_everything, to_device
 from training.sampling import EpochSampler
 from training.shortcuts import ALLOWED_CIRCLE_SHIFT, circle_shift, circle_table
@@ -92,13 +92,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init", type=Path, default=None,
                         help="warm start: a SKIN release's weights, or a local torchvision resnet34 "
                              "ImageNet state dict (its fc is skipped)")
-    parser.add_argument("--teacher-arch", choices=sorted(TEACHERS), default="efficientnet-lite0")
+    parser.add_argument("--teacher-arch", choices=sorted(TEACHERS), default=DEFAULT_TEACHER)
     parser.add_argument("--teacher-weights", type=Path, default=None,
                         help="a fine-tuned teacher's state dict to use instead of fine-tuning one")
     parser.add_argument("--teacher-size", type=image_size, default=settings.TEACHER_SIZE)
     parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--teacher-lr", type=float, default=8e-4)
     parser.add_argument("--teacher-ema-decay", type=float, default=0.998)
+    parser.add_argument("--teacher-frozen-blocks", type=int, default=TEACHER_FROZEN_BLOCKS,
+                        help="MBConv blocks after the stem that keep their ImageNet weights")
     parser.add_argument("--views", type=int, default=24,
                         help="augmented views per training image that the teacher labels once")
     parser.add_argument("--soft-targets", type=Path, default=None,
@@ -130,16 +132,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "release on validation")
     parser.add_argument("--always-ship", action="store_true",
                         help="write the release even if the shipped one scores better on validation")
+    parser.add_argument("--never-ship", action="store_true",
+                        help="keep the release in OUTPUT/release only (ablations, experiments)")
     return parser.parse_args(argv)
 
 
-def beats_shipped(report: dict, shipped: dict | None, margin: float = 0.0) -> bool:
-    """Whether this run (or its teacher) is better than the shipped release on validation: BMA by
-    more than ``margin``, and melanoma sensitivity on HAM10000's lesions."""
+def beats_shipped(figures: dict, shipped: dict | None, margin: float = 0.0) -> bool:
+    """Whether this run (or its teacher), as it would be served, is better than the shipped release
+    on validation (both as ``val_figures`` gives them): BMA by more than ``margin``, and melanoma
+    sensitivity on HAM10000's lesions."""
     if shipped is None:
         return True
-    mel = report["val_by_source"].get(HAM_SOURCE, {}).get("sensitivity", {}).get("MEL")
-    return (report["val_balanced_accuracy"] > shipped["balanced_accuracy"] + margin
+    mel = figures["mel_sensitivity_by_source"].get(HAM_SOURCE)
+    return (figures["balanced_accuracy"] > shipped["balanced_accuracy"] + margin
             and (mel is None or mel > (shipped["mel_sensitivity_by_source"].get(HAM_SOURCE) or 0)))
 
 
@@ -147,8 +152,8 @@ def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
     """Why a finished run must not replace the shipped release, or None when it may: it must beat
     the release on validation, and an added dermatoscope circle must hardly move its melanoma calls
     there."""
-    if not beats_shipped(report, shipped):
-        return f"the shipped release scores {shipped} on this validation split"
+    if not beats_shipped(report["served_val"], shipped):
+        return f"on this validation split it scores {report['served_val']}, the shipped release {shipped}"
     if report["val_circle_shift"] > ALLOWED_CIRCLE_SHIFT:
         return (f"an added circle moves its validation melanoma calls by {report['val_circle_shift']:.3f} "
                 f"(at most {ALLOWED_CIRCLE_SHIFT}): {report['val_mel_calls_with_circle']}")
@@ -158,9 +163,9 @@ def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
 def require_teacher_worth_it(report: dict | None, shipped: dict | None, args: argparse.Namespace) -> None:
     """Stop the run unless the teacher clearly beats the shipped release on validation (a student
     rarely goes past its teacher); ``--any-teacher`` and a given ``--teacher-weights`` skip this."""
-    if report is None or args.any_teacher or beats_shipped(report, shipped, TEACHER_MARGIN):
+    if report is None or args.any_teacher or beats_shipped(report["served_val"], shipped, TEACHER_MARGIN):
         return
-    raise SystemExit(f"the teacher ({report['arch']}: validation BMA {report['val_balanced_accuracy']:.4f}, "
+    raise SystemExit(f"the teacher ({report['arch']}, with a release's logit biases: {report['served_val']}; "
                      f"its report in {args.output}) does not beat the shipped release ({shipped}) by "
                      f"{TEACHER_MARGIN} BMA and on {HAM_SOURCE}'s melanomas: the student would learn no "
                      "more than the release knows. Fine-tune another --teacher-arch, or pass --any-teacher.")
@@ -180,7 +185,7 @@ def teacher_targets(args: argparse.Namespace, samples: list[Sample], split: Spli
     train = training_batches(samples, split.train, view_augment(args, args.teacher_size), args.batch_size,
                              args.epoch_samples, args.class_power, args.seed, args.source_balance)
     precision, speeds = choose_precision(args.precision, torch.device(args.device),
-                                         lambda: build_teacher(args.teacher_arch),
+                                         lambda: build_teacher(args.teacher_arch, args.teacher_frozen_blocks),
                                          (args.batch_size, 3, *args.teacher_size))
     print(f"teacher precision {precision.name} {speeds}", flush=True)
     report = None
@@ -277,6 +282,7 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     report = build_report(test_logits, test_labels, temperature) | {
         "split": "test", "by_source": by_source(test_logits, test_labels, test_sources),
         "val_by_source": by_source(val_logits, val_labels, val_sources),
+        "served_val": val_figures(val_logits, val_labels, val_sources),
         "logit_bias": {"values": dict(zip(CODES, bias.round(2).tolist()))} | bias_figures,
         "val_mel_calls_with_circle": circle, "val_circle_shift": circle_shift(circle),
         "dihedral_tta_val_balanced_accuracy": tta}
@@ -306,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"data: {', '.join(map(str, args.data))}: {len(samples)} images after dropping copies "
           f"({dedupe.as_dict()}); split {split.sizes()}", flush=True)
 
-    shipped = shipped_val_figures(args.model_store / WEIGHTS_FILE, samples, split.val)
+    shipped = shipped_val_figures(args.model_store / WEIGHTS_FILE, samples, split.val, args.mel_floor)
     print(f"the shipped release on this validation split: {shipped}", flush=True)
     targets, teacher = (teacher_targets(args, samples, split, writer, shipped) if args.kd_alpha
                         else (None, None))
@@ -358,7 +364,9 @@ def main(argv: list[str] | None = None) -> dict:
     kept = save_release(state, metadata, args.output / "release")
     print(f"this run's release: {kept}", flush=True)
     refusal = reason_not_to_ship(report, shipped)
-    if refusal is None or args.always_ship:
+    if args.never_ship:
+        print(f"not shipped to {args.model_store}: --never-ship", flush=True)
+    elif refusal is None or args.always_ship:
         save_release(state, metadata, args.model_store)
         write_report(report | {"release": {k: metadata[k] for k in ("name", "version", "input_size", "commit")},
                                "referral": referral, "training": metadata["training"]},
