@@ -205,6 +205,17 @@ def test_a_non_square_release_runs_at_its_precision_in_the_handler(precision, tm
     assert described["precision"] == precision
 
 
+def test_bf16_serves_from_weights_stored_in_bf16_and_answers_in_float32(tmp_path) -> None:
+    model, _ = load_release(write_random_release(tmp_path / "release"))
+    bf16, fp32 = runner(model, "bf16", TEST_INPUT_SIZE), runner(model, "fp32", TEST_INPUT_SIZE)
+    assert {p.dtype for p in bf16.module.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}, "Grad-CAM keeps the float model"
+    images = torch.randn(4, 3, *TEST_INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+    features, logits = bf16(images)
+    assert features.dtype == logits.dtype == torch.float32
+    assert torch.allclose(logits.softmax(1), fp32(images)[1].softmax(1), atol=0.05)
+
+
 def write_int8_choice(weights: Path, flags: list[str]) -> None:
     """A choice of int8 for ``weights``, as if measured on a CPU with ``flags``."""
     model, metadata = load_release(weights)
