@@ -117,7 +117,8 @@ evaluate: $(INSTALLED)
 
 # 1.0, 2.0 (from git history) and the shipped release (or WEIGHTS) on the same SPLIT images, each
 # through its own preprocessing: the model card's side-by-side table, per source, MEL sensitivity in
-# its own column, and how much a dermatoscope's circle moves the melanoma calls.
+# its own column, and how much a dermatoscope's circle moves the melanoma calls. SPLIT=val adds
+# the figures the ship rule compares (biases refitted for MEL sensitivity >= 0.80), in _val.json.
 compare: $(INSTALLED)
 	$(PY) -m training.compare $(DATA) --split $(SPLIT) \
 		--release 1.0=$(RELEASE_1_0) 2.0=$(RELEASE_2_0) shipped=$(or $(WEIGHTS),model_store/skin_resnet34.pt)

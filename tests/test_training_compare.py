@@ -29,3 +29,16 @@ def test_releases_are_scored_on_the_same_images_and_tabled(tmp_path: Path) -> No
     table = compare.format_comparison(figures)
     assert table.splitlines()[0].startswith("| release | BMA | **MEL sensitivity** | ham BMA | ham MEL |")
     assert json.loads(out.read_text())["releases"].keys() == figures.keys()
+    assert all("operating_point" not in release for release in figures.values()), "no biases fitted on test"
+
+
+def test_on_validation_each_release_is_also_tabled_at_the_ship_rules_operating_point(tmp_path: Path) -> None:
+    data = make_labels_csv(tmp_path / "ham", per_class=7)
+    release = write_random_release(tmp_path / "a", input_size=(48, 64), version="0.0.1")
+    figures = compare.main(["--release", f"a={release}", "--data", str(data), "--split", "val",
+                            "--output", str(tmp_path / "comparison.json")])
+    point = figures["a"]["operating_point"]
+    # Refitted biases find at least as many melanomas as the argmax, towards the floor.
+    assert point["mel_sensitivity_by_source"]["ham"] >= figures["a"]["by_source"]["ham"]["mel_sensitivity"]
+    assert 0 <= point["balanced_accuracy"] <= 1
+    assert compare.format_operating_points(figures).splitlines()[2].startswith("| a | ")

@@ -7,7 +7,9 @@ Every release is scored on the same lesion-grouped split (deduplicated; the spli
 trained on, so none of them has seen these images), each through its own framing, colour constancy
 and test-time augmentation (``training.evaluate.release_logits``): balanced accuracy and melanoma
 sensitivity, overall and per source, the referral score's AUROC, and how much the share of
-melanomas, nevi and keratoses called melanoma moves once a dermatoscope's circle is added.
+melanomas, nevi and keratoses called melanoma moves once a dermatoscope's circle is added. On the
+validation split it also tables the figures the ship rule compares: each release with logit biases
+refitted there for melanoma sensitivity at the floor (never on the test split, which they would tune).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import settings
 from contract.classes import CODES
 from handler.checkpoint import METADATA_FILE, MODEL_KEYS, WEIGHTS_FILE, load_release
 from handler.preprocessing import serves_dihedral_tta
+from training.decisions import MEL_FLOOR, operating_point_figures
 from training.evaluate import FP32_CPU, release_frames, release_logits
 from training.metrics import balanced_accuracy
 from training.referral import referral_report
@@ -45,8 +48,9 @@ def release_files(source: str, scratch: Path) -> Path:
     return scratch / WEIGHTS_FILE
 
 
-def release_figures(weights: Path, samples: list, indices: list[int]) -> dict:
-    """One release's figures on ``samples[indices]``."""
+def release_figures(weights: Path, samples: list, indices: list[int], operating_point: bool = False) -> dict:
+    """One release's figures on ``samples[indices]``; with ``operating_point`` (validation images
+    only: it fits logit biases on them) also the figures the ship rule compares."""
     model, metadata = load_release(weights, required=MODEL_KEYS)
     frames = release_frames(metadata, samples, indices)
     logits, labels = release_logits(model, metadata, samples, indices, frames=frames)
@@ -63,7 +67,9 @@ def release_figures(weights: Path, samples: list, indices: list[int]) -> dict:
                           for source, figures in sources.items()},
             "referral_auroc": referral_report(labels.numpy(), probabilities, 0.5)["auroc"],
             "mel_calls": calls,
-            "circle_shift": circle_shift(calls)}
+            "circle_shift": circle_shift(calls)} | (
+        {"operating_point": operating_point_figures(logits, labels, [samples[i].source for i in indices],
+                                                    MEL_FLOOR)} if operating_point else {})
 
 
 def format_comparison(figures: dict[str, dict]) -> str:
@@ -82,13 +88,28 @@ def format_comparison(figures: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def format_operating_points(figures: dict[str, dict]) -> str:
+    """The ship rule's view: each release with logit biases refitted for validation melanoma
+    sensitivity at the floor, so that none gains BMA by finding fewer melanomas."""
+    sources = sorted({source for release in figures.values()
+                      for source in release["operating_point"]["mel_sensitivity_by_source"]})
+    lines = [f"| release | BMA at MEL sensitivity >= {MEL_FLOOR} | " + " | ".join(f"{s} MEL" for s in sources) + " |",
+             "|---|---:|" + "---:|" * len(sources)]
+    for name, release in figures.items():
+        point = release["operating_point"]
+        lines.append(f"| {name} | {share(point['balanced_accuracy'])} | "
+                     + " | ".join(share(point["mel_sensitivity_by_source"].get(s)) for s in sources) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--release", nargs="+", required=True, metavar="NAME=COMMIT_OR_WEIGHTS")
     parser.add_argument("--data", type=Path, nargs="+", default=list(settings.DATA_DIRS))
     parser.add_argument("--split", choices=("val", "test"), default="test")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=Path("docs/release_comparison.json"))
+    parser.add_argument("--output", type=Path, default=None,
+                        help="default: docs/release_comparison.json, _val.json for the validation split")
     return parser.parse_args(argv)
 
 
@@ -102,11 +123,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             name, _, source = named.partition("=")
             folder = Path(scratch) / str(number)
             folder.mkdir()
-            figures[name] = release_figures(release_files(source, folder), samples, indices)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"split": args.split, "releases": figures}, indent=2) + "\n")
+            figures[name] = release_figures(release_files(source, folder), samples, indices,
+                                            operating_point=args.split == "val")
+    output = args.output or Path("docs") / f"release_comparison{'_val' if args.split == 'val' else ''}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"split": args.split, "releases": figures}, indent=2) + "\n")
     print(f"{len(indices)} {args.split} images, lesion-grouped, the same for every release:\n")
     print(format_comparison(figures))
+    if args.split == "val":
+        print("\nAt the operating point the ship rule compares (logit biases refitted on these images):\n")
+        print(format_operating_points(figures))
     return figures
 
 

@@ -14,6 +14,8 @@ from training.mixed_precision import Precision
 from training.report import val_figures
 
 MEL = CODES.index("MEL")
+# The melanoma sensitivity a release's logit biases must reach on validation, where they can.
+MEL_FLOOR = 0.80
 BIAS_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
 # Eight dihedral views cost eight forward passes; they must buy at least this much validation BMA.
 TTA_MIN_GAIN = 0.01
@@ -24,7 +26,7 @@ def mel_sensitivity(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float((predictions[melanomas] == MEL).mean()) if melanomas.any() else 1.0
 
 
-def choose_logit_bias(logits: torch.Tensor, labels: torch.Tensor, mel_floor: float = 0.80,
+def choose_logit_bias(logits: torch.Tensor, labels: torch.Tensor, mel_floor: float = MEL_FLOOR,
                       rounds: int = 3) -> tuple[np.ndarray, dict]:
     """Per-class additive logit biases that maximise validation BMA while melanoma sensitivity stays
     at or above ``mel_floor`` (coordinate ascent on a grid); returns them with the figures before

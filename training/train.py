@@ -27,7 +27,7 @@ from handler.checkpoint import WEIGHTS_FILE, save_release
 from handler.cpus import CPU_FLAGS, cpu_info
 from training.calibration import fit_temperature
 from training.datasets import Sample
-from training.decisions import choose_logit_bias, tta_decision
+from training.decisions import MEL_FLOOR, choose_logit_bias, tta_decision
 from training.engine import predict
 from training.evaluate import shipped_val_figures
 from training.losses import DistillationLoss, class_weights
@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--finish-lr", type=float, default=1e-4)
     parser.add_argument("--tta-decision", action=argparse.BooleanOptionalAction, default=True,
                         help="measure on validation whether eight-view test-time augmentation pays")
-    parser.add_argument("--mel-floor", type=float, default=0.80,
+    parser.add_argument("--mel-floor", type=float, default=MEL_FLOOR,
                         help="validation melanoma sensitivity that the logit biases must keep")
     parser.add_argument("--colour-constancy", action=argparse.BooleanOptionalAction, default=True,
                         help="Shades of Gray (p=6) before the network, in training and serving")
