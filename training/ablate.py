@@ -64,12 +64,11 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    distilling = {name for name in args.variants if "{soft_targets}" in VARIANTS[name]}
-    if distilling and not (args.soft_targets and args.soft_targets.is_file()):
-        print(f"no soft targets at {args.soft_targets}: left out {sorted(distilling)}", flush=True)
-    else:
-        distilling = set()
-    results = {name: run_variant(args, name, VARIANTS[name]) for name in args.variants if name not in distilling}
+    has_targets = args.soft_targets is not None and args.soft_targets.is_file()
+    left_out = [name for name in args.variants if "{soft_targets}" in VARIANTS[name] and not has_targets]
+    if left_out:
+        print(f"no soft targets at {args.soft_targets}: left out {left_out}", flush=True)
+    results = {name: run_variant(args, name, VARIANTS[name]) for name in args.variants if name not in left_out}
     report = {"budget": {"epochs": args.epochs, "images_per_epoch": args.epoch_samples,
                          "image_size": args.image_size, "init": str(args.init)},
               "variants": results}

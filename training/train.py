@@ -138,9 +138,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def beats_shipped(figures: dict, shipped: dict | None, margin: float = 0.0) -> bool:
-    """Whether this run (or its teacher), as it would be served, is better than the shipped release
-    on validation (both as ``val_figures`` gives them): BMA by more than ``margin``, and melanoma
-    sensitivity on HAM10000's lesions."""
+    """Whether this run (or its teacher) is better than the shipped release on validation, both at
+    the operating point a release is served at (``operating_point_figures``): BMA by more than
+    ``margin``, and melanoma sensitivity on HAM10000's lesions."""
     if shipped is None:
         return True
     mel = figures["mel_sensitivity_by_source"].get(HAM_SOURCE)
