@@ -33,12 +33,12 @@ REPORT_FILE = "teacher_report.json"
 def teacher_report(model: torch.nn.Module, arch: str, val: ImageBatches, val_sources: list[str],
                    precision: Precision, colour_constancy: bool, mel_floor: float) -> dict:
     """Validation BMA, overall and per source, with per-class sensitivities (MEL's among them); and
-    ``served_val``: the figures with the logit biases a release of it would get, which are what the
-    shipped release is compared on."""
+    ``operating_point``: the figures with the logit biases a release of it would get, which are what
+    the shipped release is compared on."""
     logits, labels = predict(model, val, precision, colour_constancy)
     return {"arch": arch, "val_balanced_accuracy": balanced_accuracy(labels.numpy(), logits.argmax(1).numpy()),
             "val_by_source": by_source(logits, labels, val_sources),
-            "served_val": operating_point_figures(logits, labels, val_sources, mel_floor)}
+            "operating_point": operating_point_figures(logits, labels, val_sources, mel_floor)}
 
 
 def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageBatches,
@@ -64,5 +64,5 @@ def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageB
     mel = ", ".join(f"{source} {share(figures['sensitivity']['MEL'])}"
                     for source, figures in report["val_by_source"].items())
     print(f"[teacher] {args.teacher_arch}: validation BMA {report['val_balanced_accuracy']:.4f}, MEL {mel}; "
-          f"with a release's logit biases {report['served_val']}", flush=True)
+          f"with a release's logit biases {report['operating_point']}", flush=True)
     return teacher, report

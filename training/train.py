@@ -152,8 +152,8 @@ def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
     """Why a finished run must not replace the shipped release, or None when it may: it must beat
     the release on validation, and an added dermatoscope circle must hardly move its melanoma calls
     there."""
-    if not beats_shipped(report["served_val"], shipped):
-        return f"on this validation split it scores {report['served_val']}, the shipped release {shipped}"
+    if not beats_shipped(report["operating_point"], shipped):
+        return f"on this validation split it scores {report['operating_point']}, the shipped release {shipped}"
     if report["val_circle_shift"] > ALLOWED_CIRCLE_SHIFT:
         return (f"an added circle moves its validation melanoma calls by {report['val_circle_shift']:.3f} "
                 f"(at most {ALLOWED_CIRCLE_SHIFT}): {report['val_mel_calls_with_circle']}")
@@ -163,9 +163,9 @@ def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
 def require_teacher_worth_it(report: dict | None, shipped: dict | None, args: argparse.Namespace) -> None:
     """Stop the run unless the teacher clearly beats the shipped release on validation (a student
     rarely goes past its teacher); ``--any-teacher`` and a given ``--teacher-weights`` skip this."""
-    if report is None or args.any_teacher or beats_shipped(report["served_val"], shipped, TEACHER_MARGIN):
+    if report is None or args.any_teacher or beats_shipped(report["operating_point"], shipped, TEACHER_MARGIN):
         return
-    raise SystemExit(f"the teacher ({report['arch']}, with a release's logit biases: {report['served_val']}; "
+    raise SystemExit(f"the teacher ({report['arch']}, with a release's logit biases: {report['operating_point']}; "
                      f"its report in {args.output}) does not beat the shipped release ({shipped}) by "
                      f"{TEACHER_MARGIN} BMA and on {HAM_SOURCE}'s melanomas: the student would learn no "
                      "more than the release knows. Fine-tune another --teacher-arch, or pass --any-teacher.")
@@ -282,7 +282,7 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     report = build_report(test_logits, test_labels, temperature) | {
         "split": "test", "by_source": by_source(test_logits, test_labels, test_sources),
         "val_by_source": by_source(val_logits, val_labels, val_sources),
-        "served_val": val_figures(val_logits, val_labels, val_sources),
+        "operating_point": val_figures(val_logits, val_labels, val_sources),
         "logit_bias": {"values": dict(zip(CODES, bias.round(2).tolist()))} | bias_figures,
         "val_mel_calls_with_circle": circle, "val_circle_shift": circle_shift(circle),
         "dihedral_tta_val_balanced_accuracy": tta}
