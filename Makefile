@@ -92,7 +92,7 @@ SPLIT ?= test
 WEIGHTS ?=
 RELEASE_WEIGHTS := $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-.PHONY: train train-cpu train-cpu-detached evaluate compare gate release-files ablate train-speed
+.PHONY: train train-cpu train-cpu-detached evaluate compare recalibrate gate release-files ablate train-speed
 
 runs/init-2.0.pt:
 	mkdir -p runs && git show $(RELEASE_2_0):model_store/skin_resnet34.pt > $@
@@ -120,9 +120,15 @@ evaluate: $(INSTALLED)
 # through its own preprocessing: the model card's side-by-side table, per source, MEL sensitivity in
 # its own column, and how much a dermatoscope's circle moves the melanoma calls. SPLIT=val adds
 # the figures the ship rule compares (biases refitted for MEL sensitivity >= 0.80), in _val.json.
+# RESCORE=shipped scores only the shipped release and keeps the others' figures (after recalibrate).
 compare: $(INSTALLED)
-	$(PY) -m training.compare $(DATA) --split $(SPLIT) \
+	$(PY) -m training.compare $(DATA) --split $(SPLIT) $(if $(RESCORE),--rescore $(RESCORE)) \
 		--release 1.0=$(RELEASE_1_0) 2.0=$(RELEASE_2_0) shipped=$(or $(WEIGHTS),model_store/skin_resnet34.pt)
+
+# The release's temperature and referral threshold chosen again on validation by today's rules,
+# without retraining (the weights, and so every ranking, stay as they are); then `make archive`.
+recalibrate: $(INSTALLED)
+	$(PY) -m training.recalibrate $(DATA) $(RELEASE_WEIGHTS)
 
 # The release's gate (handler/gate.py): fitted on its own split and features, written beside the
 # weights as model_store/skin_gate.pt, with its figures in docs/gate_report.json. Run it after every

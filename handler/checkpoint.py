@@ -28,9 +28,15 @@ def save_release(state_dict: dict[str, torch.Tensor], metadata: dict, directory:
     half = {key: value.half() if value.is_floating_point() else value
             for key, value in state_dict.items()}
     torch.save(half, directory / WEIGHTS_FILE)
-    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n",
-                                           encoding="utf-8")
+    write_metadata(metadata, directory)
     return directory / WEIGHTS_FILE
+
+
+def write_metadata(metadata: dict, directory: Path) -> Path:
+    """Write ``skin_resnet34.json`` into ``directory``, beside weights already there."""
+    path = directory / METADATA_FILE
+    path.write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
 
 
 def load_metadata(path: Path, required: tuple[str, ...] = REQUIRED_KEYS) -> dict:

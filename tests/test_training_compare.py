@@ -42,3 +42,25 @@ def test_on_validation_each_release_is_also_tabled_at_the_ship_rules_operating_p
     assert point["mel_sensitivity_by_source"]["ham"] >= figures["a"]["by_source"]["ham"]["mel_sensitivity"]
     assert 0 <= point["balanced_accuracy"] <= 1
     assert compare.format_operating_points(figures).splitlines()[2].startswith("| a | ")
+
+
+def test_rescoring_one_release_keeps_the_others_figures(tmp_path: Path) -> None:
+    data = make_labels_csv(tmp_path / "ham", per_class=7)
+    first = write_random_release(tmp_path / "a", input_size=(48, 64), version="0.0.1")
+    second = write_random_release(tmp_path / "b", input_size=(48, 64), version="0.0.2")
+    out = tmp_path / "comparison.json"
+    scored = compare.main(["--release", f"a={first}", f"b={second}", "--data", str(data), "--output", str(out)])
+    stored = json.loads(out.read_text())
+    stored["releases"]["a"]["balanced_accuracy"] = -1.0
+    out.write_text(json.dumps(stored))
+    metadata = json.loads((second.parent / "skin_resnet34.json").read_text())
+    (second.parent / "skin_resnet34.json").write_text(json.dumps(metadata | {"version": "0.0.3"}))
+
+    figures = compare.main(["--release", f"a={first}", f"b={second}", "--data", str(data), "--output", str(out),
+                            "--rescore", "b"])
+
+    assert list(figures) == ["a", "b"]
+    assert figures["a"]["balanced_accuracy"] == -1.0, "a kept from the file, not scored again"
+    assert figures["b"]["version"] == "0.0.3", "b read and scored again"
+    assert figures["b"]["balanced_accuracy"] == scored["b"]["balanced_accuracy"]
+    assert json.loads(out.read_text())["releases"] == figures

@@ -4,7 +4,7 @@ import torch
 
 from contract.classes import CODES
 from training import metrics
-from training.calibration import fit_temperature
+from training.calibration import choose_temperature
 from training.report import by_source
 
 # Hand-made case over classes 0-2 (AK, BCC, BKL):
@@ -76,8 +76,9 @@ def test_auc_separable_and_macro() -> None:
     assert aucs["macro"] == 1.0
 
 
-def test_temperature_recovers_overconfidence() -> None:
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_temperature_undoes_over_and_underconfidence(scale: float) -> None:
     generator = torch.Generator().manual_seed(0)
     true_logits = torch.randn(4000, len(CODES), generator=generator) * 2
     labels = torch.multinomial(torch.softmax(true_logits, dim=1), 1, generator=generator).squeeze(1)
-    assert fit_temperature(true_logits * 3, labels) == pytest.approx(3, rel=0.1)
+    assert choose_temperature(true_logits * scale, labels) == pytest.approx(scale, rel=0.05)

@@ -110,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None,
                         help="default: docs/release_comparison.json, _val.json for the validation split")
+    parser.add_argument("--rescore", nargs="+", metavar="NAME", default=None,
+                        help="score only these releases and keep the others' figures from --output, which "
+                             "scored the same images (e.g. the shipped release after make recalibrate)")
     return parser.parse_args(argv)
 
 
@@ -117,15 +120,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     args = parse_args(argv)
     samples, split, _ = load_split(args.data, args.seed, deduplicated=True)
     indices = getattr(split, args.split)
+    output = args.output or Path("docs") / f"release_comparison{'_val' if args.split == 'val' else ''}.json"
+    scored = json.loads(output.read_text(encoding="utf-8"))["releases"] if args.rescore else {}
     figures = {}
     with tempfile.TemporaryDirectory(prefix="skin-compare-") as scratch:
         for number, named in enumerate(args.release):
             name, _, source = named.partition("=")
+            if args.rescore and name not in args.rescore:
+                figures[name] = scored[name]
+                continue
             folder = Path(scratch) / str(number)
             folder.mkdir()
             figures[name] = release_figures(release_files(source, folder), samples, indices,
                                             operating_point=args.split == "val")
-    output = args.output or Path("docs") / f"release_comparison{'_val' if args.split == 'val' else ''}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"split": args.split, "releases": figures}, indent=2) + "\n")
     print(f"{len(indices)} {args.split} images, lesion-grouped, the same for every release:\n")

@@ -1,5 +1,6 @@
-"""What a release decides on validation after training: per-class logit biases, and whether
-test-time augmentation pays. The test split never enters here."""
+"""What a release decides on validation after training: per-class logit biases, whether
+test-time augmentation pays, the temperature and the referral threshold. The test split never
+enters here."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -8,9 +9,11 @@ import numpy as np
 import torch
 
 from contract.classes import CODES
+from training.calibration import choose_temperature
 from training.engine import predict
 from training.metrics import balanced_accuracy
 from training.mixed_precision import Precision
+from training.referral import choose_threshold
 from training.report import val_figures
 
 MEL = CODES.index("MEL")
@@ -75,3 +78,9 @@ def tta_decision(model: torch.nn.Module, batches: Iterable, precision: Precision
     with_tta = balanced_accuracy(labels.numpy(), (averaged + shift).argmax(1).numpy())
     return {"without": without, "with": with_tta, "min_gain": TTA_MIN_GAIN,
             "ships": with_tta - without >= TTA_MIN_GAIN}
+
+
+def calibration(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """The temperature, and the referral threshold on the probabilities at that temperature."""
+    temperature = choose_temperature(logits, labels)
+    return temperature, choose_threshold(labels.numpy(), torch.softmax(logits / temperature, dim=1).numpy())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from contract.classes import CLASSES
+from contract.classes import CLASSES, CODES
 
 CONCERNING = np.array([c.is_concerning for c in CLASSES])
 TARGET_SENSITIVITY = 0.95
@@ -38,3 +38,11 @@ def referral_report(labels: np.ndarray, probabilities: np.ndarray, threshold: fl
             "specificity": float((~flagged[~concerning]).mean()) if (~concerning).any() else None,
             "auroc": float(roc_auc_score(concerning, concern_score(probabilities))) if both else None,
             "concerning": int(concerning.sum()), "benign": int((~concerning).sum())}
+
+
+def referral_entry(threshold: float, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """A release's referral entry: the flag's classes, its threshold, and how flagging at it does on
+    each named split's (labels, probabilities)."""
+    return {"classes": [code for code, concerning in zip(CODES, CONCERNING) if concerning],
+            "target_sensitivity": TARGET_SENSITIVITY, "threshold": threshold} | {
+        name: referral_report(labels, probabilities, threshold) for name, (labels, probabilities) in splits.items()}

@@ -25,9 +25,8 @@ import settings
 from contract.classes import CODES, NUM_CLASSES
 from handler.checkpoint import WEIGHTS_FILE, save_release
 from handler.cpus import CPU_FLAGS, cpu_info
-from training.calibration import fit_temperature
 from training.datasets import Sample
-from training.decisions import MEL_FLOOR, choose_logit_bias, tta_decision
+from training.decisions import MEL_FLOOR, calibration, choose_logit_bias, tta_decision
 from training.engine import predict
 from training.evaluate import shipped_val_figures
 from training.losses import DistillationLoss, class_weights
@@ -35,7 +34,7 @@ from training.mixed_precision import Precision, choose_precision
 from training.models import DEFAULT_TEACHER, TEACHER_FROZEN_BLOCKS, TEACHERS, build_student, build_teacher
 from training.phase import Phase, Schedule
 from training.presets import BatchAugment, ImageBatches, StoredViewBatches, evaluation_batches, training_batches
-from training.referral import CONCERNING, TARGET_SENSITIVITY, choose_threshold, referral_report
+from training.referral import referral_entry
 from training.release import release_metadata
 from training.report import build_report, by_source, val_figures, write_report
 from training.run_setup import git_commit, image_size, keep_run_arguments, seed_everything, to_device
@@ -274,9 +273,7 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     fold_bias(model, bias)
     val_logits, val_labels = predict(model, val, precision, cc, dihedral)
     circle = circle_table(model, val.images, val_labels, val_logits, precision, cc, dihedral=dihedral)
-    temperature = fit_temperature(val_logits, val_labels)
-    val_probabilities = torch.softmax(val_logits / temperature, dim=1).numpy()
-    threshold = choose_threshold(val_labels.numpy(), val_probabilities)
+    temperature, threshold = calibration(val_logits, val_labels)
     test_logits, test_labels = predict(model, test, precision, cc, dihedral)
     test_probabilities = torch.softmax(test_logits / temperature, dim=1).numpy()
     report = build_report(test_logits, test_labels, temperature) | {
@@ -286,11 +283,9 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
         "logit_bias": {"values": dict(zip(CODES, bias.round(2).tolist()))} | bias_figures,
         "val_mel_calls_with_circle": circle, "val_circle_shift": circle_shift(circle),
         "dihedral_tta_val_balanced_accuracy": tta}
-    report["referral"] = {
-        "classes": [c for c, concerning in zip(CODES, CONCERNING) if concerning],
-        "target_sensitivity": TARGET_SENSITIVITY, "threshold": threshold,
-        "validation": referral_report(val_labels.numpy(), val_probabilities, threshold),
-        "test": referral_report(test_labels.numpy(), test_probabilities, threshold)}
+    report["referral"] = referral_entry(threshold, {
+        "validation": (val_labels.numpy(), torch.softmax(val_logits / temperature, dim=1).numpy()),
+        "test": (test_labels.numpy(), test_probabilities)})
     return report
 
 
