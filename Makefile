@@ -119,7 +119,7 @@ evaluate: $(INSTALLED)
 # 1.0, 2.0 (from git history) and the shipped release (or WEIGHTS) on the same SPLIT images, each
 # through its own preprocessing: the model card's side-by-side table, per source, MEL sensitivity in
 # its own column, and how much a dermatoscope's circle moves the melanoma calls. SPLIT=val adds
-# the figures the ship rule compares (biases refitted for MEL sensitivity >= 0.80), in _val.json.
+# the figures the ship rule compares (biases refitted for decisions.py's MEL floor), in _val.json.
 # RESCORE=shipped scores only the shipped release and keeps the others' figures (after recalibrate).
 compare: $(INSTALLED)
 	$(PY) -m training.compare $(DATA) --split $(SPLIT) $(if $(RESCORE),--rescore $(RESCORE)) \

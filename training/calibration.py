@@ -19,3 +19,10 @@ def choose_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     errors = [expected_calibration_error(labels, torch.softmax(logits / float(t), dim=1).numpy())
               for t in TEMPERATURES]
     return float(TEMPERATURES[int(np.argmin(errors))])
+
+
+def probabilities_at(logits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                     temperature: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(labels, probabilities at ``temperature``) for each named split's (logits, labels)."""
+    return {name: (labels.numpy(), torch.softmax(values.float() / temperature, dim=1).numpy())
+            for name, (values, labels) in logits.items()}

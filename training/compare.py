@@ -56,7 +56,8 @@ def release_figures(weights: Path, samples: list, indices: list[int], operating_
     logits, labels = release_logits(model, metadata, samples, indices, frames=frames)
     probabilities = torch.softmax(logits / float(metadata["temperature"]), dim=1).numpy()
     predicted = logits.argmax(1).numpy()
-    sources = by_source(logits, labels, [samples[i].source for i in indices])
+    image_sources = [samples[i].source for i in indices]
+    sources = by_source(logits, labels, image_sources)
     calls = circle_table(model, *frames, logits, FP32_CPU, bool(metadata.get("colour_constancy")),
                          tuple(metadata["mean"]), tuple(metadata["std"]), serves_dihedral_tta(metadata))
     return {"version": metadata["version"], "images": len(indices),
@@ -68,8 +69,8 @@ def release_figures(weights: Path, samples: list, indices: list[int], operating_
             "referral_auroc": referral_report(labels.numpy(), probabilities, 0.5)["auroc"],
             "mel_calls": calls,
             "circle_shift": circle_shift(calls)} | (
-        {"operating_point": operating_point_figures(logits, labels, [samples[i].source for i in indices],
-                                                    MEL_FLOOR)} if operating_point else {})
+        {"operating_point": operating_point_figures(logits, labels, image_sources, MEL_FLOOR)}
+        if operating_point else {})
 
 
 def format_comparison(figures: dict[str, dict]) -> str:

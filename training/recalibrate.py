@@ -14,11 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import settings
 from handler.checkpoint import load_release, write_metadata
+from training.calibration import probabilities_at
 from training.decisions import calibration
 from training.evaluate import release_logits
 from training.metrics import expected_calibration_error
@@ -33,13 +33,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=Path("docs/model_report.json"),
                         help="the model report to update when it reports this release")
     return parser.parse_args(argv)
-
-
-def probabilities_at(logits: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                     temperature: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(labels, probabilities at ``temperature``) for each split's (logits, labels)."""
-    return {name: (labels.numpy(), torch.softmax(values / temperature, dim=1).numpy())
-            for name, (values, labels) in logits.items()}
 
 
 def calibration_state(logits: dict[str, tuple[torch.Tensor, torch.Tensor]], temperature: float,

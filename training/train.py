@@ -25,6 +25,7 @@ import settings
 from contract.classes import CODES, NUM_CLASSES
 from handler.checkpoint import WEIGHTS_FILE, save_release
 from handler.cpus import CPU_FLAGS, cpu_info
+from training.calibration import probabilities_at
 from training.datasets import Sample
 from training.decisions import MEL_FLOOR, calibration, choose_logit_bias, tta_decision
 from training.engine import predict
@@ -275,7 +276,6 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     circle = circle_table(model, val.images, val_labels, val_logits, precision, cc, dihedral=dihedral)
     temperature, threshold = calibration(val_logits, val_labels)
     test_logits, test_labels = predict(model, test, precision, cc, dihedral)
-    test_probabilities = torch.softmax(test_logits / temperature, dim=1).numpy()
     report = build_report(test_logits, test_labels, temperature) | {
         "split": "test", "by_source": by_source(test_logits, test_labels, test_sources),
         "val_by_source": by_source(val_logits, val_labels, val_sources),
@@ -283,9 +283,8 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
         "logit_bias": {"values": dict(zip(CODES, bias.round(2).tolist()))} | bias_figures,
         "val_mel_calls_with_circle": circle, "val_circle_shift": circle_shift(circle),
         "dihedral_tta_val_balanced_accuracy": tta}
-    report["referral"] = referral_entry(threshold, {
-        "validation": (val_labels.numpy(), torch.softmax(val_logits / temperature, dim=1).numpy()),
-        "test": (test_labels.numpy(), test_probabilities)})
+    report["referral"] = referral_entry(threshold, probabilities_at(
+        {"validation": (val_logits, val_labels), "test": (test_logits, test_labels)}, temperature))
     return report
 
 
