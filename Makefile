@@ -63,8 +63,9 @@ serve: archive
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 
+# The slowest tests are printed on every run, to watch the suite's 20-minute budget.
 test: lint /usr/bin/chromedriver
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 # Training: `make train-cpu` trains the next release where the machine has no GPU (release 3.0's
 # recipe, about 1.5 hours on 2 cores): the ResNet34 student on the labels alone for 12 epochs, a
