@@ -93,7 +93,7 @@ SPLIT ?= test
 WEIGHTS ?=
 RELEASE_WEIGHTS := $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-.PHONY: train train-cpu train-cpu-detached evaluate compare recalibrate gate release-files ablate train-speed
+.PHONY: train train-cpu train-cpu-detached evaluate compare recalibrate gate screenshots release-files ablate train-speed
 
 runs/init-2.0.pt:
 	mkdir -p runs && git show $(RELEASE_2_0):model_store/skin_resnet34.pt > $@
@@ -137,9 +137,18 @@ recalibrate: $(INSTALLED)
 gate: $(INSTALLED)
 	$(PY) -m training.gate $(RELEASE_WEIGHTS) $(DATA)
 
+# The page's screenshots in README.md and docs/api.md: the browser test run on the shipped release
+# (or WEIGHTS) instead of a random one. It needs that release's gate.
+screenshots: $(INSTALLED) /usr/bin/chromedriver
+	SKIN_SCREENSHOTS=1 SKIN_TEST_WEIGHTS=$(or $(WEIGHTS),model_store/skin_resnet34.pt) $(PY) -m pytest tests/test_frontend_browser.py
+
 # After a run writes a new release to model_store/: what is fitted or measured on its weights (the
-# gate, the precision choices for this CPU and for AVX2-only ones), then the model card's table.
-release-files: gate precision precision-avx2 compare
+# gate, the screenshots, the precision choices for this CPU and for AVX2-only ones), then the model
+# card's table. The gate's non-lesion set holds the screenshots, so it is fitted again after them.
+release-files: $(INSTALLED)
+	$(MAKE) gate
+	$(MAKE) screenshots
+	$(MAKE) gate precision precision-avx2 compare
 
 # Short runs for the model card's ablations, from the run's teacher; writes docs/ablations.json.
 ablate: $(INSTALLED) $(INIT)
