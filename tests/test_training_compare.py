@@ -40,8 +40,9 @@ def test_on_validation_each_release_is_also_tabled_at_the_ship_rules_operating_p
     point = figures["a"]["operating_point"]
     # Refitted biases find at least as many melanomas as the argmax, towards the floor.
     assert point["mel_sensitivity_by_source"]["ham"] >= figures["a"]["by_source"]["ham"]["mel_sensitivity"]
-    assert 0 <= point["balanced_accuracy"] <= 1
-    assert compare.format_operating_points(figures).splitlines()[2].startswith("| a | ")
+    assert 0 <= point["balanced_accuracy"] <= 1 and 0 <= point["referral_specificity"] <= 1
+    table = compare.format_operating_points(figures).splitlines()
+    assert table[0].endswith("| referral specificity at sensitivity 0.95 |") and table[2].startswith("| a | ")
 
 
 def test_rescoring_one_release_keeps_the_others_figures(tmp_path: Path) -> None:

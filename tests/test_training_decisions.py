@@ -68,6 +68,8 @@ def test_releases_are_compared_at_the_operating_point_they_are_served_at() -> No
     refitted = operating_point_figures(served, labels, sources, 0.8)
     assert refitted["mel_sensitivity_by_source"]["ham10000"] >= 0.8
     assert abs(refitted["balanced_accuracy"] - val_figures(served, labels, sources)["balanced_accuracy"]) < 0.02
+    # Each point carries the referral flag's specificity at the sensitivity it is chosen for.
+    assert 0 < point["referral_specificity"] < 1 and 0 < refitted["referral_specificity"] < 1
 
 
 def test_the_dihedral_views_are_eight_distinct_turns_and_flips() -> None:
@@ -126,35 +128,38 @@ def test_the_circle_test_catches_a_model_that_reads_the_equipment() -> None:
             change: shares for change, shares in table(model).items() if change in (AS_THEY_ARE, CIRCLE)}
 
 
-def test_a_teacher_must_clearly_beat_the_shipped_release_overall_and_on_ham_melanomas() -> None:
-    shipped = {"balanced_accuracy": 0.55, "mel_sensitivity_by_source": {"ham10000": 0.28}}
+SHIPPED = {"balanced_accuracy": 0.55, "mel_sensitivity_by_source": {"ham10000": 0.28}, "referral_specificity": 0.40}
 
-    def teacher(bma: float, ham_mel: float) -> dict:
-        return {"balanced_accuracy": bma, "mel_sensitivity_by_source": {"ham10000": ham_mel}}
 
-    assert beats_shipped(teacher(0.57, 0.38), shipped, TEACHER_MARGIN)
-    assert not beats_shipped(teacher(0.555, 0.38), shipped, TEACHER_MARGIN)  # better, not clearly
-    assert beats_shipped(teacher(0.555, 0.38), shipped)  # enough for a student to ship
-    assert not beats_shipped(teacher(0.60, 0.25), shipped, TEACHER_MARGIN)  # fewer melanomas found
-    assert beats_shipped(teacher(0.30, 0.0), None, TEACHER_MARGIN)  # nothing shipped yet
+def test_a_teacher_must_clearly_beat_the_shipped_release_overall_on_ham_melanomas_and_the_referral() -> None:
+    def teacher(bma: float, ham_mel: float, referral_specificity: float = 0.40) -> dict:
+        return {"balanced_accuracy": bma, "mel_sensitivity_by_source": {"ham10000": ham_mel},
+                "referral_specificity": referral_specificity}
+
+    assert beats_shipped(teacher(0.57, 0.38), SHIPPED, TEACHER_MARGIN)
+    assert not beats_shipped(teacher(0.555, 0.38), SHIPPED, TEACHER_MARGIN)  # better, not clearly
+    assert beats_shipped(teacher(0.555, 0.38), SHIPPED)  # enough for a student to ship
+    assert not beats_shipped(teacher(0.60, 0.25), SHIPPED, TEACHER_MARGIN)  # fewer melanomas found
+    assert not beats_shipped(teacher(0.60, 0.38, 0.31), SHIPPED)  # more false alarms at the same sensitivity
+    assert beats_shipped(teacher(0.30, 0.0, 0.0), None, TEACHER_MARGIN)  # nothing shipped yet
 
 
 def test_a_run_stops_before_distilling_from_a_teacher_no_better_than_the_release() -> None:
-    shipped = {"balanced_accuracy": 0.55, "mel_sensitivity_by_source": {"ham10000": 0.28}}
     weak = {"arch": "efficientnet-lite0", "val_balanced_accuracy": 0.60,
-            "operating_point": {"balanced_accuracy": 0.555, "mel_sensitivity_by_source": {"ham10000": 0.38}}}
+            "operating_point": {"balanced_accuracy": 0.555, "mel_sensitivity_by_source": {"ham10000": 0.38},
+                                "referral_specificity": 0.45}}
     with pytest.raises(SystemExit, match="does not beat the shipped release"):
-        require_teacher_worth_it(weak, shipped, argparse.Namespace(any_teacher=False, output="run"))
-    require_teacher_worth_it(weak, shipped, argparse.Namespace(any_teacher=True, output="run"))
+        require_teacher_worth_it(weak, SHIPPED, argparse.Namespace(any_teacher=False, output="run"))
+    require_teacher_worth_it(weak, SHIPPED, argparse.Namespace(any_teacher=True, output="run"))
 
 
 def test_a_student_ships_only_if_it_beats_the_release_and_an_added_circle_hardly_moves_its_calls() -> None:
-    shipped = {"balanced_accuracy": 0.55, "mel_sensitivity_by_source": {"ham10000": 0.28}}
-
-    def student(bma: float, shift: float) -> dict:
-        return {"operating_point": {"balanced_accuracy": bma, "mel_sensitivity_by_source": {"ham10000": 0.5}},
+    def student(bma: float, shift: float, referral_specificity: float = 0.41) -> dict:
+        return {"operating_point": {"balanced_accuracy": bma, "mel_sensitivity_by_source": {"ham10000": 0.5},
+                                    "referral_specificity": referral_specificity},
                 "val_circle_shift": shift, "val_mel_calls_with_circle": {}}
 
-    assert reason_not_to_ship(student(0.56, 0.03), shipped) is None
-    assert "validation split" in reason_not_to_ship(student(0.54, 0.03), shipped)
-    assert "an added circle moves" in reason_not_to_ship(student(0.56, 0.20), shipped)
+    assert reason_not_to_ship(student(0.56, 0.03), SHIPPED) is None
+    assert "validation split" in reason_not_to_ship(student(0.54, 0.03), SHIPPED)
+    assert "validation split" in reason_not_to_ship(student(0.56, 0.03, 0.31), SHIPPED)
+    assert "an added circle moves" in reason_not_to_ship(student(0.56, 0.20), SHIPPED)

@@ -28,7 +28,7 @@ from handler.preprocessing import serves_dihedral_tta
 from training.decisions import MEL_FLOOR, operating_point_figures
 from training.evaluate import FP32_CPU, release_frames, release_logits
 from training.metrics import balanced_accuracy
-from training.referral import referral_report
+from training.referral import TARGET_SENSITIVITY, referral_report
 from training.report import by_source, share
 from training.shortcuts import circle_shift, circle_table
 from training.splits import load_split
@@ -94,12 +94,14 @@ def format_operating_points(figures: dict[str, dict]) -> str:
     sensitivity at the floor, so that none gains BMA by finding fewer melanomas."""
     sources = sorted({source for release in figures.values()
                       for source in release["operating_point"]["mel_sensitivity_by_source"]})
-    lines = [f"| release | BMA at MEL sensitivity >= {MEL_FLOOR} | " + " | ".join(f"{s} MEL" for s in sources) + " |",
-             "|---|---:|" + "---:|" * len(sources)]
+    lines = [f"| release | BMA at MEL sensitivity >= {MEL_FLOOR} | " + " | ".join(f"{s} MEL" for s in sources)
+             + f" | referral specificity at sensitivity {TARGET_SENSITIVITY} |",
+             "|---|---:|" + "---:|" * (len(sources) + 1)]
     for name, release in figures.items():
         point = release["operating_point"]
         lines.append(f"| {name} | {share(point['balanced_accuracy'])} | "
-                     + " | ".join(share(point["mel_sensitivity_by_source"].get(s)) for s in sources) + " |")
+                     + " | ".join(share(point["mel_sensitivity_by_source"].get(s)) for s in sources)
+                     + f" | {share(point['referral_specificity'])} |")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from training.calibration import choose_temperature
 from training.engine import predict
 from training.metrics import balanced_accuracy
 from training.mixed_precision import Precision
-from training.referral import choose_threshold
+from training.referral import choose_threshold, referral_report
 from training.report import val_figures
 
 MEL = CODES.index("MEL")
@@ -64,7 +64,16 @@ def operating_point_figures(logits: torch.Tensor, labels: torch.Tensor, sources:
     are folded in already, so they barely move) and a teacher are compared with a new student at
     this same point; a model's raw argmax would trade melanomas for BMA differently."""
     bias, _ = choose_logit_bias(logits, labels, mel_floor)
-    return val_figures(logits + torch.tensor(bias, dtype=logits.dtype), labels, sources)
+    return served_figures(logits + torch.tensor(bias, dtype=logits.dtype), labels, sources)
+
+
+def served_figures(logits: torch.Tensor, labels: torch.Tensor, sources: list[str]) -> dict:
+    """``val_figures`` of logits as served (logit biases included), with the specificity of the
+    referral flag at the temperature and threshold these images choose: the flag is what the page
+    asks a user to act on, so a release that buys BMA with more false alarms is not better."""
+    temperature, threshold = calibration(logits, labels)
+    flag = referral_report(labels.numpy(), torch.softmax(logits / temperature, dim=1).numpy(), threshold)
+    return val_figures(logits, labels, sources) | {"referral_specificity": flag["specificity"]}
 
 
 def tta_decision(model: torch.nn.Module, batches: Iterable, precision: Precision, colour_constancy: bool,

@@ -27,7 +27,7 @@ from handler.checkpoint import WEIGHTS_FILE, save_release
 from handler.cpus import CPU_FLAGS, cpu_info
 from training.calibration import probabilities_at
 from training.datasets import Sample
-from training.decisions import MEL_FLOOR, calibration, choose_logit_bias, tta_decision
+from training.decisions import MEL_FLOOR, calibration, choose_logit_bias, served_figures, tta_decision
 from training.engine import predict
 from training.evaluate import shipped_val_figures
 from training.losses import DistillationLoss, class_weights
@@ -37,7 +37,7 @@ from training.phase import Phase, Schedule
 from training.presets import BatchAugment, ImageBatches, StoredViewBatches, evaluation_batches, training_batches
 from training.referral import referral_entry
 from training.release import release_metadata
-from training.report import build_report, by_source, val_figures, write_report
+from training.report import build_report, by_source, write_report
 from training.run_setup import git_commit, image_size, keep_run_arguments, seed_everything, to_device
 from training.sampling import EpochSampler
 from training.shortcuts import ALLOWED_CIRCLE_SHIFT, circle_shift, circle_table
@@ -140,12 +140,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def beats_shipped(figures: dict, shipped: dict | None, margin: float = 0.0) -> bool:
     """Whether this run (or its teacher) is better than the shipped release on validation, both at
     the operating point a release is served at (``operating_point_figures``): BMA by more than
-    ``margin``, and melanoma sensitivity on HAM10000's lesions."""
+    ``margin``, melanoma sensitivity on HAM10000's lesions, and a referral flag at least as
+    specific at the same sensitivity."""
     if shipped is None:
         return True
     mel = figures["mel_sensitivity_by_source"].get(HAM_SOURCE)
     return (figures["balanced_accuracy"] > shipped["balanced_accuracy"] + margin
-            and (mel is None or mel > (shipped["mel_sensitivity_by_source"].get(HAM_SOURCE) or 0)))
+            and (mel is None or mel > (shipped["mel_sensitivity_by_source"].get(HAM_SOURCE) or 0))
+            and figures["referral_specificity"] >= shipped["referral_specificity"])
 
 
 def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
@@ -279,7 +281,7 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     report = build_report(test_logits, test_labels, temperature) | {
         "split": "test", "by_source": by_source(test_logits, test_labels, test_sources),
         "val_by_source": by_source(val_logits, val_labels, val_sources),
-        "operating_point": val_figures(val_logits, val_labels, val_sources),
+        "operating_point": served_figures(val_logits, val_labels, val_sources),
         "logit_bias": {"values": dict(zip(CODES, bias.round(2).tolist()))} | bias_figures,
         "val_mel_calls_with_circle": circle, "val_circle_shift": circle_shift(circle),
         "dihedral_tta_val_balanced_accuracy": tta}
