@@ -79,8 +79,8 @@ test: lint /usr/bin/chromedriver
 # end it. TRAIN_DATA takes any list of data folders (e.g. the full-size ISIC 2019). The student
 # warm-starts from INIT (release 2.0, from git history). A run ships only if, at the same
 # operating point (logit biases holding validation MEL sensitivity at decisions.py's floor), it
-# beats the shipped release on validation BMA and on HAM10000's melanoma sensitivity, and an added
-# circle hardly moves its validation melanoma calls.
+# beats the shipped release on validation BMA and on HAM10000's melanoma sensitivity, its referral
+# flag is at least as specific, and an added circle hardly moves its validation melanoma calls.
 # Empty: settings.py's data folders and release.
 TRAIN_DATA ?=
 DATA := $(if $(TRAIN_DATA),--data $(TRAIN_DATA))
