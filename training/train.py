@@ -169,8 +169,9 @@ def require_teacher_worth_it(report: dict | None, shipped: dict | None, args: ar
         return
     raise SystemExit(f"the teacher ({report['arch']}, with a release's logit biases: {report['operating_point']}; "
                      f"its report in {args.output}) does not beat the shipped release ({shipped}) by "
-                     f"{TEACHER_MARGIN} BMA and on {HAM_SOURCE}'s melanomas: the student would learn no "
-                     "more than the release knows. Fine-tune another --teacher-arch, or pass --any-teacher.")
+                     f"{TEACHER_MARGIN} BMA, on {HAM_SOURCE}'s melanomas and on the referral flag's specificity: "
+                     "the student would learn no more than the release knows. Fine-tune another --teacher-arch, "
+                     "or pass --any-teacher.")
 
 
 def teacher_targets(args: argparse.Namespace, samples: list[Sample], split: Split, writer: SummaryWriter,
