@@ -151,6 +151,7 @@ release-files: $(INSTALLED)
 	$(MAKE) gate precision precision-avx2 compare
 
 # Short runs for the model card's ablations, from the run's teacher; writes docs/ablations.json.
+# Run again after a stop (or in a later session), it trains only the variants not yet finished.
 ablate: $(INSTALLED) $(INIT)
 	$(PY) -m training.ablate $(DATA) --init $(INIT) --soft-targets $(RUN)/soft_targets.pt
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import settings
+from handler.checkpoint import METADATA_FILE, load_metadata
 from training import train
 
 # The runs that are compared, as the training flags that set them apart. Labels alone (no teacher)
@@ -46,14 +47,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_variant(args: argparse.Namespace, name: str, flags: list[str]) -> dict:
-    """Train one variant and return its validation and test figures."""
+    """Train one variant and return its validation and test figures. A variant whose folder holds
+    its finished release is not trained again, and one stopped midway resumes from its checkpoint,
+    so `make ablate` may span sessions (delete --output to start over)."""
     folder = args.output / name.replace(", ", "_").replace(" ", "-")
     extra = [flag.format(soft_targets=args.soft_targets) for flag in flags]
-    argv = ["--data", *args.data, "--output", str(folder), "--image-size", args.image_size,
-            "--precision", "auto", "--epochs", str(args.epochs), "--epoch-samples", str(args.epoch_samples),
-            "--init", str(args.init), "--seed", "0", "--kd-alpha", "0", "--finish-epochs", "0",
-            "--no-tta-decision", "--never-ship", *extra]
-    metrics = train.main(argv)["metrics"]
+    finished = folder / "release" / METADATA_FILE
+    if finished.is_file():
+        metrics = load_metadata(finished)["metrics"]
+    else:
+        argv = ["--data", *args.data, "--output", str(folder), "--image-size", args.image_size,
+                "--precision", "auto", "--epochs", str(args.epochs), "--epoch-samples", str(args.epoch_samples),
+                "--init", str(args.init), "--seed", "0", "--kd-alpha", "0", "--finish-epochs", "0",
+                "--no-tta-decision", "--never-ship", "--resume", *extra]
+        metrics = train.main(argv)["metrics"]
     return {"flags": extra, "val_balanced_accuracy": metrics["val_balanced_accuracy"],
             "test_balanced_accuracy": metrics["balanced_accuracy"],
             "test_by_source": {source: {"balanced_accuracy": figures["balanced_accuracy"],
