@@ -167,6 +167,9 @@ def test_ablation_compares_each_choice_on_the_same_split(tmp_path: Path) -> None
     assert colour == [{"method": "shades_of_gray", "power": 6}, None]
     distilled = load_metadata(runs / "recipe_distilled-from-the-run's-teacher" / "release" / METADATA_FILE)
     assert distilled["metrics"]["teacher"] is None and distilled["training"]["views"] == 2
+    # Scored on the weights trained, not on an average that a short run leaves near its warm start.
+    history = distilled["training"]["phases"]["student"]["history"]
+    assert [set(epoch["val_bma_by_weights"]) for epoch in history] == [{"weights"}]
     # Run again (as in a later session), finished variants are read back, not trained again.
     releases = sorted(runs.glob("*/release/*.pt"))
     written = [path.stat().st_mtime_ns for path in releases]

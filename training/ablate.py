@@ -56,10 +56,12 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str]) -> dict:
     if finished.is_file():
         metrics = load_metadata(finished)["metrics"]
     else:
+        # No weight average (--ema-decay 0): over a few hundred steps it barely leaves the warm
+        # start, so every variant would report the warm start's figures.
         argv = ["--data", *args.data, "--output", str(folder), "--image-size", args.image_size,
                 "--precision", "auto", "--epochs", str(args.epochs), "--epoch-samples", str(args.epoch_samples),
                 "--init", str(args.init), "--seed", "0", "--kd-alpha", "0", "--finish-epochs", "0",
-                "--no-tta-decision", "--never-ship", "--resume", *extra]
+                "--ema-decay", "0", "--no-tta-decision", "--never-ship", "--resume", *extra]
         metrics = train.main(argv)["metrics"]
     return {"flags": extra, "val_balanced_accuracy": metrics["val_balanced_accuracy"],
             "test_balanced_accuracy": metrics["balanced_accuracy"],
