@@ -64,14 +64,16 @@ def operating_point_figures(logits: torch.Tensor, labels: torch.Tensor, sources:
     are folded in already, so they barely move) and a teacher are compared with a new student at
     this same point; a model's raw argmax would trade melanomas for BMA differently."""
     bias, _ = choose_logit_bias(logits, labels, mel_floor)
-    return served_figures(logits + torch.tensor(bias, dtype=logits.dtype), labels, sources)
+    biased = logits + torch.tensor(bias, dtype=logits.dtype)
+    return served_figures(biased, labels, sources, *calibration(biased, labels))
 
 
-def served_figures(logits: torch.Tensor, labels: torch.Tensor, sources: list[str]) -> dict:
+def served_figures(logits: torch.Tensor, labels: torch.Tensor, sources: list[str], temperature: float,
+                   threshold: float) -> dict:
     """``val_figures`` of logits as served (logit biases included), with the specificity of the
-    referral flag at the temperature and threshold these images choose: the flag is what the page
-    asks a user to act on, so a release that buys BMA with more false alarms is not better."""
-    temperature, threshold = calibration(logits, labels)
+    referral flag at the temperature and threshold chosen on them (``calibration``): the flag is
+    what the page asks a user to act on, so a release that buys BMA with more false alarms is not
+    better."""
     flag = referral_report(labels.numpy(), torch.softmax(logits / temperature, dim=1).numpy(), threshold)
     return val_figures(logits, labels, sources) | {"referral_specificity": flag["specificity"]}
 

@@ -282,7 +282,7 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
     report = build_report(test_logits, test_labels, temperature) | {
         "split": "test", "by_source": by_source(test_logits, test_labels, test_sources),
         "val_by_source": by_source(val_logits, val_labels, val_sources),
-        "operating_point": served_figures(val_logits, val_labels, val_sources),
+        "operating_point": served_figures(val_logits, val_labels, val_sources, temperature, threshold),
         "logit_bias": {"values": dict(zip(CODES, bias.round(2).tolist()))} | bias_figures,
         "val_mel_calls_with_circle": circle, "val_circle_shift": circle_shift(circle),
         "dihedral_tta_val_balanced_accuracy": tta}
