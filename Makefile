@@ -126,10 +126,11 @@ compare: $(INSTALLED)
 	$(PY) -m training.compare $(DATA) --split $(SPLIT) $(if $(RESCORE),--rescore $(RESCORE)) \
 		--release 1.0=$(RELEASE_1_0) 2.0=$(RELEASE_2_0) shipped=$(or $(WEIGHTS),model_store/skin_resnet34.pt)
 
-# The release's temperature and referral threshold chosen again on validation by today's rules,
-# without retraining (the weights, and so every ranking, stay as they are); then `make archive`.
+# The release's logit biases, temperature and referral threshold decided again on validation by
+# today's rules, without retraining; answers change, so give it a new VERSION. Then `make archive`
+# and `make release-files`.
 recalibrate: $(INSTALLED)
-	$(PY) -m training.recalibrate $(DATA) $(RELEASE_WEIGHTS)
+	$(PY) -m training.recalibrate $(DATA) $(RELEASE_WEIGHTS) $(if $(VERSION),--version $(VERSION))
 
 # The release's gate (handler/gate.py): fitted on its own split and features, written beside the
 # weights as model_store/skin_gate.pt, with its figures in docs/gate_report.json. Run it after every
@@ -150,10 +151,11 @@ release-files: $(INSTALLED)
 	$(MAKE) screenshots
 	$(MAKE) gate precision precision-avx2 compare
 
-# Short runs for the model card's ablations, from the run's teacher; writes docs/ablations.json.
-# Run again after a stop (or in a later session), it trains only the variants not yet finished.
-ablate: $(INSTALLED) $(INIT)
-	$(PY) -m training.ablate $(DATA) --init $(INIT) --soft-targets $(RUN)/soft_targets.pt
+# Short runs for the model card's ablations, each fine-tuning the ImageNet EfficientNet-Lite0 with
+# one choice changed or one source left out; writes docs/ablations.json. Run again after a stop (or in
+# a later session), it trains only the variants not yet finished.
+ablate: $(INSTALLED)
+	$(PY) -m training.ablate $(DATA)
 
 # Train-step and data-path img/s per precision and input size; run it on a quiet CPU.
 train-speed: $(INSTALLED)

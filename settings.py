@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 
 # The release being trained, and the version its archive and answers carry.
-RELEASE_VERSION = "3.0"
+RELEASE_VERSION = "3.0.1"
 MODEL_NAME = "skin"
 
 # TorchServe's APIs as `make serve` runs them (config.properties), and the page's port.

@@ -11,7 +11,7 @@ import torch
 
 from contract.classes import CODES
 from handler.preprocessing import dihedral_views
-from training.decisions import choose_logit_bias, operating_point_figures
+from training.decisions import choose_logit_bias, flag_specificity, operating_point_figures
 from training.engine import predict
 from training.mixed_precision import Precision
 from training.presets import ImageBatches
@@ -47,6 +47,23 @@ def test_biases_raise_melanoma_sensitivity_to_the_floor() -> None:
     assert after >= 0.8 and abs(figures["after"]["mel_sensitivity"] - float(after)) < 1e-6
     assert figures["after"]["balanced_accuracy"] > figures["before"]["balanced_accuracy"]
     assert abs(bias.mean()) < 1e-9
+
+
+def test_the_biases_also_weigh_the_referral_flags_false_alarms() -> None:
+    generator = torch.Generator().manual_seed(2)
+    labels = torch.tensor([MEL] * 100 + [NV] * 300 + [BKL] * 100)
+    logits = torch.randn(500, len(CODES), generator=generator)
+    logits[torch.arange(500), labels] += 2.0
+    logits[:, NV] += 1.5
+
+    bma_bias, bma_only = choose_logit_bias(logits, labels, mel_floor=0.8, referral_weight=0.0)
+    _, weighed = choose_logit_bias(logits, labels, mel_floor=0.8, referral_weight=0.5)
+
+    assert "referral_specificity" not in bma_only["after"]
+    assert weighed["after"]["mel_sensitivity"] >= 0.8
+    assert weighed["after"]["referral_specificity"] >= weighed["before"]["referral_specificity"]
+    bma_only_flag = flag_specificity(labels.numpy(), (logits + torch.tensor(bma_bias, dtype=torch.float32)).numpy())
+    assert weighed["after"]["referral_specificity"] > bma_only_flag
 
 
 def test_releases_are_compared_at_the_operating_point_they_are_served_at() -> None:
