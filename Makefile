@@ -88,6 +88,7 @@ RUN ?= $(HOME)/skin-runs/3.0-r7-labels
 TRAIN_FLAGS ?=
 RELEASE_1_0 := 40b1b1f
 RELEASE_2_0 := 738423a
+RELEASE_3_0 := 5056cb1
 INIT ?= runs/init-2.0.pt
 SPLIT ?= test
 WEIGHTS ?=
@@ -117,14 +118,14 @@ train-cpu-detached: $(INSTALLED) $(INIT)
 evaluate: $(INSTALLED)
 	$(PY) -m training.evaluate $(DATA) --split $(SPLIT) $(RELEASE_WEIGHTS)
 
-# 1.0, 2.0 (from git history) and the shipped release (or WEIGHTS) on the same SPLIT images, each
+# 1.0, 2.0, 3.0 (from git history) and the shipped release (or WEIGHTS) on the same SPLIT images, each
 # through its own preprocessing: the model card's side-by-side table, per source, MEL sensitivity in
 # its own column, and how much a dermatoscope's circle moves the melanoma calls. SPLIT=val adds
 # the figures the ship rule compares (biases refitted for decisions.py's MEL floor), in _val.json.
 # RESCORE=shipped scores only the shipped release and keeps the others' figures (after recalibrate).
 compare: $(INSTALLED)
 	$(PY) -m training.compare $(DATA) --split $(SPLIT) $(if $(RESCORE),--rescore $(RESCORE)) \
-		--release 1.0=$(RELEASE_1_0) 2.0=$(RELEASE_2_0) shipped=$(or $(WEIGHTS),model_store/skin_resnet34.pt)
+		--release 1.0=$(RELEASE_1_0) 2.0=$(RELEASE_2_0) 3.0=$(RELEASE_3_0) shipped=$(or $(WEIGHTS),model_store/skin_resnet34.pt)
 
 # The release's logit biases, temperature and referral threshold decided again on validation by
 # today's rules, without retraining; answers change, so give it a new VERSION. Then `make archive`

@@ -51,12 +51,12 @@ def choose_logit_bias(logits: torch.Tensor, labels: torch.Tensor, mel_floor: flo
     scores, y = logits.float().numpy(), labels.numpy()
     # The flag sums the probabilities of the concerning classes, so the biases that push melanomas
     # up the ranking also push nevi over the flag's threshold; BMA alone cannot see that cost.
-    has_flag = referral_weight and CONCERNING[y].any() and not CONCERNING[y].all()
+    has_flag = CONCERNING[y].any() and not CONCERNING[y].all()
 
     def objective(bias: np.ndarray) -> float:
         predictions = (scores + bias).argmax(axis=1)
         shortfall = max(0.0, mel_floor - mel_sensitivity(y, predictions))
-        flag = referral_weight * flag_specificity(y, scores + bias) if has_flag else 0.0
+        flag = referral_weight * flag_specificity(y, scores + bias) if has_flag and referral_weight else 0.0
         return balanced_accuracy(y, predictions) - 10 * shortfall + flag
 
     bias = np.zeros(len(CODES))
