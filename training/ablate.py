@@ -22,11 +22,11 @@ import settings
 from training import train
 from training.engine import predict
 from training.metrics import balanced_accuracy
-from training.mixed_precision import choose_precision
+from training.mixed_precision import Precision, choose_precision
 from training.models import build_teacher
 from training.presets import evaluation_batches, training_batches
 from training.report import by_source
-from training.run_setup import keep_run_arguments, seed_everything
+from training.run_setup import image_size, keep_run_arguments, seed_everything
 from training.splits import load_split
 from training.teacher import fine_tune_teacher
 
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_variant(args: argparse.Namespace, name: str, flags: list[str]) -> dict:
+def run_variant(args: argparse.Namespace, name: str, flags: list[str], precision: Precision) -> dict:
     """Train one variant and return its validation and test figures. A finished variant is read
     back, not trained again, and one stopped midway resumes from its checkpoint, so `make ablate`
     may span sessions (delete --output to start over)."""
@@ -75,9 +75,6 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str]) -> dict:
     samples, split, _ = load_split(run.data, run.seed, deduplicated=True)
     if run.held_out_source:
         split = split.leave_out([s.source == run.held_out_source for s in samples])
-    precision, _ = choose_precision(args.precision, torch.device(run.device),
-                                    lambda: build_teacher(ARCH, run.teacher_frozen_blocks),
-                                    (run.batch_size, 3, *run.teacher_size))
     batches = training_batches(samples, split.train, train.view_augment(run, run.teacher_size), run.batch_size,
                                run.epoch_samples, run.class_power, run.seed, run.source_balance)
     val = evaluation_batches(samples, split.val, run.teacher_size, run.batch_size * 2, "decode val")
@@ -98,7 +95,14 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    results = {name: run_variant(args, name, VARIANTS[name]) for name in args.variants}
+    # Chosen once, so that every variant trains in the same precision whatever else the CPU is doing
+    # when it starts.
+    defaults = train.parse_args([])
+    precision, speeds = choose_precision(args.precision, torch.device(defaults.device),
+                                         lambda: build_teacher(ARCH, defaults.teacher_frozen_blocks),
+                                         (defaults.batch_size, 3, *image_size(args.image_size)))
+    print(f"precision {precision.name} {speeds}", flush=True)
+    results = {name: run_variant(args, name, VARIANTS[name], precision) for name in args.variants}
     report = {"budget": {"network": f"{ARCH}, ImageNet weights", "epochs": args.epochs,
                          "images_per_epoch": args.epoch_samples, "image_size": args.image_size},
               "variants": results}
