@@ -144,6 +144,7 @@ def test_ablation_compares_each_choice_on_the_same_split(tmp_path: Path) -> None
     assert settings.WEIGHTS.stat().st_mtime_ns == shipped  # an ablation ships nothing
     for figures in report["variants"].values():
         assert 0 <= figures["val_balanced_accuracy"] <= 1 and 0 <= figures["test_balanced_accuracy"] <= 1
+        assert figures["val_circle_shift"] == shortcuts.circle_shift(figures["val_mel_calls_with_circle"])
     assert json.loads((tmp_path / "ablations.json").read_text()) == report
     # Both sources are in the recipe's test split; left out of training, BCN20000 is all the test
     # split holds: every one of its images.

@@ -27,6 +27,7 @@ from training.models import build_teacher
 from training.presets import evaluation_batches, training_batches
 from training.report import by_source
 from training.run_setup import image_size, keep_run_arguments, seed_everything
+from training.shortcuts import circle_shift, circle_table
 from training.splits import load_split
 from training.teacher import fine_tune_teacher
 
@@ -80,10 +81,13 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str], precision
     val = evaluation_batches(samples, split.val, run.teacher_size, run.batch_size * 2, "decode val")
     with SummaryWriter(log_dir=str(folder / "tensorboard")) as writer:
         model, report = fine_tune_teacher(run, batches, val, samples, split.val, precision, writer)
+    val_logits, val_labels = predict(model, val, precision, run.colour_constancy)
+    circle = circle_table(model, val.images, val_labels, val_logits, precision, run.colour_constancy)
     test = evaluation_batches(samples, split.test, run.teacher_size, run.batch_size * 2, "decode test")
     logits, labels = predict(model, test, precision, run.colour_constancy)
     sources = by_source(logits, labels, [samples[i].source for i in split.test])
     figures = {"flags": flags, "val_balanced_accuracy": report["val_balanced_accuracy"],
+               "val_mel_calls_with_circle": circle, "val_circle_shift": circle_shift(circle),
                "test_balanced_accuracy": balanced_accuracy(labels.numpy(), logits.argmax(1).numpy()),
                "test_by_source": {source: {"images": entry["images"], "balanced_accuracy": entry["balanced_accuracy"],
                                            "mel_sensitivity": entry["sensitivity"]["MEL"]}
@@ -109,11 +113,13 @@ def main(argv: list[str] | None = None) -> dict:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     sources = sorted({source for figures in results.values() for source in figures["test_by_source"]})
-    print("| variant | val BMA | test BMA | " + " | ".join(f"{source} BMA / MEL" for source in sources) + " |")
+    print("| variant | val BMA | val MEL calls moved by a circle | test BMA | "
+          + " | ".join(f"{source} BMA / MEL" for source in sources) + " |")
     for name, figures in results.items():
         cells = [f"{entry['balanced_accuracy']:.3f} / {entry['mel_sensitivity']:.3f}"
                  if (entry := figures["test_by_source"].get(source)) else "-" for source in sources]
-        print(f"| {name} | {figures['val_balanced_accuracy']:.3f} | {figures['test_balanced_accuracy']:.3f} | "
+        print(f"| {name} | {figures['val_balanced_accuracy']:.3f} | {figures['val_circle_shift']:.3f} | "
+              f"{figures['test_balanced_accuracy']:.3f} | "
               + " | ".join(cells) + " |")
     return report
 
