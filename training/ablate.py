@@ -69,7 +69,9 @@ def run_variant(args: argparse.Namespace, name: str, flags: list[str], precision
         return json.loads(finished.read_text())
     run = train.parse_args(["--data", *args.data, "--output", str(folder), "--teacher-arch", ARCH,
                             "--teacher-size", args.image_size, "--teacher-epochs", str(args.epochs),
-                            "--epoch-samples", str(args.epoch_samples), "--seed", "0", "--resume", *flags])
+                            "--epoch-samples", str(args.epoch_samples), "--seed", "0", "--resume",
+                            # A variant is no release: the shipped version must not stop its resume.
+                            "--version", "ablation", *flags])
     seed_everything(run.seed)
     folder.mkdir(parents=True, exist_ok=True)
     keep_run_arguments(run)
