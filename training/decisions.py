@@ -33,10 +33,10 @@ def mel_sensitivity(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float((predictions[melanomas] == MEL).mean()) if melanomas.any() else 1.0
 
 
-def flag_specificity(labels: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> float:
-    """The referral flag's specificity on these images at the threshold that gives it its target
-    sensitivity on them."""
-    probabilities = torch.softmax(torch.from_numpy(logits).float() / temperature, dim=1).numpy()
+def flag_specificity(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The referral flag's specificity on these images (softmax before temperature scaling) at the
+    threshold that gives it its target sensitivity on them."""
+    probabilities = torch.softmax(torch.from_numpy(logits).float(), dim=1).numpy()
     return referral_report(labels, probabilities, choose_threshold(labels, probabilities))["specificity"]
 
 

@@ -28,7 +28,7 @@ from training.engine import predict
 from training.evaluate import FP32_CPU, release_frames
 from training.presets import ImageBatches
 from training.release import REPORTED_METRICS
-from training.report import write_report
+from training.report import write_model_report
 from training.splits import release_split
 from training.train import decide_and_test, fold_bias
 
@@ -90,10 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {save_release(model.state_dict(), metadata, args.weights.parent)}")
     reported = json.loads(args.report.read_text(encoding="utf-8")) if args.report.is_file() else {}
     if reported.get("release", {}).get("version") == before["version"]:
-        write_report(report | {"release": {k: metadata.get(k) for k in ("name", "version", "input_size", "commit")},
-                               "referral": referral, "training": metadata.get("training")},
-                     args.report, args.report.with_name("confusion_matrix.png"),
-                     f"SkinResNet34 {metadata['version']}, test split (BMA {report['balanced_accuracy']:.3f})")
+        write_model_report(report, referral, metadata, args.report)
         print(f"wrote {args.report}")
     return {"before": before, "after": metadata}
 

@@ -90,3 +90,12 @@ def write_report(report: dict, json_path: Path, png_path: Path, title: str) -> N
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     plot_confusion(report["confusion_matrix"]["matrix"], png_path, title)
+
+
+def write_model_report(report: dict, referral: dict, metadata: dict, json_path: Path) -> None:
+    """A shipped release's test report (docs/model_report.json) with its referral entry and training
+    run, and its confusion matrix as confusion_matrix.png beside it."""
+    write_report(report | {"release": {key: metadata.get(key) for key in ("name", "version", "input_size", "commit")},
+                           "referral": referral, "training": metadata.get("training")},
+                 json_path, json_path.with_name("confusion_matrix.png"),
+                 f"SkinResNet34 {metadata['version']}, test split (BMA {report['balanced_accuracy']:.3f})")

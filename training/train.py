@@ -37,7 +37,7 @@ from training.phase import Phase, Schedule
 from training.presets import BatchAugment, ImageBatches, StoredViewBatches, evaluation_batches, training_batches
 from training.referral import referral_entry
 from training.release import release_metadata
-from training.report import build_report, by_source, write_report
+from training.report import build_report, by_source, write_model_report
 from training.run_setup import git_commit, image_size, keep_run_arguments, seed_everything, to_device
 from training.sampling import EpochSampler
 from training.shortcuts import ALLOWED_CIRCLE_SHIFT, circle_shift, circle_table
@@ -365,10 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"not shipped to {args.model_store}: --never-ship", flush=True)
     elif refusal is None or args.always_ship:
         save_release(state, metadata, args.model_store)
-        write_report(report | {"release": {k: metadata[k] for k in ("name", "version", "input_size", "commit")},
-                               "referral": referral, "training": metadata["training"]},
-                     args.docs / "model_report.json", args.docs / "confusion_matrix.png",
-                     f"SkinResNet34 {args.version}, test split (BMA {report['balanced_accuracy']:.3f})")
+        write_model_report(report, referral, metadata, args.docs / "model_report.json")
     else:
         print(f"not shipped to {args.model_store}: {refusal}", flush=True)
     writer.close()
