@@ -30,10 +30,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # Small, so the CPU answers quickly, and not square, so the release's shape must reach the handler.
 TEST_INPUT_SIZE = (72, 96)
 TEST_REFERRAL_THRESHOLD = 0.4
-TEST_MODEL_CONFIG = """\
+# The test servers' batch: a test that sends this many requests at once gets one full batch, not a
+# wait of maxBatchDelay per request.
+TEST_BATCH_SIZE = 4
+TEST_MODEL_CONFIG = f"""\
 minWorkers: 1
 maxWorkers: 1
-batchSize: 4
+batchSize: {TEST_BATCH_SIZE}
 maxBatchDelay: 200
 responseTimeout: 60
 handler:

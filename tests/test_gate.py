@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -19,7 +20,7 @@ from contract.refusals import ACCEPTED, DETAILS
 from handler.checkpoint import METADATA_FILE, load_metadata, save_release
 from handler.gate import GATE_FILE
 from handler.model import SkinResNet34
-from tests.conftest import FIXTURES, write_random_release
+from tests.conftest import FIXTURES, TEST_BATCH_SIZE, write_random_release
 from tools.archive import build_archive
 from training.ood_images import HELD_OUT, drawn, ood_images, shipped_photo
 
@@ -159,8 +160,11 @@ def test_the_archive_refuses_a_gate_fitted_for_other_weights(tmp_path):
 
 
 def shipped_answers(shipped_server, bodies: list[bytes]) -> list[dict]:
+    """The shipped release's answers to ``bodies``, in order, sent a batch at a time as clients under
+    load send them."""
     url = f"{shipped_server.url('inference')}/predictions/skin"
-    answers = [post(shipped_server, url, body) for body in bodies]
+    with ThreadPoolExecutor(max_workers=TEST_BATCH_SIZE) as pool:
+        answers = list(pool.map(lambda body: post(shipped_server, url, body), bodies))
     assert [answer.status_code for answer in answers] == [200] * len(bodies)
     return [answer.json() for answer in answers]
 

@@ -22,6 +22,7 @@ import settings
 from contract.classes import CLASSES, CODES
 from handler.checkpoint import METADATA_FILE
 from handler.model import SkinResNet34
+from tests.conftest import TEST_BATCH_SIZE
 from tools.archive import build_archive
 
 GOLDEN = "golden"
@@ -85,7 +86,7 @@ def test_the_served_release_answers_as_its_weights_do_here(golden_url, torchserv
         expected = torch.softmax(model.float().eval()(inputs) / RELEASE["temperature"], dim=1)
 
     headers = torchserve.headers()
-    with ThreadPoolExecutor(max_workers=4) as pool:  # batched as served
+    with ThreadPoolExecutor(max_workers=TEST_BATCH_SIZE) as pool:  # batched as served
         answers = list(pool.map(lambda photo: requests.post(golden_url, data=photo, headers=headers,
                                                             timeout=60), fixture_images.values()))
     concerning = [i for i, lesion in enumerate(CLASSES) if lesion.is_concerning]

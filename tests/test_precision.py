@@ -35,7 +35,7 @@ from imaging.decode import decode_image
 from imaging.framing import input_shape
 from ops.release import versioned_archive
 from ops.render import render_describe
-from tests.conftest import FIXTURES, TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
+from tests.conftest import FIXTURES, TEST_BATCH_SIZE, TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
 from tests.test_handler import classify, load_service
 from tools.archive import DEFAULT_CONFIG, archived_digest, build_archive, ensure_archive, inputs_digest
 from tools.precision_choice import accuracy_gate, ensure_choice, model_inputs, predictions, write_check
@@ -269,7 +269,7 @@ def test_an_archive_from_other_inputs_is_rebuilt(tmp_path):
     weights = write_random_release(tmp_path / "release")
     store = tmp_path / "store"
     other_config = tmp_path / "gpu-model-config.yaml"
-    other_config.write_text(TEST_MODEL_CONFIG.replace("batchSize: 4", "batchSize: 64"))
+    other_config.write_text(TEST_MODEL_CONFIG.replace(f"batchSize: {TEST_BATCH_SIZE}", "batchSize: 64"))
     build_archive(weights=weights, export_path=store, config_file=other_config)
     archive, rebuilt = ensure_archive(weights=weights, export_path=store)
     assert rebuilt

@@ -115,7 +115,7 @@ def test_bad_v2_body_gets_400_with_a_message(torchserve_v2, fixture_images, name
 def test_one_bad_v2_body_inside_a_batch_fails_alone(torchserve_v2, fixture_images):
     good = [v2.request(image) for image in list(fixture_images.values())[:3]]
     bodies = [good[0], {"inputs": "none"}, good[1], good[2]]
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         answers = list(pool.map(lambda body: infer(torchserve_v2, body), bodies))
     assert [a.status_code for a in answers] == [200, 400, 200, 200], [a.text for a in answers]
     assert "no inputs" in answers[1].json()["error"]
