@@ -28,7 +28,7 @@ from ops.metrics import scrape
 # The handler's own timings, in the order a request meets them.
 HANDLER_STEPS = {"SkinDecodeMs": "decode the photo", "SkinFrameMs": "frame it for both networks",
                  "SkinForwardMs": "task network and softmax",
-                 "SkinGateNetworkMs": "gate: its network and the distances",
+                 "SkinGateNetworkMs": "gate: its network (after the task network's) and the distances",
                  "SkinGateChecksMs": "gate: size, light, focus and distance checks",
                  "SkinAnswerMs": "build the answer"}
 SERVICE = "TorchServe's Python service around the handler"

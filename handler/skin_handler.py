@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -57,6 +58,10 @@ class SkinHandler(BaseHandler):
         config = (getattr(self, "model_yaml_config", None) or {})
         if self.device.type == "cpu":
             torch.set_num_threads(self._cpu_threads(config))
+        # Workers x threads = cores, so a worker's lone photo leaves a core that no thread of its own
+        # uses; the gate's network runs there, beside the task network.
+        self.gate_beside = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate")
+                            if self.device.type == "cpu" and torch.get_num_threads() < available_cores() else None)
         # self.model stays float for Grad-CAM's gradients; answers come from the served precision.
         self.served = read_served(model_dir)
         calibration = (load_calibration(model_dir / CALIBRATION_FILE,
@@ -120,26 +125,30 @@ class SkinHandler(BaseHandler):
     def inference(self, batch: Batch) -> Batch:
         if batch.images is None:
             return batch
+        gate_features = (self.gate_beside.submit(self.gate_network, batch.gate_frames)
+                         if self.gate_beside and len(batch.positions) == 1 else None)
         started = time.perf_counter()
         images = model_input(batch.images.to(self.device, non_blocking=True), self.colour_constancy,
                              self.mean, self.std)
         _, logits = self.runner(images)
         batch.probabilities = torch.softmax(logits / self.temperature, dim=1).cpu()
         self._gauge("SkinForwardMs", (time.perf_counter() - started) * 1000, "ms")
-        batch.verdicts = self.gate_verdicts(batch)
+        batch.verdicts = self.gate_verdicts(batch, gate_features)
         self._gauge("SkinBatchSize", len(batch.positions), "count")
         self.context.metrics.add_counter("SkinImagesHandled", len(batch.positions))
         # Images / batches over any interval is the mean batch size, which one gauge cannot show.
         self.context.metrics.add_counter("SkinBatchesRun", 1)
         return batch
 
-    def gate_verdicts(self, batch: Batch) -> list[Verdict]:
+    def gate_verdicts(self, batch: Batch, features: Future | None = None) -> list[Verdict]:
         """The gate's verdict on each good image; one that cannot be checked is refused alone. The
         gate network runs on the CPU in fp32 whatever the task network runs at: it is small, and
-        its bank was measured so."""
+        its bank was measured so. ``features``: the gate network's, where it already runs beside
+        the task network."""
         started = time.perf_counter()
         try:
-            distances = self.gate.distances(self.gate_network(batch.gate_frames)).tolist()
+            computed = features.result() if features else self.gate_network(batch.gate_frames)
+            distances = self.gate.distances(computed).tolist()
         except Exception:  # the batch keeps its answers; each is refused as unchecked
             logger.exception("the gate network failed on a batch of %d images", len(batch.positions))
             distances = None

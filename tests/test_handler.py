@@ -6,7 +6,9 @@ import json
 import math
 import pickle
 import sys
+import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,33 @@ def archive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def service(archive, tmp_path_factory) -> Service:
     return load_service(archive, tmp_path_factory.mktemp("unpacked"))
+
+
+def test_a_lone_photo_has_its_gate_network_run_beside_the_task_network(service, fixture_images):
+    """A worker runs fewer threads than there are cores, so a lone photo's gate network runs on a
+    thread of its own, beside the task network; the answer, the gate's verdict and score included,
+    is the one the photo gets in a batch, where the gate network runs after the task network."""
+    handler = service._entry_point.__self__
+    if handler.gate_beside is None:
+        pytest.skip("one core: no core to spare for the gate")
+    shipped, threads = handler.gate_network, []
+
+    def recorded(images: torch.Tensor) -> torch.Tensor:
+        threads.append(threading.current_thread().name)
+        return shipped.network(images)
+
+    handler.gate_network = replace(shipped, network=recorded)
+    try:
+        photos = list(fixture_images.values())[:2]
+        (lone,), _ = classify(service, photos[:1])
+        batched, _ = classify(service, photos)
+    finally:
+        handler.gate_network = shipped
+    assert threads[0].startswith("gate") and threads[1] == threading.current_thread().name
+    assert lone["gate"]["accepted"] == batched[0]["gate"]["accepted"]
+    assert lone["gate"]["score"] == pytest.approx(batched[0]["gate"]["score"], abs=1e-4)
+    assert ([p["probability"] for p in lone["predictions"]]
+            == pytest.approx([p["probability"] for p in batched[0]["predictions"]], abs=1e-4))
 
 
 def test_all_eight_classes_ranked_with_names(service, fixture_images):
