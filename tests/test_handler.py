@@ -83,19 +83,19 @@ def test_a_lone_photo_has_its_gate_network_run_beside_the_task_network(service, 
     handler = service._entry_point.__self__
     if handler.gate_beside is None:
         pytest.skip("one core: no core to spare for the gate")
-    shipped, threads = handler.gate_network, []
+    original, threads = handler.gate_network, []
 
     def recorded(images: torch.Tensor) -> torch.Tensor:
         threads.append(threading.current_thread().name)
-        return shipped.network(images)
+        return original.network(images)
 
-    handler.gate_network = replace(shipped, network=recorded)
+    handler.gate_network = replace(original, network=recorded)
     try:
         photos = list(fixture_images.values())[:2]
         (lone,), _ = classify(service, photos[:1])
         batched, _ = classify(service, photos)
     finally:
-        handler.gate_network = shipped
+        handler.gate_network = original
     assert threads[0].startswith("gate") and threads[1] == threading.current_thread().name
     assert lone["gate"]["accepted"] == batched[0]["gate"]["accepted"]
     assert lone["gate"]["score"] == pytest.approx(batched[0]["gate"]["score"], abs=1e-4)
