@@ -88,23 +88,27 @@ class ManagementClient:
         return self.request("GET", "/models", params={"limit": 1000})["models"]
 
     def describe(self, name: str) -> list[dict]:
-        """Every version of ``name``, each with its workers (plus local RSS), its job queue and the
-        precision its handler serves at."""
+        """Every version of ``name``, each with its workers (plus local RSS), its job queue, the
+        precision its handler serves at and how a worker uses its threads."""
         versions = self.request("GET", f"/models/{name}/all")
         for version in versions:
             for worker in version.get("workers", []):
                 worker["rssMB"] = worker_rss_mb(worker.get("pid"))
-            version["precision"] = self.precision(name, version["modelVersion"])
+            custom = self.customized(name, version["modelVersion"])
+            version["precision"] = custom.get("precision_choice")
+            version["threads"] = ({"torch_threads": custom["torch_threads"],
+                                   "gate_beside": custom["gate"].get("network_beside_task_network", False)}
+                                  if "torch_threads" in custom else None)
         return versions
 
-    def precision(self, name: str, version: str) -> dict | None:
-        """The handler's precision record (``?customized=true``); None when no worker can say."""
+    def customized(self, name: str, version: str) -> dict:
+        """The handler's own description (``?customized=true``); empty when no worker can say."""
         try:
             described = self.request("GET", f"/models/{name}/{version}", params={"customized": "true"})
             custom = described[0]["customizedMetadata"]
         except (ServerProblem, KeyError, IndexError, TypeError, ValueError):
-            return None
-        return custom.get("precision_choice")
+            return {}
+        return custom if isinstance(custom, dict) else {}
 
     def scale(self, name: str, min_workers: int, max_workers: int,
               version: str | None = None) -> str:

@@ -22,6 +22,7 @@ def render_describe(versions: list[dict]) -> str:
             f"  queue        {queue.get('pendingRequests', '?')} pending, "
             f"{queue.get('remainingCapacity', '?')} free",
             f"  precision    {render_precision(version.get('precision'))}",
+            f"  threads      {render_threads(version.get('threads'))}",
         ]
         for worker in version.get("workers", []):
             rss = f"{worker['rssMB']:.0f} MB RSS" if worker.get("rssMB") is not None else "RSS n/a"
@@ -49,6 +50,16 @@ def render_precision(served: dict | None) -> str:
             scored = choice.get("scored_on") or {"split": "test", "images": choice.get("test_images")}
             text += (f"; top-1 agreement {mine['top1_agreement']:.3f}, BMA change "
                      f"{mine['bma_change']:+.4f} on {scored['images']} {scored['split']} images")
+    return text
+
+
+def render_threads(threads: dict | None) -> str:
+    """A worker's torch threads, and whether a lone photo's gate network gets a thread of its own."""
+    if not threads:
+        return "unknown (no worker answered)"
+    text = f"{threads['torch_threads']} torch thread(s) per worker"
+    if threads["gate_beside"]:
+        text += "; a lone photo's gate network runs on a thread of its own, beside the task network"
     return text
 
 

@@ -223,6 +223,8 @@ def test_describe_returns_the_class_list_and_metadata(service):
     assert described["classes"][4]["name"] == "melanoma"
     assert described["version"] == "0.0.1" and described["input_size"] == list(TEST_INPUT_SIZE)
     assert described["torch_threads"] >= 1
+    handler = service._entry_point.__self__
+    assert described["gate"]["network_beside_task_network"] is (handler.gate_beside is not None)
 
 
 def test_archive_carries_the_one_class_file_and_matching_release(archive):

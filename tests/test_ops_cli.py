@@ -14,6 +14,7 @@ import requests
 from conftest import write_random_release
 
 import settings
+from handler.cpus import available_cores
 from serve.torchserve import free_port
 
 
@@ -51,8 +52,12 @@ def test_describe_shows_workers_memory_and_queue(torchserve):
     assert worker["status"] == "READY" and worker["pid"] > 0
     assert worker["rssMB"] > 100  # a Python worker with torch loaded, measured on this machine
     assert version["jobQueueStatus"]["pendingRequests"] == 0
+    threads = version["threads"]
+    assert threads["gate_beside"] is (threads["torch_threads"] < available_cores())
     text = ops(torchserve, "describe", "skin").stdout
     assert f"pid {worker['pid']}" in text and "READY" in text and "pending" in text
+    assert f"threads      {threads['torch_threads']} torch thread(s) per worker" in text
+    assert ("beside the task network" in text) is threads["gate_beside"]
 
 
 def test_metrics_count_a_request(torchserve, inference_url, fixture_images):
