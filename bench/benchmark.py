@@ -66,6 +66,9 @@ FLASK_START_S = 120
 # (width, height); None sends the files as stored. The ratios are taken at MAIN_SIZE.
 IMAGE_SIZES = {"200x150": None, "1024x768": (1024, 768), "4000x3000": (4000, 3000)}
 MAIN_SIZE = "1024x768"
+# About what a lone request spends outside its task network (the profile's other parts): a worker's
+# thread idles that long between the forward passes of requests sent one at a time.
+LONE_PAUSE_S = 0.02
 
 
 def measured_row(label: str, loaded: LoadResult, single: LoadResult,
@@ -255,6 +258,8 @@ def main() -> None:
                   for threads in sorted({1, cores()})}
     model_only_fp32 = model_only_latency(runs["fp32"], metadata, sized[MAIN_SIZE][0], cores(),
                                          args.single)
+    model_only_paused = model_only_latency(runs[served["precision"]], metadata, sized[MAIN_SIZE][0],
+                                           1, args.single, LONE_PAUSE_S)
     del model, runs, gate  # their memory is better left to the servers measured next
     streams = f"{cores()} streams x 1 thread, batch {LIMIT_BATCH}, {MAIN_SIZE}"
     limit = Row(label=f"in-process limit, served precision {served['precision']}, {streams}",
@@ -282,7 +287,8 @@ def main() -> None:
                 + format_table(rows, args.concurrency),
                 format_profile(parts, f"{best.label}: one lone request taken apart (medians, "
                                       f"{PROFILE_REQUESTS[args.quick]} requests, {MAIN_SIZE})"),
-                format_ratios(values, best, model_only, model_only_fp32)]
+                format_ratios(values, best, model_only, model_only_fp32,
+                              (LONE_PAUSE_S * 1000, model_only_paused))]
     text = "\n\n".join(sections)
     print(f"\n{text}")
     (out / "table.md").write_text(text + "\n")
@@ -293,6 +299,8 @@ def main() -> None:
         "int8_calibration": calibration, "images": str(image_dir), "quick": args.quick,
         "concurrency": args.concurrency, "decode_ms": decode, "limits": limits,
         "model_only_p50_ms": model_only, "model_only_fp32_p50_ms": model_only_fp32,
+        "model_only_paused_p50_ms": {"pause_ms": LONE_PAUSE_S * 1000, "threads": 1,
+                                     "p50_ms": model_only_paused},
         "cold_start_to_ready_s": ready_s, "step_cpu_ms_per_image": steps, "lone_request_ms": parts,
         "rows": [{**asdict(row), "config": asdict(row.config) if row.config else None}
                  for row in rows],

@@ -130,12 +130,13 @@ def step_costs(run: Runner, gate: ReleaseGate, metadata: dict, images: list[byte
 
 
 def model_only_latency(run: Runner, metadata: dict, image: bytes, threads: int,
-                       duration_s: float) -> float:
-    """p50 milliseconds of one already-decoded image's forward pass with ``threads`` threads."""
+                       duration_s: float, pause_s: float = 0.0) -> float:
+    """p50 milliseconds of one already-decoded image's forward pass with ``threads`` threads;
+    back to back, or ``pause_s`` apart, as a worker runs the forward passes of lone requests."""
     torch.set_num_threads(threads)
     one = release_input(frame(metadata, image).unsqueeze(0), metadata)
     run(one)
-    return _median_ms(lambda: run(one), duration_s)
+    return _median_ms(lambda: run(one), duration_s, pause_s)
 
 
 def decode_latency(metadata: dict, image: bytes, duration_s: float) -> float:
@@ -145,10 +146,11 @@ def decode_latency(metadata: dict, image: bytes, duration_s: float) -> float:
     return _median_ms(lambda: release_input(frame(metadata, image).unsqueeze(0), metadata), duration_s)
 
 
-def _median_ms(step, duration_s: float) -> float:
+def _median_ms(step, duration_s: float, pause_s: float = 0.0) -> float:
     timings = []
     deadline = time.perf_counter() + duration_s
     while time.perf_counter() < deadline or len(timings) < 5:
+        time.sleep(pause_s)
         tick = time.perf_counter()
         step()
         timings.append((time.perf_counter() - tick) * 1000)

@@ -81,9 +81,10 @@ def format_steps(steps: dict[str, float], precision: str, batch: int, size: str)
 
 
 def format_ratios(values: dict[str, float], best: Row, model_only: dict[int, float],
-                  model_only_fp32_ms: float) -> str:
+                  model_only_fp32_ms: float, paused: tuple[float, float]) -> str:
     """``model_only`` maps torch threads to the p50 of one image's forward pass at the served
-    precision; fp32's beside it at the most threads."""
+    precision, back to back; fp32's beside it at the most threads; ``paused`` is (pause ms, p50 ms)
+    of the served precision's on one thread with that pause before each pass."""
     names = {"served_vs_limit": "best TorchServe / in-process limit at the served precision",
              "served_vs_flask": "best TorchServe / Flask baseline",
              "single_vs_model_only": "single-request p50 / model-only latency",
@@ -92,6 +93,8 @@ def format_ratios(values: dict[str, float], best: Row, model_only: dict[int, flo
              "model-only latency (one image, forward pass, p50): " + ", ".join(
                  f"{p50:.1f} ms with {threads} thread{'s' if threads > 1 else ''}"
                  for threads, p50 in sorted(model_only.items(), reverse=True))
-             + f" (fp32: {model_only_fp32_ms:.1f} ms with {max(model_only)} threads)"]
+             + f" (fp32: {model_only_fp32_ms:.1f} ms with {max(model_only)} threads)",
+             f"model-only latency with 1 thread, {paused[0]:.0f} ms apart as a worker runs lone "
+             f"requests (p50): {paused[1]:.1f} ms"]
     lines += [f"{names[key]}: {value:.2f}" for key, value in values.items()]
     return "\n".join(lines)

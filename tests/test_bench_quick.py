@@ -17,6 +17,7 @@ import pytest
 from conftest import FIXTURES, write_random_release
 
 import settings
+from bench.benchmark import LONE_PAUSE_S
 from handler.runners import PRECISIONS
 from tools.archive import DEFAULT_CONFIG
 
@@ -42,6 +43,8 @@ def test_quick_mode_prints_the_table(tmp_path):
                  "best TorchServe / Flask baseline", "single-request p50 / model-only latency",
                  "cold start to READY, s"):
         assert f"{name}: " in result.stdout
+    assert (f"model-only latency with 1 thread, {LONE_PAUSE_S * 1000:.0f} ms apart as a worker runs lone "
+            "requests (p50): ") in result.stdout
     assert "CPU flags: amx_int8 " in result.stdout and "avx512_vnni " in result.stdout
     assert "served precision: fp32 (default" in result.stdout  # a random release has no choice
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -52,6 +55,7 @@ def test_quick_mode_prints_the_table(tmp_path):
         name: sizes for name in PRECISIONS}
     assert all(value > 0 for by_size in results["limits"].values() for value in by_size.values())
     assert 0 < results["cold_start_to_ready_s"] < 120
+    assert results["model_only_paused_p50_ms"]["p50_ms"] > 0
     assert "the gate's share of a served image's cost: " in result.stdout
     steps = results["step_cpu_ms_per_image"]
     assert all(steps[name] > 0 for name in ("decode_ms", "model_ms", "gate_ms"))
