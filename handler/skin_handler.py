@@ -125,30 +125,34 @@ class SkinHandler(BaseHandler):
     def inference(self, batch: Batch) -> Batch:
         if batch.images is None:
             return batch
-        gate_features = (self.gate_beside.submit(self.gate_network, batch.gate_frames)
-                         if self.gate_beside and len(batch.positions) == 1 else None)
+        beside = (self.gate_beside.submit(self.gate_distances, batch.gate_frames)
+                  if self.gate_beside and len(batch.positions) == 1 else None)
         started = time.perf_counter()
         images = model_input(batch.images.to(self.device, non_blocking=True), self.colour_constancy,
                              self.mean, self.std)
         _, logits = self.runner(images)
         batch.probabilities = torch.softmax(logits / self.temperature, dim=1).cpu()
         self._gauge("SkinForwardMs", (time.perf_counter() - started) * 1000, "ms")
-        batch.verdicts = self.gate_verdicts(batch, gate_features)
+        batch.verdicts = self.gate_verdicts(batch, beside)
         self._gauge("SkinBatchSize", len(batch.positions), "count")
         self.context.metrics.add_counter("SkinImagesHandled", len(batch.positions))
         # Images / batches over any interval is the mean batch size, which one gauge cannot show.
         self.context.metrics.add_counter("SkinBatchesRun", 1)
         return batch
 
-    def gate_verdicts(self, batch: Batch, features: Future | None = None) -> list[Verdict]:
-        """The gate's verdict on each good image; one that cannot be checked is refused alone. The
-        gate network runs on the CPU in fp32 whatever the task network runs at: it is small, and
-        its bank was measured so. ``features``: the gate network's, where it already runs beside
-        the task network."""
+    def gate_distances(self, frames: torch.Tensor) -> torch.Tensor:
+        """Each frame's distance to the gate's lesion bank, through the gate network. It runs on
+        the CPU in fp32 whatever the task network runs at: it is small, and its bank was measured
+        so."""
+        return self.gate.distances(self.gate_network(frames))
+
+    def gate_verdicts(self, batch: Batch, beside: Future | None = None) -> list[Verdict]:
+        """The gate's verdict on each good image; one that cannot be checked is refused alone.
+        ``beside``: the batch's ``gate_distances``, where they already run beside the task
+        network."""
         started = time.perf_counter()
         try:
-            computed = features.result() if features else self.gate_network(batch.gate_frames)
-            distances = self.gate.distances(computed).tolist()
+            distances = (beside.result() if beside else self.gate_distances(batch.gate_frames)).tolist()
         except Exception:  # the batch keeps its answers; each is refused as unchecked
             logger.exception("the gate network failed on a batch of %d images", len(batch.positions))
             distances = None
