@@ -96,8 +96,10 @@ class ManagementClient:
                 worker["rssMB"] = worker_rss_mb(worker.get("pid"))
             custom = self.customized(name, version["modelVersion"])
             version["precision"] = custom.get("precision_choice")
+            # An older release's handler describes less: no gate, or no thread layout.
+            gate = custom.get("gate", {})
             version["threads"] = ({"torch_threads": custom["torch_threads"],
-                                   "gate_beside": custom["gate"].get("network_beside_task_network", False)}
+                                   "gate_beside": gate.get("network_beside_task_network", False)}
                                   if "torch_threads" in custom else None)
         return versions
 
