@@ -59,7 +59,7 @@ class SkinHandler(BaseHandler):
         if self.device.type == "cpu":
             torch.set_num_threads(self._cpu_threads(config))
         # Workers x threads = cores, so a worker's lone photo leaves a core that no thread of its own
-        # uses; the gate's network runs there, beside the task network.
+        # uses; the gate's network and its distances run there, beside the task network.
         self.gate_beside = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate")
                             if self.device.type == "cpu" and torch.get_num_threads() < available_cores() else None)
         # self.model stays float for Grad-CAM's gradients; answers come from the served precision.
