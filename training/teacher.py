@@ -32,10 +32,16 @@ REPORT_FILE = "teacher_report.json"
 
 def teacher_report(model: torch.nn.Module, arch: str, val: ImageBatches, val_sources: list[str],
                    precision: Precision, colour_constancy: bool, mel_floor: float) -> dict:
+    """``logits_report`` of the model's answers on the validation batches."""
+    logits, labels = predict(model, val, precision, colour_constancy)
+    return logits_report(logits, labels, arch, val_sources, mel_floor)
+
+
+def logits_report(logits: torch.Tensor, labels: torch.Tensor, arch: str, val_sources: list[str],
+                  mel_floor: float) -> dict:
     """Validation BMA, overall and per source, with per-class sensitivities (MEL's among them); and
     ``operating_point``: the figures with the logit biases a release of it would get, which are what
     the shipped release is compared on."""
-    logits, labels = predict(model, val, precision, colour_constancy)
     return {"arch": arch, "val_balanced_accuracy": balanced_accuracy(labels.numpy(), logits.argmax(1).numpy()),
             "val_by_source": by_source(logits, labels, val_sources),
             "operating_point": operating_point_figures(logits, labels, val_sources, mel_floor)}

@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "phases": {phase.name: {"epochs": len(phase.history), "best_val_bma": phase.best_bma,
                                           "minutes": round(phase.seconds / 60, 1), "history": phase.history}
                              for phase in phases},
-                  "teacher": args.teacher_arch, "command": command})
+                  "teacher": teacher["arch"] if teacher else args.teacher_arch, "command": command})
     summary = {"val_bma": report["val_balanced_accuracy"], "test_bma": report["balanced_accuracy"],
                "test_by_source": {k: {"bma": v["balanced_accuracy"], "mel": v["sensitivity"]["MEL"]}
                                   for k, v in report["by_source"].items()},

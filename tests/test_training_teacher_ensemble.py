@@ -1,0 +1,84 @@
+"""The teacher ensemble: members weigh alike whatever their logits' scale, soft targets combine only
+over the same views, and the tool keeps the ensemble or its best member as validation says."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from contract.classes import NUM_CLASSES
+from tests.fixtures.training.make_data import make_labels_csv
+from training import teacher_ensemble
+from training.models import build_teacher
+from training.presets import BatchAugment
+from training.soft_targets import TARGETS_FILE, view_parameters
+from training.splits import load_split
+from training.teacher import REPORT_FILE
+from training.train import beats_shipped
+
+
+def test_no_member_vetoes_a_class_the_others_find_likely() -> None:
+    likely = torch.tensor([[2.0, 0.0] + [-9.0] * (NUM_CLASSES - 2)])
+    sure_otherwise = torch.tensor([[-50.0, 0.0] + [-60.0] * (NUM_CLASSES - 2)])
+    members = [likely, sure_otherwise]
+    ensemble = teacher_ensemble.ensemble_logits(members).exp()
+    expected = torch.stack([torch.softmax(member, 1) for member in members]).mean(0)
+    assert torch.allclose(ensemble, expected)
+    # A mean of logits would give class 0 next to nothing; the mean keeps half of what one member gave it.
+    assert torch.softmax(sum(members) / 2, 1)[0, 0] < 1e-9
+    assert ensemble[0, 0] >= torch.softmax(likely, 1)[0, 0] / 2
+    assert torch.allclose(teacher_ensemble.ensemble_logits([likely]), torch.log_softmax(likely, 1))
+
+
+def stored_targets(seed: int, images: int = 4, views: int = 3) -> dict:
+    params = view_parameters(BatchAugment((12, 16)), images, views, seed)
+    logits = torch.randn(images, views, NUM_CLASSES, generator=torch.Generator().manual_seed(seed + 100))
+    return {"params": params, "done": images * views, "views": views, "logits": logits.half()}
+
+
+def test_soft_targets_combine_only_over_the_same_views() -> None:
+    first, second = stored_targets(seed=0), stored_targets(seed=0)
+    second["logits"] = (second["logits"].float() * 3 + 1).half()
+    combined = teacher_ensemble.ensemble_targets([first, second])
+    assert combined["params"] is first["params"] and combined["logits"].dtype == torch.float16
+    expected = teacher_ensemble.ensemble_logits([first["logits"], second["logits"]])
+    assert torch.allclose(combined["logits"].float(), expected, atol=1e-2)
+    with pytest.raises(SystemExit, match="different views"):
+        teacher_ensemble.ensemble_targets([first, stored_targets(seed=1)])
+
+
+def finished_teacher(run: Path, arch: str, train_images: int, views: int) -> Path:
+    """A run folder as a finished teacher stage leaves it (ImageNet weights: untrained on skin)."""
+    run.mkdir()
+    torch.save(build_teacher(arch).state_dict(), run / teacher_ensemble.WEIGHTS_FILE)
+    (run / REPORT_FILE).write_text(json.dumps({"arch": arch, "image_size": [48, 64]}))
+    params = view_parameters(BatchAugment((48, 64)), train_images, views, seed=0)
+    logits = torch.randn(train_images, views, NUM_CLASSES, generator=torch.Generator().manual_seed(len(arch)))
+    torch.save({"params": params, "done": train_images * views, "views": views, "logits": logits.half()},
+               run / TARGETS_FILE)
+    return run
+
+
+def test_the_kept_teacher_is_the_one_validation_prefers(tmp_path: Path) -> None:
+    data = make_labels_csv(tmp_path / "ham", per_class=7)
+    _, split, _ = load_split([data], seed=0, deduplicated=True)
+    runs = [finished_teacher(tmp_path / arch, arch, len(split.train), views=2)
+            for arch in ("efficientnet-lite0", "efficientnet-lite1")]
+    output = tmp_path / "student"
+    kept = teacher_ensemble.main(["--teachers", *map(str, runs), "--output", str(output), "--data", str(data),
+                                  "--threads", "1"])
+
+    assert json.loads((output / REPORT_FILE).read_text()) == json.loads(json.dumps(kept))
+    targets = torch.load(output / TARGETS_FILE, weights_only=True)
+    members = [torch.load(run / TARGETS_FILE, weights_only=True) for run in runs]
+    if kept["arch"] == "efficientnet-lite0+efficientnet-lite1":
+        best = max(kept["members"].values(), key=lambda report: report["operating_point"]["balanced_accuracy"])
+        assert beats_shipped(kept["operating_point"], best["operating_point"])
+        assert torch.equal(targets["logits"], teacher_ensemble.ensemble_targets(members)["logits"])
+    else:
+        assert not beats_shipped(kept["ensemble_not_kept"]["operating_point"], kept["operating_point"])
+        chosen = members[[run.name for run in runs].index(kept["arch"])]
+        assert torch.equal(targets["logits"], chosen["logits"])
+    assert 0 <= kept["val_balanced_accuracy"] <= 1

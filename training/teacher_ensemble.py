@@ -1,0 +1,109 @@
+"""Whether an ensemble of fine-tuned teachers pays on validation, and the soft targets to distil from.
+
+    python -m training.teacher_ensemble --output RUN --teachers RUN_A RUN_B [RUN_C ...]
+
+Each ``--teachers`` folder is a training run that finished its teacher and soft targets (its
+``teacher_best.pt``, ``teacher_report.json`` and ``soft_targets.pt``), all on the same data, seed
+and ``--views``, so that their stored views are the same views. The ensemble answers with the mean
+of its members' probabilities. Every member and the ensemble are scored on the same validation
+images, at argmax and at the operating point a release is served at; the ensemble is kept only if
+it is better there than its best member (``beats``). The kept teacher's report and soft targets go
+into RUN, where ``make train-cpu RUN=RUN TRAIN_FLAGS="--kd-alpha 0.5"`` distils the student from
+them without fine-tuning a teacher again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import settings
+from training.engine import predict
+from training.evaluate import FP32_CPU
+from training.models import build_teacher
+from training.presets import evaluation_batches
+from training.soft_targets import TARGETS_FILE
+from training.splits import load_split
+from training.teacher import REPORT_FILE, logits_report
+from training.train import beats_shipped as beats
+
+WEIGHTS_FILE = "teacher_best.pt"
+
+
+def ensemble_logits(members: list[torch.Tensor]) -> torch.Tensor:
+    """The ensemble's answer as log-probabilities: the log of its members' mean probability. A mean
+    of logits (a geometric mean) would let one member that is sure of another class veto a class the
+    others find likely; a mean of probabilities gives each member at most its share."""
+    probabilities = torch.stack([F.softmax(logits.float(), dim=-1) for logits in members]).mean(0)
+    return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+def ensemble_targets(members: list[dict]) -> dict:
+    """One soft targets file from several over the same stored views."""
+    first = members[0]
+    for other in members[1:]:
+        if first["params"].keys() != other["params"].keys() or not all(
+                torch.equal(first["params"][key], other["params"][key]) for key in first["params"]):
+            raise SystemExit("the teachers' soft targets are over different views: "
+                             "their runs must share data, seed and --views")
+    logits = ensemble_logits([member["logits"] for member in members]).half()
+    return {"params": first["params"], "done": first["done"], "views": first["views"], "logits": logits}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teachers", type=Path, nargs="+", required=True,
+                        help=f"runs with a finished teacher: {WEIGHTS_FILE}, {REPORT_FILE}, {TARGETS_FILE}")
+    parser.add_argument("--output", type=Path, required=True, help="the student's run folder")
+    parser.add_argument("--data", type=Path, nargs="+", default=list(settings.DATA_DIRS))
+    parser.add_argument("--seed", type=int, default=0, help="the runs' seed, which made their split")
+    parser.add_argument("--colour-constancy", action=argparse.BooleanOptionalAction, default=True,
+                        help="as the teachers trained")
+    parser.add_argument("--mel-floor", type=float, default=0.8, help="as the student's run will use")
+    parser.add_argument("--threads", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    samples, split, _ = load_split(args.data, args.seed, deduplicated=True)
+    val_sources = [samples[i].source for i in split.val]
+    reports, logits = {}, []
+    for run in args.teachers:
+        recorded = json.loads((run / REPORT_FILE).read_text())
+        teacher = build_teacher(recorded["arch"])
+        teacher.load_state_dict(torch.load(run / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        batches = evaluation_batches(samples, split.val, tuple(recorded["image_size"]), 64, f"decode val {run}")
+        member, labels = predict(teacher, batches, FP32_CPU, args.colour_constancy)
+        logits.append(member)
+        reports[str(run)] = logits_report(member, labels, recorded["arch"], val_sources, args.mel_floor)
+    arch = "+".join(report["arch"] for report in reports.values())
+    ensemble = logits_report(ensemble_logits(logits), labels, arch, val_sources, args.mel_floor)
+    best = max(reports, key=lambda run: reports[run]["operating_point"]["balanced_accuracy"])
+    pays = beats(ensemble["operating_point"], reports[best]["operating_point"])
+    for name, report in [*reports.items(), ("ensemble", ensemble)]:
+        print(f"{name}: validation BMA {report['val_balanced_accuracy']:.4f}; "
+              f"with a release's logit biases {report['operating_point']}", flush=True)
+    print(f"kept: {'the ensemble' if pays else best} (the ensemble must beat its best member at the "
+          "operating point on BMA, HAM10000's melanomas and the referral flag's specificity)", flush=True)
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    if pays:
+        members = [torch.load(run / TARGETS_FILE, weights_only=True) for run in args.teachers]
+        torch.save(ensemble_targets(members), args.output / TARGETS_FILE)
+        kept = ensemble | {"members": reports}
+    else:
+        shutil.copyfile(Path(best) / TARGETS_FILE, args.output / TARGETS_FILE)
+        kept = reports[best] | {"ensemble_not_kept": ensemble}
+    (args.output / REPORT_FILE).write_text(json.dumps(kept, indent=2) + "\n")
+    return kept
+
+
+if __name__ == "__main__":
+    main()
