@@ -15,7 +15,7 @@ from training.models import build_teacher
 from training.presets import BatchAugment
 from training.soft_targets import TARGETS_FILE, view_parameters
 from training.splits import load_split
-from training.teacher import REPORT_FILE
+from training.teacher import REPORT_FILE, teacher_weights
 from training.train import beats_shipped
 
 
@@ -52,7 +52,7 @@ def test_soft_targets_combine_only_over_the_same_views() -> None:
 def finished_teacher(run: Path, arch: str, train_images: int, views: int) -> Path:
     """A run folder as a finished teacher stage leaves it (ImageNet weights: untrained on skin)."""
     run.mkdir()
-    torch.save(build_teacher(arch).state_dict(), run / teacher_ensemble.WEIGHTS_FILE)
+    torch.save(build_teacher(arch).state_dict(), teacher_weights(run))
     (run / REPORT_FILE).write_text(json.dumps({"arch": arch, "image_size": [48, 64]}))
     params = view_parameters(BatchAugment((48, 64)), train_images, views, seed=0)
     logits = torch.randn(train_images, views, NUM_CLASSES, generator=torch.Generator().manual_seed(len(arch)))

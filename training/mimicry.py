@@ -30,11 +30,9 @@ from training.presets import (
     stored_views,
     train_cache_shape,
 )
-from training.run_setup import image_size
+from training.run_setup import add_finished_run_arguments, finished_run_split, image_size
 from training.soft_targets import TARGETS_FILE
-from training.splits import load_split
-
-TEACHER_FILE = "teacher_best.pt"
+from training.teacher import teacher_weights
 
 
 def mimicry(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -61,28 +59,22 @@ def training_views(targets: dict, images: torch.Tensor, labels: torch.Tensor, au
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True,
-                        help=f"a training run's folder, with its {TARGETS_FILE} and {TEACHER_FILE}")
+                        help=f"a training run's folder, with its {TARGETS_FILE} and fine-tuned teacher")
     parser.add_argument("--student", type=Path, required=True, help="a student's state dict")
     parser.add_argument("--image-size", type=image_size, default=settings.IMAGE_SIZE, help="the student's input")
     parser.add_argument("--teacher-size", type=image_size, default=settings.TEACHER_SIZE)
     parser.add_argument("--teacher-arch", choices=sorted(TEACHERS), default="efficientnet-lite0")
-    parser.add_argument("--data", type=Path, nargs="+", default=list(settings.DATA_DIRS))
-    parser.add_argument("--seed", type=int, default=0, help="the run's seed, which made its split")
-    parser.add_argument("--colour-constancy", action=argparse.BooleanOptionalAction, default=True,
-                        help="as the run trained")
     parser.add_argument("--views", type=int, default=1536, help="training views compared")
-    parser.add_argument("--threads", type=int, default=0)
+    add_finished_run_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    samples, split, _ = load_split(args.data, args.seed, deduplicated=True)
+    samples, split = finished_run_split(args)
     student = build_student(args.student)
     teacher = build_teacher(args.teacher_arch)
-    teacher.load_state_dict(torch.load(args.run / TEACHER_FILE, map_location="cpu", weights_only=True))
+    teacher.load_state_dict(torch.load(teacher_weights(args.run), map_location="cpu", weights_only=True))
 
     augment = BatchAugment(args.image_size, seed=args.seed)
     train_images = decode_frames([samples[i].path for i in split.train], train_cache_shape(args.image_size),

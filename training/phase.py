@@ -36,6 +36,11 @@ class Schedule:
     weight_decay: float
 
 
+
+def best_weights_path(output: Path, name: str) -> Path:
+    """Where the phase called ``name`` keeps its best weights (raw or averaged, by validation BMA)."""
+    return output / f"{name}_best.pt"
+
 class Phase:
     """One model's training: optimiser, schedule, per-epoch validation, best/last checkpoints.
 
@@ -62,7 +67,7 @@ class Phase:
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
                     if ema_decay else None)
         self.checkpoint_seconds = checkpoint_minutes * 60
-        self.last_path, self.best_path = output / f"{name}_last.pt", output / f"{name}_best.pt"
+        self.last_path, self.best_path = output / f"{name}_last.pt", best_weights_path(output, name)
         self.start_epoch, self.start_batch, self.best_bma, self.history = 0, 0, -1.0, []
         # Time spent up to the last checkpoint, carried over by a resume.
         self.seconds = 0.0

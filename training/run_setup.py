@@ -6,18 +6,41 @@ import argparse
 import json
 import random
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import torch
 
+import settings
 from imaging.framing import input_shape
+from training.datasets import Sample
 from training.mixed_precision import Precision
+from training.splits import Split, load_split
 
 
 def image_size(text: str) -> tuple[int, int]:
     """``96x128`` (height x width) or ``112`` (a square)."""
     height, _, width = text.partition("x")
     return input_shape((int(height), int(width or height)))
+
+
+def add_finished_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a command that scores a finished run needs to see its images as the run did: its data,
+    its seed (which made the split) and its colour constancy; and how many threads to score with."""
+    parser.add_argument("--data", type=Path, nargs="+", default=list(settings.DATA_DIRS))
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed, which made its split")
+    parser.add_argument("--colour-constancy", action=argparse.BooleanOptionalAction, default=True,
+                        help="as the run trained")
+    parser.add_argument("--threads", type=int, default=0)
+
+
+def finished_run_split(args: argparse.Namespace) -> tuple[list[Sample], Split]:
+    """The samples and the deduplicated split of ``add_finished_run_arguments``' run, with the
+    threads set."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    samples, split, _ = load_split(args.data, args.seed, deduplicated=True)
+    return samples, split
 
 
 def seed_everything(seed: int) -> None:

@@ -22,12 +22,18 @@ from training.losses import DistillationLoss, class_weights
 from training.metrics import balanced_accuracy
 from training.mixed_precision import Precision
 from training.models import build_teacher
-from training.phase import Phase, Schedule
+from training.phase import Phase, Schedule, best_weights_path
 from training.presets import ImageBatches
 from training.report import by_source, share
 from training.run_setup import to_device
 
 REPORT_FILE = "teacher_report.json"
+PHASE = "teacher"
+
+
+def teacher_weights(run: Path) -> Path:
+    """A run's fine-tuned teacher (its best weights on validation)."""
+    return best_weights_path(run, PHASE)
 
 
 def teacher_report(model: torch.nn.Module, arch: str, val: ImageBatches, val_sources: list[str],
@@ -55,7 +61,7 @@ def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageB
     counts = torch.bincount(train.labels, minlength=NUM_CLASSES).tolist()
     criterion = DistillationLoss(class_weights(counts, args.class_power)).to(precision.device)
     teacher = to_device(build_teacher(args.teacher_arch, args.teacher_frozen_blocks), precision)
-    phase = Phase("teacher", teacher, Schedule(args.teacher_lr, args.teacher_epochs, args.warmup, args.weight_decay),
+    phase = Phase(PHASE, teacher, Schedule(args.teacher_lr, args.teacher_epochs, args.warmup, args.weight_decay),
                   len(train), args.output, writer, args.teacher_ema_decay, args.checkpoint_minutes)
     if args.resume:
         phase.resume()

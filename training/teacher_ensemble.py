@@ -21,17 +21,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import settings
+from training.decisions import MEL_FLOOR
 from training.engine import predict
 from training.evaluate import FP32_CPU
 from training.models import build_teacher
 from training.presets import evaluation_batches
+from training.run_setup import add_finished_run_arguments, finished_run_split
 from training.soft_targets import TARGETS_FILE
-from training.splits import load_split
-from training.teacher import REPORT_FILE, logits_report
+from training.teacher import REPORT_FILE, logits_report, teacher_weights
 from training.train import beats_shipped as beats
-
-WEIGHTS_FILE = "teacher_best.pt"
 
 
 def ensemble_logits(members: list[torch.Tensor]) -> torch.Tensor:
@@ -57,28 +55,22 @@ def ensemble_targets(members: list[dict]) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teachers", type=Path, nargs="+", required=True,
-                        help=f"runs with a finished teacher: {WEIGHTS_FILE}, {REPORT_FILE}, {TARGETS_FILE}")
+                        help=f"runs with a finished teacher, its {REPORT_FILE} and {TARGETS_FILE}")
     parser.add_argument("--output", type=Path, required=True, help="the student's run folder")
-    parser.add_argument("--data", type=Path, nargs="+", default=list(settings.DATA_DIRS))
-    parser.add_argument("--seed", type=int, default=0, help="the runs' seed, which made their split")
-    parser.add_argument("--colour-constancy", action=argparse.BooleanOptionalAction, default=True,
-                        help="as the teachers trained")
-    parser.add_argument("--mel-floor", type=float, default=0.8, help="as the student's run will use")
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--mel-floor", type=float, default=MEL_FLOOR, help="as the student's run will use")
+    add_finished_run_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    samples, split, _ = load_split(args.data, args.seed, deduplicated=True)
+    samples, split = finished_run_split(args)
     val_sources = [samples[i].source for i in split.val]
     reports, logits = {}, []
     for run in args.teachers:
         recorded = json.loads((run / REPORT_FILE).read_text())
         teacher = build_teacher(recorded["arch"])
-        teacher.load_state_dict(torch.load(run / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        teacher.load_state_dict(torch.load(teacher_weights(run), map_location="cpu", weights_only=True))
         batches = evaluation_batches(samples, split.val, tuple(recorded["image_size"]), 64, f"decode val {run}")
         member, labels = predict(teacher, batches, FP32_CPU, args.colour_constancy)
         logits.append(member)
