@@ -67,8 +67,11 @@ def test_the_kept_teacher_is_the_one_validation_prefers(tmp_path: Path) -> None:
     runs = [finished_teacher(tmp_path / arch, arch, len(split.train), views=2)
             for arch in ("efficientnet-lite0", "efficientnet-lite1")]
     output = tmp_path / "student"
-    kept = teacher_ensemble.main(["--teachers", *map(str, runs), "--output", str(output), "--data", str(data),
-                                  "--threads", "1"])
+    arguments = ["--teachers", *map(str, runs), "--data", str(data), "--threads", "1"]
+    compared = teacher_ensemble.main(arguments)
+    assert not output.exists(), "without --output it only compares"
+    kept = teacher_ensemble.main([*arguments, "--output", str(output)])
+    assert kept == compared
 
     assert json.loads((output / REPORT_FILE).read_text()) == json.loads(json.dumps(kept))
     targets = torch.load(output / TARGETS_FILE, weights_only=True)
@@ -82,3 +85,13 @@ def test_the_kept_teacher_is_the_one_validation_prefers(tmp_path: Path) -> None:
         chosen = members[[run.name for run in runs].index(kept["arch"])]
         assert torch.equal(targets["logits"], chosen["logits"])
     assert 0 <= kept["val_balanced_accuracy"] <= 1
+
+
+def test_a_teacher_without_soft_targets_is_named_before_anything_is_scored(tmp_path: Path) -> None:
+    runs = [finished_teacher(tmp_path / arch, arch, train_images=3, views=2)
+            for arch in ("efficientnet-lite0", "efficientnet-lite1")]
+    (runs[1] / TARGETS_FILE).unlink()
+    missing = tmp_path / "no-data"
+    with pytest.raises(SystemExit, match=f"no {TARGETS_FILE} yet in {runs[1]}"):
+        teacher_ensemble.main(["--teachers", *map(str, runs), "--output", str(tmp_path / "student"),
+                               "--data", str(missing)])

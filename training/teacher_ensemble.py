@@ -1,14 +1,14 @@
 """Whether an ensemble of fine-tuned teachers pays on validation, and the soft targets to distil from.
 
-    python -m training.teacher_ensemble --output RUN --teachers RUN_A RUN_B [RUN_C ...]
+    python -m training.teacher_ensemble --teachers RUN_A RUN_B [RUN_C ...] [--output RUN]
 
-Each ``--teachers`` folder is a training run that finished its teacher and soft targets (its
-``teacher_best.pt``, ``teacher_report.json`` and ``soft_targets.pt``), all on the same data, seed
-and ``--views``, so that their stored views are the same views. The ensemble answers with the mean
+Each ``--teachers`` folder is a training run that finished its teacher (``teacher_best.pt`` and
+``teacher_report.json``), all on the same data, seed and ``--views``, so that their stored views
+are the same views; with ``--output``, each must have finished its soft targets too. The ensemble answers with the mean
 of its members' probabilities. Every member and the ensemble are scored on the same validation
 images, at argmax and at the operating point a release is served at; the ensemble is kept only if
-it is better there than its best member (``beats``). The kept teacher's report and soft targets go
-into RUN, where ``make train-cpu RUN=RUN TRAIN_FLAGS="--kd-alpha 0.5"`` distils the student from
+it is better there than its best member (``beats``). With ``--output``, the kept teacher's report
+and soft targets go into RUN, where ``make train-cpu RUN=RUN TRAIN_FLAGS="--kd-alpha 0.5"`` distils the student from
 them without fine-tuning a teacher again.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teachers", type=Path, nargs="+", required=True,
                         help=f"runs with a finished teacher, its {REPORT_FILE} and {TARGETS_FILE}")
-    parser.add_argument("--output", type=Path, required=True, help="the student's run folder")
+    parser.add_argument("--output", type=Path, help="the student's run folder; none: only compare")
     parser.add_argument("--mel-floor", type=float, default=MEL_FLOOR, help="as the student's run will use")
     add_finished_run_arguments(parser)
     return parser.parse_args(argv)
@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    unfinished = [str(run) for run in args.teachers if not (run / TARGETS_FILE).exists()]
+    if args.output and unfinished:
+        raise SystemExit(f"no {TARGETS_FILE} yet in {', '.join(unfinished)}: resume those runs past their "
+                         "soft targets, or leave out --output to compare the teachers only")
     samples, split = finished_run_split(args)
     val_sources = [samples[i].source for i in split.val]
     reports, logits = {}, []
@@ -85,14 +89,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"kept: {'the ensemble' if pays else best} (the ensemble must beat its best member at the "
           "operating point on BMA, HAM10000's melanomas and the referral flag's specificity)", flush=True)
 
+    kept = ensemble | {"members": reports} if pays else reports[best] | {"ensemble_not_kept": ensemble}
+    if args.output is None:
+        return kept
     args.output.mkdir(parents=True, exist_ok=True)
     if pays:
         members = [torch.load(run / TARGETS_FILE, weights_only=True) for run in args.teachers]
         torch.save(ensemble_targets(members), args.output / TARGETS_FILE)
-        kept = ensemble | {"members": reports}
     else:
         shutil.copyfile(Path(best) / TARGETS_FILE, args.output / TARGETS_FILE)
-        kept = reports[best] | {"ensemble_not_kept": ensemble}
     (args.output / REPORT_FILE).write_text(json.dumps(kept, indent=2) + "\n")
     return kept
 
