@@ -36,10 +36,10 @@ class Schedule:
     weight_decay: float
 
 
-
 def best_weights_path(output: Path, name: str) -> Path:
     """Where the phase called ``name`` keeps its best weights (raw or averaged, by validation BMA)."""
     return output / f"{name}_best.pt"
+
 
 class Phase:
     """One model's training: optimiser, schedule, per-epoch validation, best/last checkpoints.
