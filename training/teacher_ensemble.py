@@ -4,12 +4,13 @@
 
 Each ``--teachers`` folder is a training run that finished its teacher (``teacher_best.pt`` and
 ``teacher_report.json``), all on the same data, seed and ``--views``, so that their stored views
-are the same views; with ``--output``, each must have finished its soft targets too. The ensemble answers with the mean
-of its members' probabilities. Every member and the ensemble are scored on the same validation
-images, at argmax and at the operating point a release is served at; the ensemble is kept only if
-it is better there than its best member (``beats``). With ``--output``, the kept teacher's report
-and soft targets go into RUN, where ``make train-cpu RUN=RUN TRAIN_FLAGS="--kd-alpha 0.5"`` distils the student from
-them without fine-tuning a teacher again.
+are the same views; with ``--output``, each must have finished its soft targets too. The ensemble
+answers with the mean of its members' probabilities. Every member and the ensemble are scored on
+the same validation images, at argmax and at the operating point a release is served at; the
+ensemble is kept only if it is better there than its best member (``beats``). With ``--output``,
+the kept teacher's report and soft targets go into RUN, where
+``make train-cpu RUN=RUN TRAIN_FLAGS="--kd-alpha 0.5"`` distils the student from them without
+fine-tuning a teacher again.
 """
 from __future__ import annotations
 
