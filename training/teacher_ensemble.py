@@ -71,13 +71,15 @@ def main(argv: list[str] | None = None) -> dict:
                          "soft targets, or leave out --output to compare the teachers only")
     samples, split = finished_run_split(args)
     val_sources = [samples[i].source for i in split.val]
-    reports, logits = {}, []
+    reports, logits, batches_by_size = {}, [], {}
     for run in args.teachers:
         recorded = json.loads((run / REPORT_FILE).read_text())
         teacher = build_teacher(recorded["arch"])
         teacher.load_state_dict(torch.load(teacher_weights(run), map_location="cpu", weights_only=True))
-        batches = evaluation_batches(samples, split.val, tuple(recorded["image_size"]), 64, f"decode val {run}")
-        member, labels = predict(teacher, batches, FP32_CPU, args.colour_constancy)
+        size = tuple(recorded["image_size"])
+        if size not in batches_by_size:
+            batches_by_size[size] = evaluation_batches(samples, split.val, size, 64, f"decode val at {size}")
+        member, labels = predict(teacher, batches_by_size[size], FP32_CPU, args.colour_constancy)
         logits.append(member)
         reports[str(run)] = logits_report(member, labels, recorded["arch"], val_sources, args.mel_floor)
     arch = "+".join(report["arch"] for report in reports.values())
