@@ -177,8 +177,8 @@ LOADTEST_FLAGS ?=
 loadtest: $(INSTALLED)
 	$(PY) -m loadtest --users $(USERS) --duration $(DURATION) --protocol $(PROTOCOL) $(LOADTEST_FLAGS)
 
-# Own TorchServe instances; run on a quiet CPU. A full bench writes the best set-up back into
-# handler/model-config.yaml and config.properties.
+# Own TorchServe instances; run on a quiet CPU. A full bench writes the best set-up to its report's
+# recommended.json for a person to apply; it edits no tracked file.
 bench: $(INSTALLED)
 	$(PY) -m bench $(RELEASE_WEIGHTS)
 

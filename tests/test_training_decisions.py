@@ -11,7 +11,7 @@ import torch
 
 from contract.classes import CODES
 from handler.preprocessing import dihedral_views
-from training.decisions import choose_logit_bias, flag_specificity, operating_point_figures
+from training.decisions import beats, choose_logit_bias, flag_specificity, operating_point_figures
 from training.engine import predict
 from training.mixed_precision import Precision
 from training.presets import ImageBatches
@@ -26,7 +26,7 @@ from training.shortcuts import (
     format_table,
     mel_calls,
 )
-from training.train import TEACHER_MARGIN, beats_shipped, reason_not_to_ship, require_teacher_worth_it
+from training.train import TEACHER_MARGIN, reason_not_to_ship, require_teacher_worth_it
 
 MEL, NV, BKL = (CODES.index(code) for code in ("MEL", "NV", "BKL"))
 FP32_CPU = Precision("fp32", torch.device("cpu"))
@@ -151,12 +151,12 @@ def test_a_teacher_must_clearly_beat_the_shipped_release_overall_on_ham_melanoma
         return {"balanced_accuracy": bma, "mel_sensitivity_by_source": {"ham10000": ham_mel},
                 "referral_specificity": referral_specificity}
 
-    assert beats_shipped(teacher(0.57, 0.38), SHIPPED, TEACHER_MARGIN)
-    assert not beats_shipped(teacher(0.555, 0.38), SHIPPED, TEACHER_MARGIN)  # better, not clearly
-    assert beats_shipped(teacher(0.555, 0.38), SHIPPED)  # enough for a student to ship
-    assert not beats_shipped(teacher(0.60, 0.25), SHIPPED, TEACHER_MARGIN)  # fewer melanomas found
-    assert not beats_shipped(teacher(0.60, 0.38, 0.31), SHIPPED)  # more false alarms at the same sensitivity
-    assert beats_shipped(teacher(0.30, 0.0, 0.0), None, TEACHER_MARGIN)  # nothing shipped yet
+    assert beats(teacher(0.57, 0.38), SHIPPED, TEACHER_MARGIN)
+    assert not beats(teacher(0.555, 0.38), SHIPPED, TEACHER_MARGIN)  # better, not clearly
+    assert beats(teacher(0.555, 0.38), SHIPPED)  # enough for a student to ship
+    assert not beats(teacher(0.60, 0.25), SHIPPED, TEACHER_MARGIN)  # fewer melanomas found
+    assert not beats(teacher(0.60, 0.38, 0.31), SHIPPED)  # more false alarms at the same sensitivity
+    assert beats(teacher(0.30, 0.0, 0.0), None, TEACHER_MARGIN)  # nothing shipped yet
 
 
 def test_a_run_stops_before_distilling_from_a_teacher_no_better_than_the_release() -> None:

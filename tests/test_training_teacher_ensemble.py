@@ -11,12 +11,12 @@ import torch
 from contract.classes import NUM_CLASSES
 from tests.fixtures.training.make_data import make_labels_csv
 from training import teacher_ensemble
+from training.decisions import beats
 from training.models import build_teacher
 from training.presets import BatchAugment
 from training.soft_targets import TARGETS_FILE, view_parameters
 from training.splits import load_split
 from training.teacher import REPORT_FILE, teacher_weights
-from training.train import beats_shipped
 
 
 def test_no_member_vetoes_a_class_the_others_find_likely() -> None:
@@ -78,10 +78,10 @@ def test_the_kept_teacher_is_the_one_validation_prefers(tmp_path: Path) -> None:
     members = [torch.load(run / TARGETS_FILE, weights_only=True) for run in runs]
     if kept["arch"] == "efficientnet-lite0+efficientnet-lite1":
         best = max(kept["members"].values(), key=lambda report: report["operating_point"]["balanced_accuracy"])
-        assert beats_shipped(kept["operating_point"], best["operating_point"])
+        assert beats(kept["operating_point"], best["operating_point"])
         assert torch.equal(targets["logits"], teacher_ensemble.ensemble_targets(members)["logits"])
     else:
-        assert not beats_shipped(kept["ensemble_not_kept"]["operating_point"], kept["operating_point"])
+        assert not beats(kept["ensemble_not_kept"]["operating_point"], kept["operating_point"])
         chosen = members[[run.name for run in runs].index(kept["arch"])]
         assert torch.equal(targets["logits"], chosen["logits"])
     assert 0 <= kept["val_balanced_accuracy"] <= 1

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from training.decisions import MEL_FLOOR
+from training.decisions import MEL_FLOOR, beats
 from training.engine import predict
 from training.evaluate import FP32_CPU
 from training.models import build_teacher
@@ -30,7 +30,6 @@ from training.presets import evaluation_batches
 from training.run_setup import add_finished_run_arguments, finished_run_split
 from training.soft_targets import TARGETS_FILE
 from training.teacher import REPORT_FILE, logits_report, teacher_weights
-from training.train import beats_shipped as beats
 
 
 def ensemble_logits(members: list[torch.Tensor]) -> torch.Tensor:

@@ -27,7 +27,15 @@ from handler.checkpoint import WEIGHTS_FILE, save_release
 from handler.cpus import CPU_FLAGS, cpu_info
 from training.calibration import probabilities_at
 from training.datasets import Sample
-from training.decisions import MEL_FLOOR, calibration, choose_logit_bias, served_figures, tta_decision
+from training.decisions import (
+    HAM_SOURCE,
+    MEL_FLOOR,
+    beats,
+    calibration,
+    choose_logit_bias,
+    served_figures,
+    tta_decision,
+)
 from training.engine import predict
 from training.evaluate import shipped_val_figures
 from training.losses import DistillationLoss, class_weights
@@ -45,7 +53,6 @@ from training.soft_targets import TARGETS_FILE, compute_soft_targets
 from training.splits import Split, load_split
 from training.teacher import REPORT_FILE, fine_tune_teacher
 
-HAM_SOURCE = "ham10000"
 # How much better than the shipped release, in validation BMA, a teacher must be to be distilled
 # from: a student rarely goes past its teacher, so one no better than the release is not worth it.
 TEACHER_MARGIN = 0.01
@@ -137,24 +144,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def beats_shipped(figures: dict, shipped: dict | None, margin: float = 0.0) -> bool:
-    """Whether this run (or its teacher) is better than the shipped release on validation, both at
-    the operating point a release is served at (``operating_point_figures``): BMA by more than
-    ``margin``, melanoma sensitivity on HAM10000's lesions, and a referral flag at least as
-    specific at the same sensitivity."""
-    if shipped is None:
-        return True
-    mel = figures["mel_sensitivity_by_source"].get(HAM_SOURCE)
-    return (figures["balanced_accuracy"] > shipped["balanced_accuracy"] + margin
-            and (mel is None or mel > (shipped["mel_sensitivity_by_source"].get(HAM_SOURCE) or 0))
-            and figures["referral_specificity"] >= shipped["referral_specificity"])
-
-
 def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
     """Why a finished run must not replace the shipped release, or None when it may: it must beat
     the release on validation, and an added dermatoscope circle must hardly move its melanoma calls
     there."""
-    if not beats_shipped(report["operating_point"], shipped):
+    if not beats(report["operating_point"], shipped):
         return f"on this validation split it scores {report['operating_point']}, the shipped release {shipped}"
     if report["val_circle_shift"] > ALLOWED_CIRCLE_SHIFT:
         return (f"an added circle moves its validation melanoma calls by {report['val_circle_shift']:.3f} "
@@ -165,7 +159,7 @@ def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
 def require_teacher_worth_it(report: dict | None, shipped: dict | None, args: argparse.Namespace) -> None:
     """Stop the run unless the teacher clearly beats the shipped release on validation (a student
     rarely goes past its teacher); ``--any-teacher`` and a given ``--teacher-weights`` skip this."""
-    if report is None or args.any_teacher or beats_shipped(report["operating_point"], shipped, TEACHER_MARGIN):
+    if report is None or args.any_teacher or beats(report["operating_point"], shipped, TEACHER_MARGIN):
         return
     raise SystemExit(f"the teacher ({report['arch']}, with a release's logit biases: {report['operating_point']}; "
                      f"its report in {args.output}) does not beat the shipped release ({shipped}) by "
