@@ -44,12 +44,16 @@ def render_precision(served: dict | None) -> str:
         figures = choice["candidates"]
         text += "; img/s " + ", ".join(f"{name} {values['images_per_s']:.0f}"
                                        for name, values in figures.items())
-        mine = figures.get(served["precision"])
-        if mine:
+        mine = figures.get(served["precision"], {})
+        if "top1_agreement" in mine:
             # Choices made before release 3.0 were scored on the test split.
             scored = choice.get("scored_on") or {"split": "test", "images": choice.get("test_images")}
             text += (f"; top-1 agreement {mine['top1_agreement']:.3f}, BMA change "
                      f"{mine['bma_change']:+.4f} on {scored['images']} {scored['split']} images")
+        elif mine:
+            # The choice scores precisions fastest first and stops at the first that passes, so a
+            # precision requested with PRECISION= may have been timed and never checked.
+            text += f"; {served['precision']} was not checked for accuracy on this kind of CPU"
     return text
 
 

@@ -34,7 +34,7 @@ from handler.served_precision import (
 from imaging.decode import decode_image
 from imaging.framing import input_shape
 from ops.release import versioned_archive
-from ops.render import render_describe
+from ops.render import render_describe, render_precision
 from tests.conftest import FIXTURES, TEST_BATCH_SIZE, TEST_INPUT_SIZE, TEST_MODEL_CONFIG, write_random_release
 from tests.test_handler import classify, load_service
 from tools.archive import DEFAULT_CONFIG, archived_digest, build_archive, ensure_archive, inputs_digest
@@ -136,6 +136,19 @@ def test_an_int8_archive_answers_torchserve_and_agrees_with_fp32(
     assert custom["gate"]["max_distance"] == pytest.approx(gate.max_distance)
     assert version["precision"]["precision"] == "int8"
     assert "  precision    int8, requested" in render_describe([version])
+
+
+def test_describe_says_when_a_requested_precision_was_never_checked():
+    """A choice scores precisions fastest first and stops at the first that passes, so PRECISION=
+    can ask for one that was timed and never scored; ops describe says so instead of failing."""
+    choice = {"candidates": {"fp32": {"images_per_s": 84.8, "top1_agreement": 1.0, "bma_change": 0.0},
+                             "int8": {"images_per_s": 284.9},
+                             "int8-7bit": {"images_per_s": 289.1, "top1_agreement": 0.9805, "bma_change": 0.0009}},
+              "scored_on": {"split": "validation", "images": 2000}}
+    requested = render_precision({"precision": "int8", "source": "requested (PRECISION=)", "choice": choice})
+    chosen = render_precision({"precision": "int8-7bit", "source": "measured", "choice": choice})
+    assert requested.endswith("int8 was not checked for accuracy on this kind of CPU")
+    assert chosen.endswith("top-1 agreement 0.981, BMA change +0.0009 on 2000 validation images")
 
 
 def test_the_accuracy_gate_refuses_an_uncalibrated_quantisation(shipped_release):
