@@ -9,7 +9,8 @@
 Also: the CPU and the flags that decide which precision is fast, decode + preprocessing cost per
 image at each size, what each step of a served image costs and the gate's share of it, and cold
 start to READY. Prints tables (img/s, p50, p99 at a fixed
-concurrency, single-request p50) and the ratios of TorchServe to the in-process limit and to Flask;
+concurrency, single-request p50 back to back and with the requests apart) and the ratios of TorchServe
+to the in-process limit and to Flask;
 writes the best TorchServe set-up, against the shipped one, to ``recommended.json`` for a person to
 apply. ``--quick`` runs two TorchServe set-ups for a few
 seconds each (for the tests).
@@ -69,22 +70,28 @@ MAIN_SIZE = "1024x768"
 # About what a lone request spends outside its task network (the profile's other parts): a worker's
 # thread idles that long between the forward passes of requests sent one at a time.
 LONE_PAUSE_S = 0.02
+# A phone user's photos come seconds apart, and a worker that has idled that long may answer slower
+# than one answering back to back: lone requests are also timed this far apart.
+LONE_GAP_S = 0.5
 
 
-def measured_row(label: str, loaded: LoadResult, single: LoadResult,
+def measured_row(label: str, loaded: LoadResult, single: LoadResult, spaced: LoadResult,
                  config: ServeConfig | None = None) -> Row:
     return Row(label=label, images_per_s=loaded.images_per_s, p50_ms=loaded.percentile(50),
                p99_ms=loaded.percentile(99), single_p50_ms=single.percentile(50),
-               errors=len(loaded.errors) + len(single.errors), config=config)
+               spaced_p50_ms=spaced.percentile(50),
+               errors=len(loaded.errors) + len(single.errors) + len(spaced.errors), config=config)
 
 
 def measure(sender: SenderFactory, images: list[bytes],
-            args: argparse.Namespace) -> tuple[LoadResult, LoadResult]:
-    """Warm up, then the loaded run at ``--concurrency``, then requests one at a time."""
+            args: argparse.Namespace) -> tuple[LoadResult, LoadResult, LoadResult]:
+    """Warm up, then the loaded run at ``--concurrency``, then requests one at a time: back to
+    back, and ``LONE_GAP_S`` apart."""
     drive(sender, images, args.concurrency, args.warmup, args.warmup * MAX_REQUESTS_PER_S)
     loaded = drive(sender, images, args.concurrency, args.duration, args.duration * MAX_REQUESTS_PER_S)
     single = drive(sender, images, 1, args.single, args.single * MAX_REQUESTS_PER_S)
-    return loaded, single
+    spaced = drive(sender, images, 1, args.single, args.single * MAX_REQUESTS_PER_S, LONE_GAP_S)
+    return loaded, single, spaced
 
 
 def bench_torchserve(configs: tuple[ServeConfig, ...], weights: Path, sized: dict[str, list[bytes]],
@@ -284,7 +291,7 @@ def main() -> None:
                 format_steps(steps, served["precision"], LIMIT_BATCH, MAIN_SIZE),
                 f"TorchServe serves {served['precision']} ({served['source']}); all rows below "
                 f"send {MAIN_SIZE} JPEGs unless they say otherwise.\n\n"
-                + format_table(rows, args.concurrency),
+                + format_table(rows, args.concurrency, LONE_GAP_S),
                 format_profile(parts, f"{best.label}: one lone request taken apart (medians, "
                                       f"{PROFILE_REQUESTS[args.quick]} requests, {MAIN_SIZE})"),
                 format_ratios(values, best, model_only, model_only_fp32,

@@ -36,8 +36,9 @@ class LoadResult:
 
 
 def drive(sender: SenderFactory, images: list[bytes], concurrency: int, duration_s: float,
-          max_requests: int) -> LoadResult:
-    """Keep ``concurrency`` requests in flight until ``duration_s`` or ``max_requests`` is reached."""
+          max_requests: int, pause_s: float = 0.0) -> LoadResult:
+    """Keep ``concurrency`` requests in flight until ``duration_s`` or ``max_requests`` is reached;
+    each thread idles ``pause_s`` before each request, outside its latency."""
     result = LoadResult()
     lock = threading.Lock()
     counter = iter(range(max_requests))
@@ -50,6 +51,7 @@ def drive(sender: SenderFactory, images: list[bytes], concurrency: int, duration
                 index = next(counter, None)
             if index is None:
                 return
+            time.sleep(pause_s)
             tick = time.perf_counter()
             try:
                 check_prediction(send(images[index % len(images)]))

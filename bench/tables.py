@@ -17,6 +17,7 @@ class Row:
     p50_ms: float | None = None
     p99_ms: float | None = None
     single_p50_ms: float | None = None
+    spaced_p50_ms: float | None = None
     errors: int = 0
     config: ServeConfig | None = None
 
@@ -34,6 +35,7 @@ def ratios(limit: Row, model_only_p50_ms: float, flask: Row, best: Row,
         "served_vs_limit": best.images_per_s / limit.images_per_s,
         "served_vs_flask": best.images_per_s / flask.images_per_s,
         "single_vs_model_only": (best.single_p50_ms or float("nan")) / model_only_p50_ms,
+        "spaced_vs_model_only": (best.spaced_p50_ms or float("nan")) / model_only_p50_ms,
         "cold_start_s": cold_start_s,
     }
 
@@ -42,13 +44,13 @@ def _cell(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def format_table(rows: list[Row], concurrency: int) -> str:
-    header = ("| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms |\n"
-              "|---|---:|---:|---:|---:|---:|")
-    lines = [f"| {row.label} | {_cell(row.images_per_s)} | {_cell(row.p50_ms)} | "
-             f"{_cell(row.p99_ms)} | {row.errors} | {_cell(row.single_p50_ms)} |" for row in rows]
-    return f"Closed loop, {concurrency} concurrent requests (single request: 1 at a time)\n\n" + \
-        "\n".join([header, *lines])
+def format_table(rows: list[Row], concurrency: int, gap_s: float) -> str:
+    header = ("| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms | "
+              f"single-request p50 ms, {gap_s:g} s apart |\n|---|---:|---:|---:|---:|---:|---:|")
+    lines = [f"| {row.label} | {_cell(row.images_per_s)} | {_cell(row.p50_ms)} | {_cell(row.p99_ms)} | "
+             f"{row.errors} | {_cell(row.single_p50_ms)} | {_cell(row.spaced_p50_ms)} |" for row in rows]
+    return (f"Closed loop, {concurrency} concurrent requests (single request: 1 at a time, back to back "
+            f"and {gap_s:g} s apart)\n\n" + "\n".join([header, *lines]))
 
 
 def format_decode(decode_ms: dict[str, float]) -> str:
@@ -88,6 +90,7 @@ def format_ratios(values: dict[str, float], best: Row, model_only: dict[int, flo
     names = {"served_vs_limit": "best TorchServe / in-process limit at the served precision",
              "served_vs_flask": "best TorchServe / Flask baseline",
              "single_vs_model_only": "single-request p50 / model-only latency",
+             "spaced_vs_model_only": "single-request p50, requests apart / model-only latency",
              "cold_start_s": "cold start to READY, s"}
     lines = [f"best TorchServe set-up: {best.label}",
              "model-only latency (one image, forward pass, p50): " + ", ".join(

@@ -17,7 +17,7 @@ import pytest
 from conftest import FIXTURES, write_random_release
 
 import settings
-from bench.benchmark import LONE_PAUSE_S
+from bench.benchmark import LONE_GAP_S, LONE_PAUSE_S
 from handler.runners import PRECISIONS
 from tools.archive import DEFAULT_CONFIG
 
@@ -31,7 +31,8 @@ def test_quick_mode_prints_the_table(tmp_path):
                             cwd=settings.REPO, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    start = lines.index("| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms |")
+    start = lines.index("| set-up | img/s | p50 ms | p99 ms | errors | single-request p50 ms | "
+                        f"single-request p50 ms, {LONE_GAP_S:g} s apart |")
     table = [line for line in itertools.takewhile(lambda line: line.startswith("|"), lines[start:])
              if line.startswith("| ")]
     labels = [line.split(" | ")[0][2:] for line in table[1:]]
@@ -41,6 +42,7 @@ def test_quick_mode_prints_the_table(tmp_path):
         "TorchServe batch 1", "TorchServe batch 8", "Flask baseline"]
     for name in ("best TorchServe / in-process limit at the served precision",
                  "best TorchServe / Flask baseline", "single-request p50 / model-only latency",
+                 "single-request p50, requests apart / model-only latency",
                  "cold start to READY, s"):
         assert f"{name}: " in result.stdout
     assert (f"model-only latency with 1 thread, {LONE_PAUSE_S * 1000:.0f} ms apart as a worker runs lone "
@@ -49,6 +51,8 @@ def test_quick_mode_prints_the_table(tmp_path):
     assert "served precision: fp32 (default" in result.stdout  # a random release has no choice
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert all(row["images_per_s"] > 0 and row["errors"] == 0 for row in results["rows"])
+    measured = [row for row in results["rows"] if row["p50_ms"] is not None]
+    assert measured and all(row["single_p50_ms"] > 0 and row["spaced_p50_ms"] > 0 for row in measured)
     sizes = ["200x150", "1024x768", "4000x3000"]
     assert list(results["decode_ms"]) == sizes and all(ms > 0 for ms in results["decode_ms"].values())
     assert {name: list(by_size) for name, by_size in results["limits"].items()} == {
