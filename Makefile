@@ -96,8 +96,9 @@ RELEASE_WEIGHTS := $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 .PHONY: train train-cpu train-cpu-detached evaluate compare recalibrate gate screenshots release-files ablate train-speed
 
-runs/init-2.0.pt:
-	mkdir -p runs && git show $(RELEASE_2_0):model_store/skin_resnet34.pt > $@
+# INIT=runs/init-3.0.pt (any release above) warm-starts from that release's weights in git history.
+runs/init-%.pt:
+	mkdir -p runs && git show $(RELEASE_$(subst .,_,$*)):model_store/skin_resnet34.pt > $@
 
 TRAIN := $(PY) -m training.train $(DATA) --init $(INIT) --resume $(TRAIN_FLAGS)
 
