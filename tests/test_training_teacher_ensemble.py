@@ -11,7 +11,6 @@ import torch
 from contract.classes import NUM_CLASSES
 from tests.fixtures.training.make_data import make_labels_csv
 from training import teacher_ensemble
-from training.decisions import beats
 from training.models import build_teacher
 from training.presets import BatchAugment
 from training.soft_targets import TARGETS_FILE, view_parameters
@@ -77,11 +76,11 @@ def test_the_kept_teacher_is_the_one_validation_prefers(tmp_path: Path) -> None:
     targets = torch.load(output / TARGETS_FILE, weights_only=True)
     members = [torch.load(run / TARGETS_FILE, weights_only=True) for run in runs]
     if kept["arch"] == "efficientnet-lite0+efficientnet-lite1":
-        best = max(kept["members"].values(), key=lambda report: report["operating_point"]["balanced_accuracy"])
-        assert beats(kept["operating_point"], best["operating_point"])
+        best = max(kept["members"].values(), key=teacher_ensemble.operating_bma)
+        assert teacher_ensemble.operating_bma(kept) > teacher_ensemble.operating_bma(best)
         assert torch.equal(targets["logits"], teacher_ensemble.ensemble_targets(members)["logits"])
     else:
-        assert not beats(kept["ensemble_not_kept"]["operating_point"], kept["operating_point"])
+        assert teacher_ensemble.operating_bma(kept["ensemble_not_kept"]) <= teacher_ensemble.operating_bma(kept)
         chosen = members[[run.name for run in runs].index(kept["arch"])]
         assert torch.equal(targets["logits"], chosen["logits"])
     assert 0 <= kept["val_balanced_accuracy"] <= 1
