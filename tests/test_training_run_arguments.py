@@ -4,7 +4,7 @@ import json
 import pytest
 
 from training.run_setup import ARGUMENTS_FILE, keep_run_arguments
-from training.train import parse_args
+from training.train import STUDENT_EPOCHS, parse_args
 
 
 def start(tmp_path, *flags):
@@ -43,3 +43,10 @@ def test_an_argument_added_after_the_run_started_does_not_stop_it(tmp_path):
     del recorded["vignette"]
     (tmp_path / ARGUMENTS_FILE).write_text(json.dumps(recorded))
     start(tmp_path, "--resume", "--vignette", "0.9")
+
+
+def test_a_distilled_student_trains_no_more_epochs_than_there_are_views():
+    assert parse_args(["--kd-alpha", "0.5", "--views", "8"]).epochs == 8
+    assert parse_args(["--kd-alpha", "0.5", "--views", "24"]).epochs == STUDENT_EPOCHS
+    assert parse_args(["--views", "8"]).epochs == STUDENT_EPOCHS, "fresh views every epoch on labels alone"
+    assert parse_args(["--kd-alpha", "0.5", "--views", "8", "--epochs", "10"]).epochs == 10

@@ -56,6 +56,8 @@ from training.teacher import REPORT_FILE, fine_tune_teacher
 # How much better than the shipped release, in validation BMA, a teacher must be to be distilled
 # from: a student rarely goes past its teacher, so one no better than the release is not worth it.
 TEACHER_MARGIN = 0.01
+# The student schedule of release 3.0, which saw fresh views every epoch.
+STUDENT_EPOCHS = 12
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,10 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--version", default=settings.RELEASE_VERSION, help="release version (the archive version)")
     parser.add_argument("--image-size", type=image_size, default=settings.IMAGE_SIZE,
                         help="the student's (served) input, HEIGHTxWIDTH, or one number for a square")
-    parser.add_argument("--epochs", type=int, default=12,
-                        help="the student's epochs; when distilling, at most as many as there are "
-                             "views, since a student that sees the same few views many times "
-                             "memorises them")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"the student's epochs (default {STUDENT_EPOCHS}; when distilling, as many as "
+                             "there are views if fewer, since a student that sees the same few views "
+                             "many times memorises them)")
     parser.add_argument("--epoch-samples", type=int, default=0,
                         help="images drawn per epoch (0: the size of the training split)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -141,7 +143,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write the release even if the shipped one scores better on validation")
     parser.add_argument("--never-ship", action="store_true",
                         help="keep the release in OUTPUT/release only (ablations, experiments)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = min(STUDENT_EPOCHS, args.views) if args.kd_alpha else STUDENT_EPOCHS
+    return args
 
 
 def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
