@@ -2,9 +2,11 @@
 import json
 
 import pytest
+import torch
 
+from contract.classes import NUM_CLASSES
 from training.run_setup import ARGUMENTS_FILE, keep_run_arguments
-from training.train import STUDENT_EPOCHS, parse_args
+from training.train import STUDENT_EPOCHS, parse_args, student_epochs
 
 
 def start(tmp_path, *flags):
@@ -45,8 +47,12 @@ def test_an_argument_added_after_the_run_started_does_not_stop_it(tmp_path):
     start(tmp_path, "--resume", "--vignette", "0.9")
 
 
-def test_a_distilled_student_trains_no_more_epochs_than_there_are_views():
-    assert parse_args(["--kd-alpha", "0.5", "--views", "8"]).epochs == 8
-    assert parse_args(["--kd-alpha", "0.5", "--views", "24"]).epochs == STUDENT_EPOCHS
-    assert parse_args(["--views", "8"]).epochs == STUDENT_EPOCHS, "fresh views every epoch on labels alone"
-    assert parse_args(["--kd-alpha", "0.5", "--views", "8", "--epochs", "10"]).epochs == 10
+def test_a_distilled_student_trains_no_more_epochs_than_there_are_stored_views():
+    def targets(views):
+        return {"logits": torch.zeros(3, views, NUM_CLASSES)}
+
+    default = parse_args(["--kd-alpha", "0.5"]).epochs
+    assert student_epochs(default, targets(8)) == 8, "the views stored, whatever --views says (default 24)"
+    assert student_epochs(default, targets(24)) == STUDENT_EPOCHS
+    assert student_epochs(default, None) == STUDENT_EPOCHS, "fresh views every epoch on labels alone"
+    assert student_epochs(parse_args(["--epochs", "10"]).epochs, targets(8)) == 10

@@ -75,8 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the student's (served) input, HEIGHTxWIDTH, or one number for a square")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"the student's epochs (default {STUDENT_EPOCHS}; when distilling, as many as "
-                             "there are views if fewer, since a student that sees the same few views "
-                             "many times memorises them)")
+                             "there are stored views if fewer: student_epochs)")
     parser.add_argument("--epoch-samples", type=int, default=0,
                         help="images drawn per epoch (0: the size of the training split)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -143,10 +142,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write the release even if the shipped one scores better on validation")
     parser.add_argument("--never-ship", action="store_true",
                         help="keep the release in OUTPUT/release only (ablations, experiments)")
-    args = parser.parse_args(argv)
-    if args.epochs is None:
-        args.epochs = min(STUDENT_EPOCHS, args.views) if args.kd_alpha else STUDENT_EPOCHS
-    return args
+    return parser.parse_args(argv)
+
+
+def stored_views(targets: dict | None) -> int | None:
+    """How many views per training image the soft targets hold (None: no teacher)."""
+    return targets["logits"].shape[1] if targets else None
+
+
+def student_epochs(requested: int | None, targets: dict | None) -> int:
+    """``--epochs``, or by default STUDENT_EPOCHS, and no more than the stored views a distilled
+    student learns from: one that sees the same few views many times memorises them. The views are
+    counted in the targets, which another run (``--soft-targets``, an ensemble) may have made."""
+    if requested is not None:
+        return requested
+    return min(STUDENT_EPOCHS, stored_views(targets)) if targets else STUDENT_EPOCHS
 
 
 def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
@@ -317,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
                                          (args.batch_size, 3, *args.image_size))
     print(f"CPU {cpu['model']} ({' '.join(cpu['flags']) or 'none of ' + ', '.join(CPU_FLAGS)}); "
           f"student precision {precision.name} {speeds}", flush=True)
+    args.epochs = student_epochs(args.epochs, targets)
     distilled, finishing = student_batches(args, samples, split, targets)
     val = evaluation_batches(samples, split.val, args.image_size, args.batch_size * 2, "decode val")
     val_sources = [samples[i].source for i in split.val]
@@ -338,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
         training={"mixup": args.mixup, "batch_size": args.batch_size, "device": str(precision.device),
                   "precision": precision.name,
                   "precision_measured_images_per_second": speeds, "cpu": cpu,
-                  "dedupe": dedupe.as_dict(), "views": targets["logits"].shape[1] if targets else None,
+                  "dedupe": dedupe.as_dict(), "views": stored_views(targets),
                   "phases": {phase.name: {"epochs": len(phase.history), "best_val_bma": phase.best_bma,
                                           "minutes": round(phase.seconds / 60, 1), "history": phase.history}
                              for phase in phases},
