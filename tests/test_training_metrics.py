@@ -1,6 +1,9 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import balanced_accuracy_score
 
 from contract.classes import CODES
 from training import metrics
@@ -17,6 +20,16 @@ PREDICTIONS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
 
 def test_balanced_accuracy_by_hand() -> None:
     assert metrics.balanced_accuracy(LABELS, PREDICTIONS) == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
+
+
+def test_balanced_accuracy_agrees_with_scikit_learn() -> None:
+    generator = np.random.default_rng(0)
+    for images, classes in [(1, 1), (7, 3), (500, 8)]:
+        labels, predictions = generator.integers(0, classes, images), generator.integers(0, len(CODES), images)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # predictions name classes absent from the labels
+            expected = balanced_accuracy_score(labels, predictions)
+        assert metrics.balanced_accuracy(labels, predictions) == pytest.approx(expected)
 
 
 def test_sensitivity_and_specificity_by_hand() -> None:

@@ -76,6 +76,11 @@ def test_a_stop_within_an_epoch_resumes_at_the_next_batch(tmp_path: Path) -> Non
     assert [entry["epoch"] for entry in resumed.history] == [1, 2]
     assert {entry["chosen"] for entry in resumed.history} <= {"weights", "average"}
     assert set(resumed.history[-1]["val_bma_by_weights"]) == {"weights", "average"}
+    # Chosen, within each epoch and over the phase, by BMA at the operating point.
+    for entry in resumed.history:
+        assert entry["val_operating_bma"] == max(entry["val_operating_bma_by_weights"].values())
+        assert entry["val_bma"] == entry["val_bma_by_weights"][entry["chosen"]]
+    assert resumed.best_score == max(entry["val_operating_bma"] for entry in resumed.history)
     assert resumed.best_path.exists()
     # The same draws, views and optimiser state: the resumed run ends where the whole one did.
     for name, value in whole.model.state_dict().items():

@@ -7,13 +7,14 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
 from contract.classes import CODES
 from training.calibration import choose_temperature
 from training.engine import predict
 from training.metrics import balanced_accuracy
 from training.mixed_precision import Precision
-from training.referral import CONCERNING, choose_threshold, referral_report
+from training.referral import CONCERNING, choose_threshold, referral_report, specificity
 from training.report import val_figures
 
 MEL = CODES.index("MEL")
@@ -39,8 +40,8 @@ def mel_sensitivity(labels: np.ndarray, predictions: np.ndarray) -> float:
 def flag_specificity(labels: np.ndarray, logits: np.ndarray) -> float:
     """The referral flag's specificity on these images (softmax before temperature scaling) at the
     threshold that gives it its target sensitivity on them."""
-    probabilities = torch.softmax(torch.from_numpy(logits).float(), dim=1).numpy()
-    return referral_report(labels, probabilities, choose_threshold(labels, probabilities))["specificity"]
+    probabilities = softmax(logits.astype(np.float32), axis=1)
+    return specificity(labels, probabilities, choose_threshold(labels, probabilities))
 
 
 def choose_logit_bias(logits: torch.Tensor, labels: torch.Tensor, mel_floor: float = MEL_FLOOR,

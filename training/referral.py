@@ -28,6 +28,12 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray,
     return float(scores[allowed_misses])
 
 
+def specificity(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> float | None:
+    """The share of benign lesions that flagging at ``threshold`` leaves unflagged (None: none)."""
+    benign = ~CONCERNING[labels]
+    return float((concern_score(probabilities[benign]) < threshold).mean()) if benign.any() else None
+
+
 def referral_report(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
     """Sensitivity and specificity of flagging at ``threshold``, and the score's AUROC."""
     concerning = CONCERNING[labels]
@@ -35,7 +41,7 @@ def referral_report(labels: np.ndarray, probabilities: np.ndarray, threshold: fl
     both = 0 < concerning.sum() < len(labels)
     return {"threshold": threshold,
             "sensitivity": float(flagged[concerning].mean()) if concerning.any() else None,
-            "specificity": float((~flagged[~concerning]).mean()) if (~concerning).any() else None,
+            "specificity": specificity(labels, probabilities, threshold),
             "auroc": float(roc_auc_score(concerning, concern_score(probabilities))) if both else None,
             "concerning": int(concerning.sum()), "benign": int((~concerning).sum())}
 

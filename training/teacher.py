@@ -56,13 +56,14 @@ def logits_report(logits: torch.Tensor, labels: torch.Tensor, arch: str, val_sou
 def fine_tune_teacher(args: argparse.Namespace, train: ImageBatches, val: ImageBatches,
                       samples: list[Sample], val_indices: list[int], precision: Precision,
                       writer: SummaryWriter) -> tuple[torch.nn.Module, dict]:
-    """The teacher's best weights (validation BMA, raw or averaged) and its report, continuing a
-    stopped fine-tune in ``args.output`` when ``args.resume``."""
+    """The teacher's best weights (raw or averaged, by validation BMA at the operating point) and its
+    report, continuing a stopped fine-tune in ``args.output`` when ``args.resume``."""
     counts = torch.bincount(train.labels, minlength=NUM_CLASSES).tolist()
     criterion = DistillationLoss(class_weights(counts, args.class_power)).to(precision.device)
     teacher = to_device(build_teacher(args.teacher_arch, args.teacher_frozen_blocks), precision)
     phase = Phase(PHASE, teacher, Schedule(args.teacher_lr, args.teacher_epochs, args.warmup, args.weight_decay),
-                  len(train), args.output, writer, args.teacher_ema_decay, args.checkpoint_minutes)
+                  len(train), args.output, writer, args.teacher_ema_decay, args.checkpoint_minutes,
+                  args.mel_floor)
     if args.resume:
         phase.resume()
     val_sources = [samples[i].source for i in val_indices]

@@ -241,13 +241,13 @@ def train_student(args: argparse.Namespace, distilled: ImageBatches, finishing: 
                   val: ImageBatches, val_sources: list[str], precision: Precision, writer: SummaryWriter
                   ) -> tuple[torch.nn.Module, list[Phase]]:
     """The student distilled over the stored views, then the last phase at the served framing;
-    whichever of the two validation prefers."""
+    whichever of the two validation prefers at the operating point."""
     counts = torch.bincount(distilled.labels, minlength=NUM_CLASSES).tolist()
     criterion = DistillationLoss(class_weights(counts, args.class_power), args.kd_alpha,
                                  args.kd_temperature).to(precision.device)
     student = to_device(build_student(args.init), precision)
     phases = [Phase("student", student, Schedule(args.lr, args.epochs, args.warmup, args.weight_decay),
-                    len(distilled), args.output, writer, args.ema_decay, args.checkpoint_minutes)]
+                    len(distilled), args.output, writer, args.ema_decay, args.checkpoint_minutes, args.mel_floor)]
     if args.resume:
         phases[0].resume()
     phases[0].run(distilled, val, criterion, precision, args.colour_constancy, args.mixup, val_sources)
@@ -255,11 +255,12 @@ def train_student(args: argparse.Namespace, distilled: ImageBatches, finishing: 
     if args.finish_epochs:
         phases.append(Phase("finish", student,
                             Schedule(args.finish_lr, args.finish_epochs, args.warmup, args.weight_decay),
-                            len(finishing), args.output, writer, args.ema_decay, args.checkpoint_minutes))
+                            len(finishing), args.output, writer, args.ema_decay, args.checkpoint_minutes,
+                            args.mel_floor))
         if args.resume:
             phases[1].resume()
         phases[1].run(finishing, val, criterion, precision, args.colour_constancy, val_sources=val_sources)
-        if phases[1].best_bma > phases[0].best_bma:
+        if phases[1].best_score > phases[0].best_score:
             return phases[1].load_best(), phases
         student = phases[0].load_best()
     return student, phases
@@ -292,6 +293,7 @@ def decide_and_test(model: torch.nn.Module, val: ImageBatches, test: ImageBatche
         "split": "test", "by_source": by_source(test_logits, test_labels, test_sources),
         "val_by_source": by_source(val_logits, val_labels, val_sources),
         "operating_point": served_figures(val_logits, val_labels, val_sources, temperature, threshold),
+        "val_balanced_accuracy": bias_figures["before"]["balanced_accuracy"],
         "logit_bias": {"values": dict(zip(CODES, bias.round(2).tolist()))} | bias_figures,
         "val_mel_calls_with_circle": circle, "val_circle_shift": circle_shift(circle),
         "dihedral_tta_val_balanced_accuracy": tta}
@@ -339,7 +341,6 @@ def main(argv: list[str] | None = None) -> dict:
     test = evaluation_batches(samples, split.test, args.image_size, args.batch_size * 2, "decode test")
     report = decide_and_test(student, val, test, served, args, val_sources,
                              [samples[i].source for i in split.test])
-    report["val_balanced_accuracy"] = max(phase.best_bma for phase in phases)
     report["teacher"] = teacher
     referral = report.pop("referral")
     metadata = release_metadata(
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "precision": precision.name,
                   "precision_measured_images_per_second": speeds, "cpu": cpu,
                   "dedupe": dedupe.as_dict(), "views": stored_views(targets),
-                  "phases": {phase.name: {"epochs": len(phase.history), "best_val_bma": phase.best_bma,
+                  "phases": {phase.name: {"epochs": len(phase.history), "best_val_operating_bma": phase.best_score,
                                           "minutes": round(phase.seconds / 60, 1), "history": phase.history}
                              for phase in phases},
                   "teacher": teacher["arch"] if teacher else args.teacher_arch, "command": command})
