@@ -49,7 +49,7 @@ def test_an_argument_added_after_the_run_started_does_not_stop_it(tmp_path):
 
 def test_a_distilled_student_trains_no_more_epochs_than_there_are_stored_views():
     def targets(views):
-        return {"logits": torch.zeros(3, views, NUM_CLASSES)}
+        return {"views": views, "logits": torch.zeros(3, views, NUM_CLASSES)}
 
     default = parse_args(["--kd-alpha", "0.5"]).epochs
     assert student_epochs(default, targets(8)) == 8, "the views stored, whatever --views says (default 24)"

@@ -145,18 +145,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def stored_views(targets: dict | None) -> int | None:
-    """How many views per training image the soft targets hold (None: no teacher)."""
-    return targets["logits"].shape[1] if targets else None
-
-
 def student_epochs(requested: int | None, targets: dict | None) -> int:
     """``--epochs``, or by default STUDENT_EPOCHS, and no more than the stored views a distilled
-    student learns from: one that sees the same few views many times memorises them. The views are
-    counted in the targets, which another run (``--soft-targets``, an ensemble) may have made."""
+    student learns from: one that sees the same few views many times memorises them. The targets record
+    their own views, since another run (``--soft-targets``, an ensemble) may have made them."""
     if requested is not None:
         return requested
-    return min(STUDENT_EPOCHS, stored_views(targets)) if targets else STUDENT_EPOCHS
+    return min(STUDENT_EPOCHS, targets["views"]) if targets else STUDENT_EPOCHS
 
 
 def reason_not_to_ship(report: dict, shipped: dict | None) -> str | None:
@@ -350,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
         training={"mixup": args.mixup, "batch_size": args.batch_size, "device": str(precision.device),
                   "precision": precision.name,
                   "precision_measured_images_per_second": speeds, "cpu": cpu,
-                  "dedupe": dedupe.as_dict(), "views": stored_views(targets),
+                  "dedupe": dedupe.as_dict(), "views": targets and targets["views"],
                   "phases": {phase.name: {"epochs": len(phase.history), "best_val_operating_bma": phase.best_score,
                                           "minutes": round(phase.seconds / 60, 1), "history": phase.history}
                              for phase in phases},
