@@ -50,8 +50,13 @@ def test_two_folders_train_to_a_loadable_release_and_resume(tmp_path: Path) -> N
               "--docs", str(docs), "--image-size", "48x64", "--batch-size", "16", "--threads", "1",
               "--precision", "fp32", "--teacher-arch", "efficientnet-lite0", "--teacher-size", "48x64",
               "--teacher-epochs", "1", "--views", "2", "--kd-alpha", "0.5"]
-    # A model this small reads whatever it can, the circle too: it ships only because it is told to.
-    train.main([*common, "--epochs", "1", "--always-ship"])
+    # An ensemble member: the teacher and its views, then nothing else.
+    member = train.main([*common, "--targets-only"])
+    assert member["soft_targets"]["views"] == 2 and member["teacher"]["arch"] == "efficientnet-lite0"
+    assert (run / "soft_targets.pt").is_file() and not (run / "release").exists() and not store.exists()
+    # The run goes on from those targets. A model this small reads whatever it can, the circle
+    # too: it ships only because it is told to.
+    train.main([*common, "--epochs", "1", "--resume", "--always-ship"])
 
     metadata = load_metadata(store / METADATA_FILE)
     assert load_metadata(run / "release" / METADATA_FILE) == metadata, "the run keeps its own release"

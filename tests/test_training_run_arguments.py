@@ -56,3 +56,11 @@ def test_a_distilled_student_trains_no_more_epochs_than_there_are_stored_views()
     assert student_epochs(default, targets(24)) == STUDENT_EPOCHS
     assert student_epochs(default, None) == STUDENT_EPOCHS, "fresh views every epoch on labels alone"
     assert student_epochs(parse_args(["--epochs", "10"]).epochs, targets(8)) == 10
+
+
+def test_targets_only_needs_a_teacher_and_may_be_dropped_on_resume(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--targets-only"])
+    assert "--kd-alpha" in capsys.readouterr().err
+    start(tmp_path, "--kd-alpha", "0.5", "--targets-only")
+    start(tmp_path, "--kd-alpha", "0.5", "--resume")

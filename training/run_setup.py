@@ -53,7 +53,8 @@ ARGUMENTS_FILE = "arguments.json"
 # Where a run lives, how it is carried out and how long it goes on (a finished run may be given
 # more epochs), not what it learns: these may change between resumes.
 NOT_RECORDED = frozenset({"output", "resume", "threads", "device", "checkpoint_minutes", "soft_targets",
-                          "model_store", "docs", "any_teacher", "always_ship", "epochs", "finish_epochs"})
+                          "model_store", "docs", "any_teacher", "always_ship", "epochs", "finish_epochs",
+                          "targets_only"})
 
 
 def keep_run_arguments(args: argparse.Namespace) -> None:

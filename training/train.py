@@ -142,7 +142,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write the release even if the shipped one scores better on validation")
     parser.add_argument("--never-ship", action="store_true",
                         help="keep the release in OUTPUT/release only (ablations, experiments)")
-    return parser.parse_args(argv)
+    parser.add_argument("--targets-only", action="store_true",
+                        help="stop once the teacher's soft targets are written: one member of an "
+                             "ensemble (python -m training.teacher_ensemble averages them)")
+    args = parser.parse_args(argv)
+    if args.targets_only and not args.kd_alpha:
+        parser.error("--targets-only needs a teacher: give --kd-alpha")
+    return args
 
 
 def student_epochs(requested: int | None, targets: dict | None) -> int:
@@ -319,6 +325,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"the shipped release on this validation split: {shipped}", flush=True)
     targets, teacher = (teacher_targets(args, samples, split, writer, shipped) if args.kd_alpha
                         else (None, None))
+    if args.targets_only:
+        print(f"soft targets of {targets['views']} views in {args.output}: --targets-only stops here", flush=True)
+        writer.close()
+        return {"soft_targets": targets, "teacher": teacher}
     cpu = cpu_info()
     precision, speeds = choose_precision(args.precision, torch.device(args.device), build_student,
                                          (args.batch_size, 3, *args.image_size))
