@@ -89,6 +89,7 @@ TRAIN_FLAGS ?=
 RELEASE_1_0 := 40b1b1f
 RELEASE_2_0 := 738423a
 RELEASE_3_0 := 5056cb1
+RELEASE_3_0_1 := ff565e3
 INIT ?= runs/init-2.0.pt
 SPLIT ?= test
 WEIGHTS ?=
@@ -126,7 +127,7 @@ evaluate: $(INSTALLED)
 # RESCORE=shipped scores only the shipped release and keeps the others' figures (after recalibrate).
 compare: $(INSTALLED)
 	$(PY) -m training.compare $(DATA) --split $(SPLIT) $(if $(RESCORE),--rescore $(RESCORE)) \
-		--release 1.0=$(RELEASE_1_0) 2.0=$(RELEASE_2_0) 3.0=$(RELEASE_3_0) shipped=$(or $(WEIGHTS),model_store/skin_resnet34.pt)
+		--release 1.0=$(RELEASE_1_0) 2.0=$(RELEASE_2_0) 3.0=$(RELEASE_3_0) 3.0.1=$(RELEASE_3_0_1) shipped=$(or $(WEIGHTS),model_store/skin_resnet34.pt)
 
 # The release's logit biases, temperature and referral threshold decided again on validation by
 # today's rules, without retraining; answers change, so give it a new VERSION. Then `make archive`
