@@ -188,6 +188,8 @@ def central_share(values: torch.Tensor, side: float = CENTRE_SIDE) -> float:
         return (edges[1:].clamp(low, high) - edges[:-1].clamp(low, high)) * cells
 
     rows, columns = values.shape
+    if not values.any():
+        return 0.0  # a map with no positive evidence for the class puts nothing on the lesion
     return float((values * overlap(rows)[:, None] * overlap(columns)[None]).sum() / values.sum())
 
 

@@ -29,14 +29,15 @@ SHIPPED_WEIGHTS = settings.WEIGHTS
 # The bar the gate is held to on the held-out non-lesion photos; the shipped gate refuses 0.98 of them in
 # process (docs/gate_report.json), and the served path must give the same verdicts.
 SHIPPED_MIN_REFUSED = 0.95
-# One held-out non-lesion photo of each kind (object, scene, document, flat colour), and the check that refuses it: a
-# featureless card fails the focus check before it reaches the distance.
+# One held-out non-lesion photo of each kind (object, scene, document, flat colour), and the check that refuses it. A
+# plain card with a phone's sensor noise keeps enough of that noise at a 150x200 frame to pass the focus check,
+# whose threshold the upscaled 84x84 lesions set low; the distance refuses it.
 NON_LESIONS = {
     "object": (lambda: shipped_photo("motorcycle_left.png"), "not_dermoscopy"),
     "animal": (lambda: shipped_photo("horse.png"), "not_dermoscopy"),
     "scene": (lambda: drawn("scene", 1), "not_dermoscopy"),
     "document": (lambda: shipped_photo("text.png"), "not_dermoscopy"),
-    "flat colour": (lambda: drawn("flat", 1), "blurred"),
+    "flat colour": (lambda: drawn("flat", 1), "not_dermoscopy"),
 }
 # A test-split melanoma from each source of the training data (the HAM10000 one among the fixtures).
 SOURCE_LESIONS = {"HAM10000": FIXTURES / "images" / LESION,
