@@ -26,7 +26,7 @@ from training.ood_images import HELD_OUT, drawn, ood_images, shipped_photo
 
 LESION = "MEL_ISIC_0024310.jpg"
 SHIPPED_WEIGHTS = settings.WEIGHTS
-# The bar the gate is held to on the held-out non-lesion photos; the shipped gate refuses 0.98 of them in
+# The bar the gate is held to on the held-out non-lesion photos; the shipped gate refuses 0.953 of them in
 # process (docs/gate_report.json), and the served path must give the same verdicts.
 SHIPPED_MIN_REFUSED = 0.95
 # One held-out non-lesion photo of each kind (object, scene, document, flat colour), and the check that refuses it. A
