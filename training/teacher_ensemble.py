@@ -5,9 +5,10 @@
 Each ``--teachers`` folder is a training run that finished its teacher (``teacher_best.pt`` and
 ``teacher_report.json``), all on the same data, seed and ``--views``, so that their stored views
 are the same views; with ``--output``, each must have finished its soft targets too. The ensemble
-answers with the mean of its members' probabilities. Every member and the ensemble are scored on
-the same validation images, at argmax and at the operating point a release is served at, and the
-one with the highest BMA there is kept: members and ensemble by the same measure. The melanomas
+answers with the mean of its members' probabilities. Every member and every ensemble of two or
+more of them are scored on the same validation images, at argmax and at the operating point a
+release is served at, and the one with the highest BMA there is kept: members and ensembles by the
+same measure (a weak member can pull an ensemble below a pair without it). The melanomas
 and the referral flag are held by the student's own ship rule, since what a teacher passes on is
 its ranking, and a teacher that misses the flag's bar by a few lesions still teaches. With ``--output``,
 the kept teacher's report and soft targets go into RUN, where
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from itertools import combinations
 from pathlib import Path
 
 import torch
@@ -54,6 +56,19 @@ def ensemble_targets(members: list[dict]) -> dict:
     return {"params": first["params"], "done": first["done"], "views": first["views"], "logits": logits}
 
 
+def candidate_reports(logits: dict[Path, torch.Tensor], reports: dict[Path, dict], labels: torch.Tensor,
+                      val_sources: list[str], mel_floor: float) -> dict[tuple[Path, ...], dict]:
+    """The report of each member (``reports``) and of each ensemble of two or more members, keyed by
+    their runs, fewest members first."""
+    candidates = {}
+    for size in range(1, len(logits) + 1):
+        for runs in combinations(logits, size):
+            candidates[runs] = reports[runs[0]] if size == 1 else logits_report(
+                ensemble_logits([logits[run] for run in runs]), labels,
+                "+".join(reports[run]["arch"] for run in runs), val_sources, mel_floor)
+    return candidates
+
+
 def operating_bma(report: dict) -> float:
     return report["operating_point"]["balanced_accuracy"]
 
@@ -76,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "soft targets, or leave out --output to compare the teachers only")
     samples, split = finished_run_split(args)
     val_sources = [samples[i].source for i in split.val]
-    reports, logits, batches_by_size = {}, [], {}
+    reports, logits, batches_by_size = {}, {}, {}
     for run in args.teachers:
         recorded = json.loads((run / REPORT_FILE).read_text())
         teacher = build_teacher(recorded["arch"])
@@ -84,27 +99,27 @@ def main(argv: list[str] | None = None) -> dict:
         size = tuple(recorded["image_size"])
         if size not in batches_by_size:
             batches_by_size[size] = evaluation_batches(samples, split.val, size, 64, f"decode val at {size}")
-        member, labels = predict(teacher, batches_by_size[size], FP32_CPU, args.colour_constancy)
-        logits.append(member)
-        reports[str(run)] = logits_report(member, labels, recorded["arch"], val_sources, args.mel_floor)
-    arch = "+".join(report["arch"] for report in reports.values())
-    ensemble = logits_report(ensemble_logits(logits), labels, arch, val_sources, args.mel_floor)
-    best = max(reports, key=lambda run: operating_bma(reports[run]))
-    pays = operating_bma(ensemble) > operating_bma(reports[best])
-    for name, report in [*reports.items(), ("ensemble", ensemble)]:
-        print(f"{name}: validation BMA {report['val_balanced_accuracy']:.4f}; "
+        logits[run], labels = predict(teacher, batches_by_size[size], FP32_CPU, args.colour_constancy)
+        reports[run] = logits_report(logits[run], labels, recorded["arch"], val_sources, args.mel_floor)
+    candidates = candidate_reports(logits, reports, labels, val_sources, args.mel_floor)
+    for runs, report in candidates.items():
+        print(f"{' + '.join(map(str, runs))}: validation BMA {report['val_balanced_accuracy']:.4f}; "
               f"with a release's logit biases {report['operating_point']}", flush=True)
-    print(f"kept: {'the ensemble' if pays else best} (the highest BMA at the operating point)", flush=True)
-
-    kept = ensemble | {"members": reports} if pays else reports[best] | {"ensemble_not_kept": ensemble}
+    # Ties go to the fewer teachers: the first of the candidates, which come smallest first.
+    kept_runs = max(candidates, key=lambda runs: operating_bma(candidates[runs]))
+    print(f"kept: {' + '.join(map(str, kept_runs))} (the highest BMA at the operating point)", flush=True)
+    kept = candidates[kept_runs] | {
+        "members": {str(run): reports[run] for run in kept_runs},
+        "not_kept": {" + ".join(map(str, runs)): report["operating_point"]
+                     for runs, report in candidates.items() if runs != kept_runs}}
     if args.output is None:
         return kept
     args.output.mkdir(parents=True, exist_ok=True)
-    if pays:
-        members = [torch.load(run / TARGETS_FILE, weights_only=True) for run in args.teachers]
+    if len(kept_runs) > 1:
+        members = [torch.load(run / TARGETS_FILE, weights_only=True) for run in kept_runs]
         torch.save(ensemble_targets(members), args.output / TARGETS_FILE)
     else:
-        shutil.copyfile(Path(best) / TARGETS_FILE, args.output / TARGETS_FILE)
+        shutil.copyfile(kept_runs[0] / TARGETS_FILE, args.output / TARGETS_FILE)
     (args.output / REPORT_FILE).write_text(json.dumps(kept, indent=2) + "\n")
     return kept
 
