@@ -73,6 +73,12 @@ def operating_bma(report: dict) -> float:
     return report["operating_point"]["balanced_accuracy"]
 
 
+def best_candidate(candidates: dict[tuple[Path, ...], dict]) -> tuple[Path, ...]:
+    """The runs of the candidate with the highest BMA at the operating point; of tied ones the
+    first, so the fewest teachers (``candidate_reports`` lists them so)."""
+    return max(candidates, key=lambda runs: operating_bma(candidates[runs]))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teachers", type=Path, nargs="+", required=True,
@@ -105,8 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     for runs, report in candidates.items():
         print(f"{' + '.join(map(str, runs))}: validation BMA {report['val_balanced_accuracy']:.4f}; "
               f"with a release's logit biases {report['operating_point']}", flush=True)
-    # Ties go to the fewer teachers: the first of the candidates, which come smallest first.
-    kept_runs = max(candidates, key=lambda runs: operating_bma(candidates[runs]))
+    kept_runs = best_candidate(candidates)
     print(f"kept: {' + '.join(map(str, kept_runs))} (the highest BMA at the operating point)", flush=True)
     kept = candidates[kept_runs] | {
         "members": {str(run): reports[run] for run in kept_runs},
