@@ -61,33 +61,33 @@ def finished_teacher(run: Path, arch: str, train_images: int, views: int) -> Pat
     return run
 
 
-def reported_candidates(logits: dict[Path, torch.Tensor], labels: torch.Tensor) -> dict[tuple[Path, ...], dict]:
-    sources = ["ham10000"] * len(labels)
-    reports = {run: logits_report(member, labels, f"arch-{run}", sources, MEL_FLOOR)
+LABELS = torch.arange(NUM_CLASSES).repeat(4)
+SOURCES = ["ham10000"] * len(LABELS)
+
+
+def reported_candidates(logits: dict[Path, torch.Tensor]) -> dict[tuple[Path, ...], dict]:
+    reports = {run: logits_report(member, LABELS, f"arch-{run}", SOURCES, MEL_FLOOR)
                for run, member in logits.items()}
-    return teacher_ensemble.candidate_reports(logits, reports, labels, sources, MEL_FLOOR)
+    return teacher_ensemble.candidate_reports(logits, reports, LABELS, SOURCES, MEL_FLOOR)
 
 
 def test_every_member_and_every_ensemble_of_them_is_a_candidate() -> None:
-    labels = torch.arange(NUM_CLASSES).repeat(4)
     a, b, c = runs = [Path(name) for name in ("a", "b", "c")]
-    logits = {run: torch.randn(len(labels), NUM_CLASSES, generator=torch.Generator().manual_seed(index))
+    logits = {run: torch.randn(len(LABELS), NUM_CLASSES, generator=torch.Generator().manual_seed(index))
               for index, run in enumerate(runs)}
-    candidates = reported_candidates(logits, labels)
+    candidates = reported_candidates(logits)
     assert list(candidates) == [(a,), (b,), (c,), (a, b), (a, c), (b, c), (a, b, c)]
-    assert candidates[(a,)] == logits_report(logits[a], labels, "arch-a", ["ham10000"] * len(labels), MEL_FLOOR)
+    assert candidates[(a,)] == logits_report(logits[a], LABELS, "arch-a", SOURCES, MEL_FLOOR)
     pair = teacher_ensemble.ensemble_logits([logits[a], logits[c]])
-    assert candidates[(a, c)] == logits_report(pair, labels, "arch-a+arch-c", ["ham10000"] * len(labels), MEL_FLOOR)
+    assert candidates[(a, c)] == logits_report(pair, LABELS, "arch-a+arch-c", SOURCES, MEL_FLOOR)
     assert candidates[(a, b, c)]["arch"] == "arch-a+arch-b+arch-c"
 
 
 def test_a_tie_goes_to_the_fewest_teachers() -> None:
-    labels = torch.arange(NUM_CLASSES).repeat(4)
-    right = 10 * torch.nn.functional.one_hot(labels, NUM_CLASSES).float()
-    noise = torch.randn(len(labels), NUM_CLASSES, generator=torch.Generator().manual_seed(0))
+    right = 10 * torch.nn.functional.one_hot(LABELS, NUM_CLASSES).float()
+    noise = torch.randn(len(LABELS), NUM_CLASSES, generator=torch.Generator().manual_seed(0))
     # "a" is always right, and so is every ensemble with it: its answers outweigh the noise's.
-    candidates = reported_candidates({Path("noise"): noise, Path("a"): right, Path("a-again"): right.clone()},
-                                     labels)
+    candidates = reported_candidates({Path("noise"): noise, Path("a"): right, Path("a-again"): right.clone()})
     tied = [runs for runs, report in candidates.items() if teacher_ensemble.operating_bma(report) == 1.0]
     assert len(tied) >= 4
     assert teacher_ensemble.best_candidate(candidates) == (Path("a"),)

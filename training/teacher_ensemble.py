@@ -73,6 +73,10 @@ def operating_bma(report: dict) -> float:
     return report["operating_point"]["balanced_accuracy"]
 
 
+def candidate_name(runs: tuple[Path, ...]) -> str:
+    return " + ".join(map(str, runs))
+
+
 def best_candidate(candidates: dict[tuple[Path, ...], dict]) -> tuple[Path, ...]:
     """The runs of the candidate with the highest BMA at the operating point; of tied ones the
     first, so the fewest teachers (``candidate_reports`` lists them so)."""
@@ -109,13 +113,13 @@ def main(argv: list[str] | None = None) -> dict:
         reports[run] = logits_report(logits[run], labels, recorded["arch"], val_sources, args.mel_floor)
     candidates = candidate_reports(logits, reports, labels, val_sources, args.mel_floor)
     for runs, report in candidates.items():
-        print(f"{' + '.join(map(str, runs))}: validation BMA {report['val_balanced_accuracy']:.4f}; "
+        print(f"{candidate_name(runs)}: validation BMA {report['val_balanced_accuracy']:.4f}; "
               f"with a release's logit biases {report['operating_point']}", flush=True)
     kept_runs = best_candidate(candidates)
-    print(f"kept: {' + '.join(map(str, kept_runs))} (the highest BMA at the operating point)", flush=True)
+    print(f"kept: {candidate_name(kept_runs)} (the highest BMA at the operating point)", flush=True)
     kept = candidates[kept_runs] | {
         "members": {str(run): reports[run] for run in kept_runs},
-        "not_kept": {" + ".join(map(str, runs)): report["operating_point"]
+        "not_kept": {candidate_name(runs): report["operating_point"]
                      for runs, report in candidates.items() if runs != kept_runs}}
     if args.output is None:
         return kept
