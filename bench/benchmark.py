@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def bench_flask(weights: Path, images: list[bytes], args: argparse.Namespace) ->
         stop_process(process)
 
 
-def wait_for(ready, what: str, timeout_s: float) -> None:
+def wait_for(ready: Callable[[], bool], what: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

@@ -45,7 +45,8 @@ def frame(metadata: dict, image: bytes) -> torch.Tensor:
     return frame_photo(image, metadata["input_size"])
 
 
-def decode_step(metadata: dict, gate: ReleaseGate, images: list[bytes]):
+def decode_step(metadata: dict, gate: ReleaseGate, images: list[bytes]
+                ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
     framed = [frames(metadata, gate, data) for data in images]
     return (torch.stack([f[0] for f in framed]), torch.stack([f[1] for f in framed]),
             [f[2] for f in framed])

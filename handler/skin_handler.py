@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from ts.context import Context
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 class SkinHandler(BaseHandler):
-    def initialize(self, context) -> None:
+    def initialize(self, context: Context) -> None:
         super().initialize(context)
         take_over_kservev2_envelope()
         model_dir = Path(context.system_properties["model_dir"])

@@ -20,11 +20,13 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 import settings
@@ -67,7 +69,8 @@ class Photos:
                 np.array([sharpness(frame) for frame in self.frames]))
 
 
-def photos_of(images, metadata: dict, network: GateNetwork, batch_size: int = 64) -> Photos:
+def photos_of(images: Iterable[Image.Image], metadata: dict, network: GateNetwork,
+              batch_size: int = 64) -> Photos:
     """Frame each decoded RGB image of an iterable for both networks, as the handler does, and run
     the gate network on them."""
     frames, gate_frames, sizes = [], [], []
@@ -81,7 +84,7 @@ def photos_of(images, metadata: dict, network: GateNetwork, batch_size: int = 64
     return Photos(torch.stack(frames), sizes, features)
 
 
-def decoded(paths: list[Path], metadata: dict, network: GateNetwork):
+def decoded(paths: list[Path], metadata: dict, network: GateNetwork) -> Iterator[Image.Image]:
     """Each file decoded as the handler decodes a request (JPEG draft mode for the larger input)."""
     draft = max(*input_shape(metadata["input_size"]), *network.input_size)
     for path in paths:
