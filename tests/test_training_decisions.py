@@ -11,7 +11,14 @@ import torch
 
 from contract.classes import CODES
 from handler.preprocessing import dihedral_views
-from training.decisions import beats, choose_logit_bias, flag_specificity, operating_point_figures
+from training.decisions import (
+    beats,
+    bias_objective,
+    choose_logit_bias,
+    coordinate_ascent,
+    flag_specificity,
+    operating_point_figures,
+)
 from training.engine import predict
 from training.mixed_precision import Precision
 from training.presets import ImageBatches
@@ -66,6 +73,31 @@ def test_the_biases_also_weigh_the_referral_flags_false_alarms() -> None:
     assert weighed["after"]["referral_specificity"] >= weighed["before"]["referral_specificity"]
     bma_only_flag = flag_specificity(labels.numpy(), (logits + torch.tensor(bma_bias, dtype=torch.float32)).numpy())
     assert weighed["after"]["referral_specificity"] > bma_only_flag == bma_only["after"]["referral_specificity"]
+
+
+def eight_classes(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validation (logits, labels) of a weak model over all eight classes, with nevi the largest."""
+    generator = torch.Generator().manual_seed(seed)
+    counts = [40, 60, 120, 15, 100, 400, 30, 15]
+    labels = torch.cat([torch.full((count,), index) for index, count in enumerate(counts)])
+    logits = 1.5 * torch.randn(len(labels), len(CODES), generator=generator)
+    logits[torch.arange(len(labels)), labels] += 1.5
+    logits[:, NV] += 1.0
+    return logits, labels
+
+
+def test_the_biases_search_past_where_one_ascent_from_no_bias_stops() -> None:
+    gains = []
+    for seed in range(3):
+        logits, labels = eight_classes(seed)
+        objective = bias_objective(logits.numpy(), labels.numpy(), mel_floor=0.8)
+        from_no_bias = coordinate_ascent(objective, np.zeros(len(CODES)))
+
+        bias, figures = choose_logit_bias(logits, labels, mel_floor=0.8)
+
+        assert figures["after"]["mel_sensitivity"] >= 0.8
+        gains.append(objective(bias) - objective(from_no_bias))
+    assert min(gains) >= 0 and max(gains) > 0.005
 
 
 def test_releases_are_compared_at_the_operating_point_they_are_served_at() -> None:
