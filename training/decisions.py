@@ -106,8 +106,8 @@ def choose_logit_bias(logits: torch.Tensor, labels: torch.Tensor, mel_floor: flo
     scores, y = logits.float().numpy(), labels.numpy()
     objective = bias_objective(scores, y, mel_floor, referral_weight)
     # The objective is a staircase: coordinate ascent stops at the first point that no single
-    # class's bias can improve, and which point that is depends on where it starts (from no bias,
-    # 3.5's student stopped at 0.526 validation BMA; from the melanoma-only start, at 0.554).
+    # class's bias can improve, and which point that is depends on where it starts (docs/training.md,
+    # step 9, gives what one start cost the releases).
     bias = max((coordinate_ascent(objective, start) for start in bias_starts(scores, y, mel_floor)),
                key=objective)
     bias -= bias.mean()  # only differences between classes matter
