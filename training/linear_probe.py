@@ -58,12 +58,14 @@ def probe_figures(logits: np.ndarray, labels: np.ndarray, sources: list[str]) ->
                           for source, figures in per_source.items()}}
 
 
-def feature_network(name: str, student: Path | None) -> tuple[torch.nn.Module, tuple[int, int]]:
-    """A network whose output is its pooled features, and its input size."""
+def feature_network(name: str, student: Path, student_size: tuple[int, int]
+                    ) -> tuple[torch.nn.Module, tuple[int, int]]:
+    """A network whose output is its pooled features (the student's, or an ImageNet
+    EfficientNet-Lite's), and its input size."""
     if name == "student":
         model = build_student(student)
         model.fc = torch.nn.Identity()
-        return model, settings.IMAGE_SIZE
+        return model, student_size
     model = build_teacher(name)
     model._fc = torch.nn.Identity()
     return model, settings.TEACHER_SIZE
@@ -94,10 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     batches = {}
     features = {}
     for name in ["student", *args.imagenet]:
-        network, size = feature_network(name, args.student)
+        network, size = feature_network(name, args.student, args.image_size)
         if precision.channels_last:
             network = network.to(memory_format=torch.channels_last)
-        size = args.image_size if name == "student" else size
         features[name] = {}
         for part in ("train", "val"):
             if (part, size) not in batches:
