@@ -37,7 +37,14 @@ from api.keys import KeySource
 from api.management import ManagementClient
 from bench.closed_loop import LoadResult, Send, SenderFactory, drive
 from bench.configs import FULL_CONFIGS, QUICK_CONFIGS, ServeConfig, archive_name, build_worker_archives, cores
-from bench.inprocess import ReleaseGate, decode_latency, measure_limit, model_only_latency, step_costs
+from bench.inprocess import (
+    ReleaseGate,
+    decode_latency,
+    lone_photo_latency,
+    measure_limit,
+    model_only_latency,
+    step_costs,
+)
 from bench.recommendation import write_recommendation
 from bench.request_profile import format_profile, profile
 from bench.runners import precision_runners
@@ -268,6 +275,9 @@ def main() -> None:
                                          args.single)
     model_only_paused = model_only_latency(runs[served["precision"]], metadata, sized[MAIN_SIZE][0],
                                            1, args.single, LONE_PAUSE_S)
+    lone = {mode: lone_photo_latency(runs[served["precision"]], gate, metadata, sized[MAIN_SIZE][0],
+                                     args.single, LONE_PAUSE_S, beside=mode == "beside")
+            for mode in ("beside", "after")}
     del model, runs, gate  # their memory is better left to the servers measured next
     streams = f"{cores()} streams x 1 thread, batch {LIMIT_BATCH}, {MAIN_SIZE}"
     limit = Row(label=f"in-process limit, served precision {served['precision']}, {streams}",
@@ -296,7 +306,7 @@ def main() -> None:
                 format_profile(parts, f"{best.label}: one lone request taken apart (medians, "
                                       f"{PROFILE_REQUESTS[args.quick]} requests, {MAIN_SIZE})"),
                 format_ratios(values, best, model_only, model_only_fp32,
-                              (LONE_PAUSE_S * 1000, model_only_paused))]
+                              (LONE_PAUSE_S * 1000, model_only_paused), lone)]
     text = "\n\n".join(sections)
     print(f"\n{text}")
     (out / "table.md").write_text(text + "\n")
@@ -309,6 +319,7 @@ def main() -> None:
         "model_only_p50_ms": model_only, "model_only_fp32_p50_ms": model_only_fp32,
         "model_only_paused_p50_ms": {"pause_ms": LONE_PAUSE_S * 1000, "threads": 1,
                                      "p50_ms": model_only_paused},
+        "lone_photo_p50_ms": {"pause_ms": LONE_PAUSE_S * 1000, "threads": 1} | lone,
         "cold_start_to_ready_s": ready_s, "step_cpu_ms_per_image": steps, "lone_request_ms": parts,
         "rows": [{**asdict(row), "config": asdict(row.config) if row.config else None}
                  for row in rows],

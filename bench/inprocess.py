@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,35 @@ def model_only_latency(run: Runner, metadata: dict, image: bytes, threads: int,
     one = release_input(frame(metadata, image).unsqueeze(0), metadata)
     run(one)
     return _median_ms(lambda: run(one), duration_s, pause_s)
+
+
+def lone_photo_latency(run: Runner, gate: ReleaseGate, metadata: dict, image: bytes, duration_s: float,
+                       pause_s: float, beside: bool) -> dict[str, float]:
+    """p50 ms of one framed photo's task network (with softmax) and of it with the gate's network
+    and distances, one thread each, ``pause_s`` apart as a worker runs lone requests; the gate's
+    either ``beside`` the task network in a second thread, as the handler runs them when a core is
+    spare, or after it."""
+    torch.set_num_threads(1)
+    batch, gate_batch, _ = decode_step(metadata, gate, [image])
+
+    def gate_distances() -> torch.Tensor:
+        return gate.gate.distances(gate.network(gate_batch))
+
+    task, both = [], []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        model_step(run, metadata, batch)
+        gate_distances()
+        deadline = time.perf_counter() + duration_s
+        while time.perf_counter() < deadline or len(task) < 5:
+            time.sleep(pause_s)
+            tick = time.perf_counter()
+            distances = pool.submit(gate_distances) if beside else None
+            model_step(run, metadata, batch)
+            task_done = time.perf_counter()
+            distances.result() if distances else gate_distances()
+            task.append((task_done - tick) * 1000)
+            both.append((time.perf_counter() - tick) * 1000)
+    return {"task_ms": statistics.median(task), "both_ms": statistics.median(both)}
 
 
 def decode_latency(metadata: dict, image: bytes, duration_s: float) -> float:

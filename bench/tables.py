@@ -83,10 +83,12 @@ def format_steps(steps: dict[str, float], precision: str, batch: int, size: str)
 
 
 def format_ratios(values: dict[str, float], best: Row, model_only: dict[int, float],
-                  model_only_fp32_ms: float, paused: tuple[float, float]) -> str:
+                  model_only_fp32_ms: float, paused: tuple[float, float],
+                  lone: dict[str, dict[str, float]]) -> str:
     """``model_only`` maps torch threads to the p50 of one image's forward pass at the served
     precision, back to back; fp32's beside it at the most threads; ``paused`` is (pause ms, p50 ms)
-    of the served precision's on one thread with that pause before each pass."""
+    of the served precision's on one thread with that pause before each pass; ``lone`` is
+    ``lone_photo_latency`` with the gate "beside" and "after", with the same pause."""
     names = {"served_vs_limit": "best TorchServe / in-process limit at the served precision",
              "served_vs_flask": "best TorchServe / Flask baseline",
              "single_vs_model_only": "single-request p50 / model-only latency",
@@ -98,6 +100,9 @@ def format_ratios(values: dict[str, float], best: Row, model_only: dict[int, flo
                  for threads, p50 in sorted(model_only.items(), reverse=True))
              + f" (fp32: {model_only_fp32_ms:.1f} ms with {max(model_only)} threads)",
              f"model-only latency with 1 thread, {paused[0]:.0f} ms apart as a worker runs lone "
-             f"requests (p50): {paused[1]:.1f} ms"]
+             f"requests (p50): {paused[1]:.1f} ms",
+             f"a lone photo's task network and the gate's, 1 thread each, {paused[0]:.0f} ms apart (p50): "
+             + "; ".join(f"the gate {mode}: task network {p50['task_ms']:.1f} ms, both {p50['both_ms']:.1f} ms"
+                         for mode, p50 in lone.items())]
     lines += [f"{names[key]}: {value:.2f}" for key, value in values.items()]
     return "\n".join(lines)

@@ -60,6 +60,11 @@ def test_quick_mode_prints_the_table(tmp_path):
     assert all(value > 0 for by_size in results["limits"].values() for value in by_size.values())
     assert 0 < results["cold_start_to_ready_s"] < 120
     assert results["model_only_paused_p50_ms"]["p50_ms"] > 0
+    assert (f"a lone photo's task network and the gate's, 1 thread each, {LONE_PAUSE_S * 1000:.0f} ms "
+            "apart (p50): the gate beside: ") in result.stdout
+    lone = results["lone_photo_p50_ms"]
+    # Each photo's time with the gate is its task network's and more, so the medians keep that order.
+    assert all(lone[mode]["both_ms"] >= lone[mode]["task_ms"] > 0 for mode in ("beside", "after"))
     assert "the gate's share of a served image's cost: " in result.stdout
     steps = results["step_cpu_ms_per_image"]
     assert all(steps[name] > 0 for name in ("decode_ms", "model_ms", "gate_ms"))
