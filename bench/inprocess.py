@@ -164,7 +164,10 @@ def lone_photo_latency(run: Runner, gate: ReleaseGate, metadata: dict, image: by
             distances = pool.submit(gate_distances) if beside else None
             model_step(run, metadata, batch)
             task_done = time.perf_counter()
-            distances.result() if distances else gate_distances()
+            if distances is None:
+                gate_distances()
+            else:
+                distances.result()
             task.append((task_done - tick) * 1000)
             both.append((time.perf_counter() - tick) * 1000)
     return {"task_ms": statistics.median(task), "both_ms": statistics.median(both)}
