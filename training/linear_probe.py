@@ -23,10 +23,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import settings
-from contract.classes import CODES
 from training.engine import predict
 from training.evaluate import FP32_CPU
-from training.metrics import balanced_accuracy
+from training.metrics import balanced_accuracy, sensitivity_specificity
 from training.mixed_precision import Precision
 from training.models import TEACHERS, build_student, build_teacher
 from training.presets import evaluation_batches
@@ -48,11 +47,12 @@ def probe(train: np.ndarray, train_labels: np.ndarray, weights: np.ndarray, val:
 
 
 def probe_figures(logits: np.ndarray, labels: np.ndarray, sources: list[str]) -> dict:
-    """Validation BMA at argmax and melanoma sensitivity, overall and per source."""
+    """Validation BMA at argmax and melanoma sensitivity (None without melanomas), overall and per
+    source."""
+    predictions = logits.argmax(1)
+    mel = sensitivity_specificity(labels, predictions)["MEL"]["sensitivity"]
     per_source = by_source(torch.from_numpy(logits), torch.from_numpy(labels), sources)
-    mel = CODES.index("MEL")
-    return {"bma": round(balanced_accuracy(labels, logits.argmax(1)), 4),
-            "mel": round(float((logits.argmax(1)[labels == mel] == mel).mean()), 3),
+    return {"bma": round(balanced_accuracy(labels, predictions), 4), "mel": mel and round(mel, 3),
             "by_source": {source: {"bma": round(figures["balanced_accuracy"], 3),
                                    "mel": figures["sensitivity"]["MEL"] and round(figures["sensitivity"]["MEL"], 3)}
                           for source, figures in per_source.items()}}
